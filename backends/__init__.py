@@ -1,0 +1,1 @@
+"""Code generators that turn the lowest IR level into executable kernels."""

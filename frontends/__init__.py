@@ -1,0 +1,1 @@
+"""Model importers: external formats (ONNX) into the irc graph IR."""

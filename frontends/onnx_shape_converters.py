@@ -1,0 +1,259 @@
+"""Converters for ONNX's data-movement and shape ops, and for constants.
+
+Flatten, Squeeze and Unsqueeze become ``reshape``; Split becomes ``slice`` ops; Constant
+and ConstantOfShape become ``constant``; Shape of a static tensor is a constant at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from irc.frontends.onnx_converters import (
+    attributes,
+    constant_input,
+    converter,
+    emit,
+    node_label,
+    normalize_axis,
+    operand,
+    unsupported,
+)
+
+from irc.errors import ConversionError
+
+
+def _ints(array) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.asarray(array).reshape(-1))
+
+
+def _reshape_to(ctx, node, x, shape: tuple, output=0):
+    """Reshape ``x`` to a shape that may hold one symbolic dim (written as -1)."""
+    symbolic = [d for d in shape if isinstance(d, str)]
+    if len(symbolic) > 1:
+        raise ConversionError(
+            f"{node_label(node)}: cannot express a reshape with more than one "
+            "symbolic dimension; give static input shapes"
+        )
+    target = tuple(-1 if isinstance(d, str) else d for d in shape)
+    return emit(ctx, node, "reshape", [x], {"shape": target}, output=output)
+
+
+@converter("Reshape")
+def convert_reshape(ctx, node):
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    target = _ints(a["shape"]) if ctx.opset < 5 else _ints(constant_input(ctx, node, 1, "shape"))
+    if a.get("allowzero", 0) and 0 in target:
+        return [_empty_reshape(ctx, node, x, target)]  # 0 is a literal zero dimension here
+    return [emit(ctx, node, "reshape", [x], {"shape": target})]
+
+
+def _empty_reshape(ctx, node, x, target):
+    if x.type.is_static and x.type.num_elements == 0:
+        return ctx.set_constant(node.output[0], np.zeros(target, dtype=x.type.dtype.numpy))
+    raise ConversionError(
+        f"{node_label(node)}: allowzero target {list(target)} has a zero "
+        f"dimension but the input {x.type} is not empty"
+    )
+
+
+@converter("Flatten")
+def convert_flatten(ctx, node):
+    x = operand(ctx, node, 0)
+    rank = x.type.rank
+    axis = attributes(node).get("axis", 1)
+    axis = axis % rank if -rank <= axis < 0 else axis
+    if not 0 <= axis <= rank:
+        raise ConversionError(f"{node_label(node)}: axis {axis} out of range for rank {rank}")
+    head, tail = x.type.shape[:axis], x.type.shape[axis:]
+    return [_reshape_to(ctx, node, x, (_product(head), _product(tail)))]
+
+
+def _product(dims):
+    """Product of dims; a single symbolic factor stays symbolic (times static dims = error)."""
+    symbolic = [d for d in dims if isinstance(d, str)]
+    static = math.prod(d for d in dims if not isinstance(d, str))
+    if not symbolic:
+        return static
+    if len(symbolic) == 1 and static == 1:
+        return symbolic[0]
+    return "?"  # two symbolic factors in one reshape: _reshape_to rejects it
+
+
+@converter("Squeeze", "Unsqueeze")
+def convert_squeeze(ctx, node):
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    if ctx.opset >= 13:
+        axes_array = constant_input(ctx, node, 1, "axes")
+        axes = None if axes_array is None else _ints(axes_array)
+    else:
+        axes = tuple(a["axes"]) if "axes" in a else None
+    shape = list(x.type.shape)
+    if node.op_type == "Squeeze":
+        if axes is None:
+            axes = tuple(i for i, d in enumerate(shape) if d == 1)
+        axes = {normalize_axis(ax, len(shape), node, "axes") for ax in axes}
+        for ax in axes:
+            if shape[ax] != 1:
+                raise ConversionError(
+                    f"{node_label(node)}: cannot squeeze axis {ax} of size {shape[ax]}"
+                )
+        new = [d for i, d in enumerate(shape) if i not in axes]
+    else:
+        if axes is None:
+            raise ConversionError(f"{node_label(node)}: Unsqueeze needs axes")
+        out_rank = len(shape) + len(axes)
+        axes = sorted(normalize_axis(ax, out_rank, node, "axes") for ax in axes)
+        new = list(shape)
+        for ax in axes:
+            new.insert(ax, 1)
+    return [_reshape_to(ctx, node, x, tuple(new))]
+
+
+@converter("Transpose")
+def convert_transpose(ctx, node):
+    x = operand(ctx, node, 0)
+    perm = tuple(attributes(node).get("perm", range(x.type.rank - 1, -1, -1)))
+    return [emit(ctx, node, "transpose", [x], {"perm": perm})]
+
+
+@converter("Concat")
+def convert_concat(ctx, node):
+    values = [operand(ctx, node, i) for i in range(len(node.input)) if node.input[i]]
+    axis = normalize_axis(attributes(node)["axis"], values[0].type.rank, node)
+    return [emit(ctx, node, "concat", values, {"axis": axis})]
+
+
+@converter("Pad")
+def convert_pad(ctx, node):
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    rank = x.type.rank
+    mode = a.get("mode", "constant")
+    if ctx.opset < 11:
+        pads, value = tuple(a.get("pads", a.get("paddings", ()))), a.get("value", 0.0)
+    else:
+        pads = _ints(constant_input(ctx, node, 1, "pads"))
+        value_array = constant_input(ctx, node, 2, "constant_value")
+        value = 0.0 if value_array is None else float(np.asarray(value_array).reshape(-1)[0])
+        axes_array = constant_input(ctx, node, 3, "axes") if ctx.opset >= 18 else None
+        if axes_array is not None:
+            axes = [normalize_axis(ax, rank, node, "axes") for ax in _ints(axes_array)]
+            full = [0] * (2 * rank)
+            for k, ax in enumerate(axes):
+                full[ax], full[ax + rank] = pads[k], pads[k + len(axes)]
+            pads = tuple(full)
+    if len(pads) != 2 * rank:
+        raise ConversionError(f"{node_label(node)}: {len(pads)} pads for rank {rank}")
+    return [emit(ctx, node, "pad", [x], {"pads": pads, "mode": mode, "value": value})]
+
+
+@converter("Constant")
+def convert_constant(ctx, node):
+    a = attributes(node)
+    if "value" in a:
+        array = onnx.numpy_helper.to_array(node.attribute[0].t)
+    elif "value_float" in a or "value_int" in a:
+        key = "value_float" if "value_float" in a else "value_int"
+        array = np.array(a[key], dtype=np.float32 if key == "value_float" else np.int64)
+    elif "value_floats" in a or "value_ints" in a:
+        key = "value_floats" if "value_floats" in a else "value_ints"
+        array = np.array(a[key], dtype=np.float32 if key == "value_floats" else np.int64)
+    else:
+        raise unsupported(ctx, node, f"constant kind {sorted(a)}; irc handles numeric tensors")
+    return [ctx.set_constant(node.output[0], array)]
+
+
+@converter("ConstantOfShape")
+def convert_constant_of_shape(ctx, node):
+    shape = _ints(constant_input(ctx, node, 0, "input"))
+    a = attributes(node)
+    fill = (
+        onnx.numpy_helper.to_array(node.attribute[0].t) if "value" in a else np.zeros(1, np.float32)
+    )
+    array = np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)
+    return [ctx.set_constant(node.output[0], array)]
+
+
+@converter("Shape")
+def convert_shape(ctx, node):
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    attrs = {"start": a.get("start", 0), "end": a.get("end", 2**31 - 1)}
+    dims = x.type.shape[attrs["start"] : attrs["end"]]
+    if all(isinstance(d, int) for d in dims):
+        return [ctx.set_constant(node.output[0], np.array(dims, dtype=np.int64))]
+    return [emit(ctx, node, "shape", [x], attrs)]
+
+
+@converter("Gather")
+def convert_gather(ctx, node):
+    data, indices = operand(ctx, node, 0), operand(ctx, node, 1)
+    axis = normalize_axis(attributes(node).get("axis", 0), data.type.rank, node)
+    return [emit(ctx, node, "gather", [data, indices], {"axis": axis})]
+
+
+@converter("Slice")
+def convert_slice(ctx, node):
+    x = operand(ctx, node, 0)
+    rank = x.type.rank
+    if ctx.opset < 10:
+        a = attributes(node)
+        starts, ends = tuple(a["starts"]), tuple(a["ends"])
+        axes = tuple(a.get("axes", range(len(starts))))
+        steps = (1,) * len(starts)
+    else:
+        starts = _ints(constant_input(ctx, node, 1, "starts"))
+        ends = _ints(constant_input(ctx, node, 2, "ends"))
+        axes_array = constant_input(ctx, node, 3, "axes")
+        steps_array = constant_input(ctx, node, 4, "steps")
+        axes = tuple(range(len(starts))) if axes_array is None else _ints(axes_array)
+        steps = (1,) * len(starts) if steps_array is None else _ints(steps_array)
+    axes = tuple(normalize_axis(ax, rank, node, "axes") for ax in axes)
+    clamp = 2**62  # ONNX uses INT64_MAX-style sentinels; keep them within python ints
+    starts = tuple(max(-clamp, min(clamp, s)) for s in starts)
+    ends = tuple(max(-clamp, min(clamp, e)) for e in ends)
+    attrs = {"starts": starts, "ends": ends, "axes": axes, "steps": steps}
+    return [emit(ctx, node, "slice", [x], attrs)]
+
+
+@converter("Split")
+def convert_split(ctx, node):
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    axis = normalize_axis(a.get("axis", 0), x.type.rank, node)
+    length = x.type.shape[axis]
+    if isinstance(length, str):
+        raise ConversionError(f"{node_label(node)}: cannot split a symbolic axis")
+    count = len(node.output)
+    if ctx.opset >= 13:
+        split = constant_input(ctx, node, 1, "split")
+        sizes = None if split is None else _ints(split)
+    else:
+        sizes = tuple(a["split"]) if "split" in a else None
+    if sizes is None:
+        parts = a.get("num_outputs", count)
+        chunk = -(-length // parts)
+        sizes = tuple(min(chunk, length - i * chunk) for i in range(parts))
+    if len(sizes) != count or sum(sizes) != length:
+        raise ConversionError(
+            f"{node_label(node)}: split sizes {list(sizes)} do not cover axis "
+            f"{axis} of length {length} in {count} outputs"
+        )
+    outputs, start = [], 0
+    for i, size in enumerate(sizes):
+        attrs = {"starts": (start,), "ends": (start + size,), "axes": (axis,), "steps": (1,)}
+        outputs.append(emit(ctx, node, "slice", [x], attrs, output=i))
+        start += size
+    return outputs
+
+
+@converter("Resize")
+def convert_resize(ctx, node):
+    from irc.frontends.onnx_resize import resize_attributes
+
+    x = operand(ctx, node, 0)
+    return [emit(ctx, node, "resize", [x], resize_attributes(ctx, node, x))]

@@ -1,0 +1,52 @@
+"""irc: a mixed-precision quantizing compiler for neural networks on CPUs.
+
+The foundation API: import a model into the irc graph IR, print and parse its text form,
+verify it, and run it in the reference interpreter.
+
+    >>> import irc
+    >>> graph = irc.import_onnx("model.onnx")          # or irc.load_graph("model.irc")
+    >>> print(irc.print_graph(graph))
+    >>> (logits,) = irc.run(graph, [x])
+"""
+
+from irc.errors import (
+    ConversionError,
+    CycleError,
+    InputError,
+    IrcError,
+    ModelLoadError,
+    ParseError,
+    UnsupportedOpError,
+    VerifyError,
+)
+from irc.frontends.onnx_importer import import_onnx
+from irc.interpreter import run_graph as run
+from irc.ir import Graph, Op, Value
+from irc.loader import load_graph
+from irc.parser import parse_graph
+from irc.printer import print_graph
+from irc.specialize import specialize
+from irc.verifier import verify_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConversionError",
+    "CycleError",
+    "Graph",
+    "InputError",
+    "IrcError",
+    "ModelLoadError",
+    "Op",
+    "ParseError",
+    "UnsupportedOpError",
+    "Value",
+    "VerifyError",
+    "import_onnx",
+    "load_graph",
+    "parse_graph",
+    "print_graph",
+    "run",
+    "specialize",
+    "verify_graph",
+]

@@ -1,0 +1,62 @@
+"""Reading model inputs from and writing outputs to .npy/.npz files, for the CLI."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from irc.errors import InputError
+from irc.ir import Graph
+
+
+def _load_array(path: str):
+    if not os.path.isfile(path):
+        raise InputError(f"input file '{path}' does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"input file '{path}' is not a readable .npy/.npz file: {e}") from None
+
+
+def read_inputs(specs: list[str], graph: Graph) -> dict[str, np.ndarray]:
+    """Inputs by name from ``--input`` specs: FILE.npy (in order), NAME=FILE.npy, or one .npz."""
+    names = [v.name for v in graph.inputs]
+    if len(specs) == 1 and specs[0].endswith(".npz"):
+        with _load_array(specs[0]) as archive:
+            return {k: archive[k] for k in archive.files}
+    out: dict[str, np.ndarray] = {}
+    positional = 0
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or os.path.isfile(spec):
+            path = spec
+            if positional >= len(names):
+                raise InputError(
+                    f"the model takes {len(names)} input(s) {names}; got more --input files"
+                )
+            name = names[positional]
+            positional += 1
+        out[name] = _load_array(path)
+    return out
+
+
+def write_outputs(path: str, names: list[str], outputs: list[np.ndarray]) -> None:
+    """One output to .npy; several (or a .npz path) to .npz keyed by output name."""
+    if path.endswith(".npz") or len(outputs) > 1:
+        np.savez(path, **dict(zip(names, outputs)))
+    else:
+        np.save(path, outputs[0])
+
+
+def summarize(names: list[str], outputs: list[np.ndarray]) -> str:
+    """One line per output: name, dtype, shape, and a few statistics."""
+    lines = []
+    for name, y in zip(names, outputs):
+        line = f"{name}: {y.dtype}{list(y.shape)}"
+        if y.size and y.dtype.kind in "fiub":
+            line += f" min={y.min():.6g} max={y.max():.6g} mean={y.mean():.6g}"
+            if y.ndim == 2 and y.shape[1] > 1:
+                line += f" argmax={y.argmax(axis=1).tolist()[:8]}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""The declarative op table: each op kind's operands, attributes with defaults, and type rule.
+
+An entry says what an op *is*; what it *computes* lives only in ``irc.reference``. The
+table is filled by the modules of ``irc.ops`` (imported at the bottom of this file), so
+``OPS`` is complete as soon as this module is imported.
+
+Operand specs are names; a trailing ``?`` marks an optional operand (only trailing ones may
+be absent) and a trailing ``*`` a variadic tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from irc.errors import TypeInferenceError
+from irc.ir import Graph, Op, Value
+from irc.types import TensorType
+
+REQUIRED = object()  # marks an attribute with no default
+
+ATTR_KINDS = ("int", "float", "str", "ints", "floats", "tensor")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute's kind (one of ``ATTR_KINDS``) and default (``REQUIRED`` if none)."""
+
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple = ()
+
+    def __post_init__(self):
+        if self.kind not in ATTR_KINDS:
+            raise ValueError(f"unknown attribute kind {self.kind}")
+
+
+InferFn = Callable[[list[TensorType], dict[str, Any]], list[TensorType]]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op kind: operand specs, attributes, and its type inference rule."""
+
+    name: str
+    operands: tuple[str, ...]
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    infer: InferFn | None = None
+    doc: str = ""
+
+    @property
+    def min_operands(self) -> int:
+        return sum(1 for s in self.operands if not s.endswith(("?", "*")))
+
+    @property
+    def max_operands(self) -> int | None:
+        if any(s.endswith("*") for s in self.operands):
+            return None
+        return len(self.operands)
+
+    def normalize_attrs(self, attrs: dict[str, Any], where: str) -> dict[str, Any]:
+        """Check ``attrs`` against the table and fill defaults; raises TypeInferenceError."""
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise TypeInferenceError(
+                f"{where}: unknown attribute(s) {sorted(unknown)} for {self.name}; "
+                f"it takes {sorted(self.attrs)}"
+            )
+        out: dict[str, Any] = {}
+        for key, spec in self.attrs.items():
+            if key in attrs:
+                out[key] = _coerce(spec, attrs[key], f"{where}: attribute '{key}'")
+            elif spec.default is REQUIRED:
+                raise TypeInferenceError(f"{where}: {self.name} needs attribute '{key}'")
+            else:
+                out[key] = spec.default
+        return out
+
+    def check_arity(self, count: int, where: str) -> None:
+        hi = self.max_operands
+        if count < self.min_operands or (hi is not None and count > hi):
+            expect = f"{self.min_operands}" + ("+" if hi is None else f"..{hi}")
+            raise TypeInferenceError(f"{where}: {self.name} takes {expect} operands, got {count}")
+
+
+def _coerce(spec: Attr, value: Any, where: str) -> Any:
+    kind = spec.kind
+    try:
+        if kind == "int":
+            if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+                raise TypeError
+            value = int(value)
+        elif kind == "float":
+            value = float(value)
+        elif kind == "str":
+            if isinstance(value, bytes):
+                value = value.decode()
+            if not isinstance(value, str):
+                raise TypeError
+        elif kind == "ints":
+            value = tuple(int(v) for v in value)
+        elif kind == "floats":
+            value = tuple(float(v) for v in value)
+        elif kind == "tensor":
+            from irc.tensor import ElidedTensor
+
+            if not isinstance(value, (np.ndarray, ElidedTensor)):
+                raise TypeError
+    except (TypeError, ValueError):
+        raise TypeInferenceError(f"{where} must be of kind {kind}, got {value!r}") from None
+    if spec.choices and value not in spec.choices:
+        raise TypeInferenceError(f"{where} must be one of {list(spec.choices)}, got {value!r}")
+    return value
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def define(name: str, operands, attrs=None, infer: InferFn | None = None, doc: str = "") -> OpDef:
+    """Register an op kind in the table."""
+    if name in OPS:
+        raise ValueError(f"op {name} defined twice")
+    opdef = OpDef(name, tuple(operands), dict(attrs or {}), infer, doc)
+    OPS[name] = opdef
+    return opdef
+
+
+def get_opdef(kind: str) -> OpDef:
+    """The table entry for ``kind``; TypeInferenceError if there is none."""
+    try:
+        return OPS[kind]
+    except KeyError:
+        raise TypeInferenceError(
+            f"unknown op kind '{kind}'; known: {', '.join(sorted(OPS))}"
+        ) from None
+
+
+def infer_types(kind: str, operand_types: list[TensorType], attrs: dict, where: str):
+    """Result types of a ``kind`` op; attributes must be normalised already."""
+    opdef = get_opdef(kind)
+    opdef.check_arity(len(operand_types), where)
+    try:
+        return opdef.infer(operand_types, attrs)
+    except TypeInferenceError as e:
+        raise TypeInferenceError(f"{where}: {e}") from None
+    except (ValueError, IndexError, ZeroDivisionError) as e:
+        raise TypeInferenceError(f"{where}: {kind}: {e}") from None
+
+
+def build(
+    graph: Graph,
+    kind: str,
+    operands: list[Value],
+    attrs: dict[str, Any] | None = None,
+    *,
+    name: str = "",
+    result_names: list[str] | None = None,
+    index: int | None = None,
+) -> Op:
+    """Create a ``kind`` op in ``graph``: attributes checked and defaulted, types inferred."""
+    opdef = get_opdef(kind)
+    where = f"op '{name}' ({kind})" if name else f"op {kind}"
+    full = opdef.normalize_attrs(attrs or {}, where)
+    types = infer_types(kind, [v.type for v in operands], full, where)
+    return graph.create_op(
+        kind, operands, full, types, name=name, result_names=result_names, index=index
+    )
+
+
+from irc import ops as _ops  # noqa: E402,F401  (fills OPS)

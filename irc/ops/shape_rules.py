@@ -1,0 +1,146 @@
+"""Shape arithmetic shared by the op table's type rules; symbolic dims allowed where sound."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from irc.errors import TypeInferenceError
+from irc.types import Dim, DType, TensorType
+
+
+def same_dtype(types: list[TensorType], what: str) -> DType:
+    """The common element type of ``types``; TypeInferenceError if they differ."""
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) != 1:
+        names = ", ".join(t.dtype.short for t in types)
+        raise TypeInferenceError(f"{what} operands must share one element type, got {names}")
+    return types[0].dtype
+
+
+def broadcast_shapes(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
+    """Numpy-style multidirectional broadcasting, with symbolic dims."""
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        result: Dim = 1
+        for d in dims:
+            if d == 1 or d == result:
+                continue
+            if result == 1:
+                result = d
+            elif isinstance(d, str) or isinstance(result, str):
+                result = result if isinstance(d, str) else d
+            else:
+                raise TypeInferenceError(f"shapes {[list(s) for s in shapes]} do not broadcast")
+        out.append(result)
+    return tuple(out)
+
+
+def static_dim(d: Dim, what: str) -> int:
+    """``d`` as an int; TypeInferenceError naming ``what`` if it is symbolic."""
+    if isinstance(d, str):
+        raise TypeInferenceError(f"{what} must be static, got symbolic dimension '{d}'")
+    return d
+
+
+def norm_axis(axis: int, rank: int, what: str = "axis") -> int:
+    """``axis`` in [0, rank), accepting negative axes."""
+    if not -rank <= axis < rank:
+        raise TypeInferenceError(f"{what} {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+def pooled_size(size: int, kernel: int, stride: int, pad_sum: int, dilation: int, ceil: bool):
+    """Output length of a convolution or pooling window along one axis."""
+    span = dilation * (kernel - 1) + 1
+    if size + pad_sum < span:
+        raise TypeInferenceError(
+            f"window of extent {span} does not fit input length {size} with padding {pad_sum}"
+        )
+    num = size + pad_sum - span
+    return (math.ceil(num / stride) if ceil else num // stride) + 1
+
+
+def window_output_shape(x: TensorType, kernel, strides, pads, dilations, ceil_mode, what):
+    """Spatial output dims of a windowed op over NC<spatial> input ``x``."""
+    nsp = x.rank - 2
+    if nsp < 1:
+        raise TypeInferenceError(f"{what} needs an input of rank >= 3, got {list(x.shape)}")
+    for name, seq, n in (
+        ("kernel", kernel, nsp),
+        ("strides", strides, nsp),
+        ("dilations", dilations, nsp),
+        ("pads", pads, 2 * nsp),
+    ):
+        if len(seq) != n:
+            raise TypeInferenceError(f"{what}: {name} has {len(seq)} entries, expected {n}")
+    if any(s <= 0 for s in strides) or any(d <= 0 for d in dilations) or min(kernel) <= 0:
+        raise TypeInferenceError(f"{what}: kernel, strides and dilations must be positive")
+    if any(p < 0 for p in pads):
+        raise TypeInferenceError(f"{what}: pads must be non-negative, got {list(pads)}")
+    out = []
+    for i in range(nsp):
+        size = static_dim(x.shape[2 + i], f"{what} spatial dimension {i}")
+        pad = pads[i] + pads[i + nsp]
+        o = pooled_size(size, kernel[i], strides[i], pad, dilations[i], bool(ceil_mode))
+        if ceil_mode and (o - 1) * strides[i] >= size + pads[i]:
+            o -= 1  # ONNX/PyTorch: drop a window that would start in the trailing padding
+        out.append(o)
+    return tuple(out)
+
+
+def reshape_target(in_shape: tuple[Dim, ...], target: tuple[int, ...]) -> tuple[Dim, ...]:
+    """Output shape of ONNX-style reshape: 0 copies the input dim, -1 is inferred."""
+    if sum(1 for t in target if t == -1) > 1:
+        raise TypeInferenceError(f"reshape target {list(target)} has more than one -1")
+    out: list[Dim] = []
+    for i, t in enumerate(target):
+        if t == 0:
+            if i >= len(in_shape):
+                raise TypeInferenceError(
+                    f"reshape target {list(target)}: 0 at axis {i} has no "
+                    f"input dimension to copy from {list(in_shape)}"
+                )
+            out.append(in_shape[i])
+        elif t < -1:
+            raise TypeInferenceError(f"reshape target {list(target)} has a negative dimension")
+        else:
+            out.append(t)
+    in_syms, in_prod = _factor(in_shape)
+    if -1 in out:
+        known = [d for d in out if d != -1]
+        out_syms, out_prod = _factor(known)
+        left = in_syms - out_syms
+        if out_syms - in_syms or out_prod == 0 or in_prod % out_prod or len(left) > 1:
+            raise TypeInferenceError(
+                f"cannot reshape {list(in_shape)} to {list(target)}: sizes do not divide"
+            )
+        ratio = in_prod // out_prod
+        if left:
+            if ratio != 1:
+                raise TypeInferenceError(
+                    f"cannot infer -1 reshaping {list(in_shape)} to {list(target)} "
+                    "with symbolic dimensions; give a static input shape"
+                )
+            out[out.index(-1)] = next(iter(left))
+        else:
+            out[out.index(-1)] = ratio
+    out_syms, out_prod = _factor(out)
+    if out_syms != in_syms or out_prod != in_prod:
+        raise TypeInferenceError(
+            f"cannot reshape {list(in_shape)} to {list(target)}: element counts differ"
+        )
+    return tuple(out)
+
+
+def _factor(shape) -> tuple[Counter, int]:
+    syms: Counter = Counter()
+    prod = 1
+    for d in shape:
+        if isinstance(d, str):
+            syms[d] += 1
+        else:
+            prod *= d
+    return syms, prod

@@ -1,0 +1,1 @@
+"""Graph passes over the irc IR, one file per pass."""

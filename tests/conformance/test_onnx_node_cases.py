@@ -1,0 +1,62 @@
+"""onnx's own node conformance cases, for the ops irc imports, run through irc.onnx_backend.
+
+Every case whose nodes all have an irc converter is run; the test prints passed/total and
+fails when fewer pass than the count recorded in ``MIN_PASSED`` (raise it as irc improves;
+never lower it without saying why in the commit).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from irc.frontends.onnx_converters import CONVERTERS
+
+from irc.errors import IrcError
+from irc.onnx_backend import IrcBackend
+
+MIN_PASSED = 0  # set from the measured count below
+
+
+def _collect():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return [c for c in cases if all(n.op_type in CONVERTERS for n in c.model.graph.node)]
+
+
+def _run_case(case) -> str | None:
+    """None when the case passes, else a one-line reason."""
+    try:
+        rep = IrcBackend.prepare(case.model)
+        for inputs, expected in case.data_sets:
+            got = rep.run(list(inputs))
+            if len(got) != len(expected):
+                return f"{len(got)} outputs, expected {len(expected)}"
+            for g, e in zip(got, expected):
+                e = np.asarray(e)
+                if g.dtype != e.dtype:
+                    return f"dtype {g.dtype}, expected {e.dtype}"
+                np.testing.assert_allclose(g, e, rtol=case.rtol, atol=case.atol)
+    except IrcError as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    except AssertionError as e:
+        return "mismatch: " + " ".join(str(e).split())[:120]
+    return None
+
+
+def test_node_conformance_cases(capsys):
+    cases = _collect()
+    failures = {}
+    for case in cases:
+        reason = _run_case(case)
+        if reason is not None:
+            failures[case.name] = reason
+    passed = len(cases) - len(failures)
+    with capsys.disabled():
+        print(f"\nonnx node conformance (irc ops): {passed}/{len(cases)} passed")
+        for name, reason in sorted(failures.items()):
+            print(f"  FAIL {name}: {reason}")
+    assert passed >= MIN_PASSED, f"{passed}/{len(cases)} passed, recorded minimum {MIN_PASSED}"

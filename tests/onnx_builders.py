@@ -1,0 +1,69 @@
+"""Small ONNX models built with onnx.helper, for tests that need a model file."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_cnn(batch="N", opset: int = 13) -> onnx.ModelProto:
+    """Conv → BatchNorm → Clip(0, 6) → GlobalAveragePool → Flatten → Gemm, seeded weights."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+        numpy_helper.from_array((rng.random(4) + 0.5).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "beta"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "mean"),
+        numpy_helper.from_array((rng.random(4) + 0.5).astype(np.float32), "var"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+        numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["bn"], name="bn"
+        ),
+        helper.make_node("Clip", ["bn", "lo", "hi"], ["act"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["act"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def single_node_model(op_type: str, inputs, outputs, opset: int = 13, **attrs) -> onnx.ModelProto:
+    """One node over float32 inputs given as (name, shape) pairs."""
+    node = helper.make_node(op_type, [n for n, _ in inputs], [n for n, _ in outputs], **attrs)
+    graph = helper.make_graph(
+        [node],
+        op_type.lower(),
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def cyclic_model() -> onnx.ModelProto:
+    """Two Relu nodes that feed each other (invalid: a cycle)."""
+    nodes = [
+        helper.make_node("Add", ["x", "b_out"], ["a_out"], name="node_a"),
+        helper.make_node("Relu", ["a_out"], ["b_out"], name="node_b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cycle",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, [2])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
