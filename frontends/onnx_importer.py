@@ -268,7 +268,7 @@ class ImportContext:
                 self.graph,
                 "constant",
                 [],
-                {"value": np.ascontiguousarray(array)},
+                {"value": np.asarray(array, order="C")},
                 result_names=[onnx_name],
             )
         except (ValueError, IrcError) as e:
@@ -316,7 +316,7 @@ class ImportContext:
                     self.graph,
                     "constant",
                     [],
-                    {"value": np.ascontiguousarray(array)},
+                    {"value": np.asarray(array, order="C")},
                     result_names=[name],
                     index=i + k,
                 )

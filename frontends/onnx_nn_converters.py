@@ -206,12 +206,10 @@ def convert_pool(ctx, node):
         "strides": strides,
         "ceil_mode": a.get("ceil_mode", 0),
         "pads": window_pads(node, x.type, kernel, strides, dilations, ctx),
+        "dilations": dilations,
     }
     if node.op_type == "MaxPool":
-        attrs["dilations"] = dilations
         return [emit(ctx, node, "max_pool", [x], attrs)]
-    if any(d != 1 for d in dilations):
-        raise unsupported(ctx, node, "dilated average pooling")
     attrs["count_include_pad"] = a.get("count_include_pad", 0)
     return [emit(ctx, node, "avg_pool", [x], attrs)]
 

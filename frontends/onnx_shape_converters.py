@@ -213,11 +213,32 @@ def convert_slice(ctx, node):
         axes = tuple(range(len(starts))) if axes_array is None else _ints(axes_array)
         steps = (1,) * len(starts) if steps_array is None else _ints(steps_array)
     axes = tuple(normalize_axis(ax, rank, node, "axes") for ax in axes)
-    clamp = 2**62  # ONNX uses INT64_MAX-style sentinels; keep them within python ints
-    starts = tuple(max(-clamp, min(clamp, s)) for s in starts)
-    ends = tuple(max(-clamp, min(clamp, e)) for e in ends)
+    bounds = [
+        _python_slice_bounds(s, e, st, x.type.shape[ax])
+        for s, e, st, ax in zip(starts, ends, steps, axes)
+    ]
+    starts, ends = tuple(b[0] for b in bounds), tuple(b[1] for b in bounds)
     attrs = {"starts": starts, "ends": ends, "axes": axes, "steps": steps}
     return [emit(ctx, node, "slice", [x], attrs)]
+
+
+_FAR = 2**62  # beyond any dimension: python slicing clamps it like ONNX's INT64 sentinels
+
+
+def _python_slice_bounds(start: int, end: int, step: int, dim) -> tuple[int, int]:
+    """ONNX Slice bounds as python-slice bounds with the same meaning.
+
+    ONNX clamps a negative-step start into [0, dim-1] and its end into [-1, dim-1] (-1 is
+    "before element 0"); python would wrap or empty those, so they are rewritten here.
+    """
+    start, end = max(-_FAR, min(_FAR, start)), max(-_FAR, min(_FAR, end))
+    if isinstance(dim, str) or step > 0:
+        return start, end
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    start = min(max(start, 0), dim - 1) if dim else 0
+    end = min(max(end, -1), dim - 1)
+    return start, (-_FAR if end < 0 else end)
 
 
 @converter("Split")

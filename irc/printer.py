@@ -24,7 +24,7 @@ from irc.ir import Graph, Op
 from irc.tensor import ElidedTensor
 from irc.types import QuantParams, TensorType
 
-DEFAULT_ELIDE_ABOVE = 16
+DEFAULT_ELIDE_ABOVE = 8
 _BARE_NAME = re.compile(r"^[A-Za-z0-9_.$-]+$")
 
 
@@ -71,7 +71,9 @@ def format_tensor(value, full: bool, elide_above: int) -> str:
     if array.size <= elide_above:
         flat = array.reshape(-1)
         if array.dtype.kind == "f":
-            items = [format_float(v) for v in flat.tolist()]
+            # numpy prints a float32/float16 scalar as the shortest text that reads back to
+            # the same value in that type, which is shorter than the float64 expansion
+            items = [format_float(v) if array.dtype == np.float64 else str(v) for v in flat]
         elif array.dtype.kind == "b":
             items = ["true" if v else "false" for v in flat.tolist()]
         else:

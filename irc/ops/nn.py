@@ -22,6 +22,15 @@ from irc.types import DType, TensorType
 
 INF = float("inf")
 
+# A fused activation on conv2d / gemm / add (set by the `fuse` pass): applied to the result.
+# "relu" is max(x, 0); "clip" clamps to [act_min, act_max]; "hard_swish" as the op.
+ACTIVATIONS = ("none", "relu", "clip", "hard_swish")
+FUSED_ACTIVATION = {
+    "activation": Attr("str", "none", ACTIVATIONS),
+    "act_min": Attr("float", -INF),
+    "act_max": Attr("float", INF),
+}
+
 
 def _same(types, attrs):
     return [types[0]]
@@ -58,8 +67,15 @@ def _infer_binary(types, attrs):
     return [TensorType(dtype, broadcast_shapes([t.shape for t in types]))]
 
 
-for _name in ("add", "sub", "mul", "div"):
+for _name in ("sub", "mul", "div"):
     define(_name, ["a", "b"], {}, _infer_binary, doc=f"elementwise {_name}, numpy broadcasting")
+define(
+    "add",
+    ["a", "b"],
+    dict(FUSED_ACTIVATION),
+    _infer_binary,
+    doc="elementwise add, numpy broadcasting, then the fused activation",
+)
 
 
 def _infer_cast(types, attrs):
@@ -102,9 +118,11 @@ define(
         "pads": Attr("ints", (0, 0, 0, 0)),
         "dilations": Attr("ints", (1, 1)),
         "group": Attr("int", 1),
+        **FUSED_ACTIVATION,
     },
     _infer_conv,
-    doc="2-D convolution (cross-correlation), NCHW input, OIHW weight, optional bias [O]",
+    doc="2-D convolution (cross-correlation), NCHW input, OIHW weight, optional bias [O], "
+    "then the fused activation",
 )
 
 
@@ -130,9 +148,11 @@ define(
         "beta": Attr("float", 1.0),
         "trans_a": Attr("int", 0, (0, 1)),
         "trans_b": Attr("int", 0, (0, 1)),
+        **FUSED_ACTIVATION,
     },
     _infer_gemm,
-    doc="alpha * op(a) @ op(b) + beta * c, op = transpose when trans_* is 1",
+    doc="alpha * op(a) @ op(b) + beta * c, op = transpose when trans_* is 1, then the fused "
+    "activation",
 )
 
 
@@ -176,16 +196,15 @@ define(
 
 
 # ------------------------------------------------------------------ windows
-def _window_attrs(pool: bool):
+def _window_attrs(average: bool):
     attrs = {
         "kernel": Attr("ints"),
         "strides": Attr("ints", (1, 1)),
         "pads": Attr("ints", (0, 0, 0, 0)),
         "ceil_mode": Attr("int", 0, (0, 1)),
+        "dilations": Attr("ints", (1, 1)),
     }
-    if pool:
-        attrs["dilations"] = Attr("ints", (1, 1))
-    else:
+    if average:
         attrs["count_include_pad"] = Attr("int", 0, (0, 1))
     return attrs
 
@@ -204,8 +223,14 @@ def _infer_pool(types, attrs):
     return [x.with_shape(x.shape[:2] + spatial)]
 
 
-define("max_pool", ["x"], _window_attrs(True), _infer_pool, doc="max over windows; pads are -inf")
-define("avg_pool", ["x"], _window_attrs(False), _infer_pool, doc="mean over windows")
+define(
+    "max_pool",
+    ["x"],
+    _window_attrs(average=False),
+    _infer_pool,
+    doc="max over windows; pads are -inf",
+)
+define("avg_pool", ["x"], _window_attrs(average=True), _infer_pool, doc="mean over windows")
 
 
 def _infer_global_pool(types, attrs):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
 from irc.frontends.onnx_converters import CONVERTERS
 
 from irc.errors import IrcError
 from irc.onnx_backend import IrcBackend
 
-MIN_PASSED = 0  # set from the measured count below
+# measured 2026-11-23: 300/437; the rest are float8/bf16/int4 dtypes, cubic resize, training
+# modes, 1-D convolution and optional-typed inputs
+MIN_PASSED = 300
 
 
 def _collect():
@@ -27,16 +30,23 @@ def _collect():
     return [c for c in cases if all(n.op_type in CONVERTERS for n in c.model.graph.node)]
 
 
+def _as_array(item) -> np.ndarray:
+    """Case data may hold TensorProtos (as onnx's own runner notes); it converts them too."""
+    if isinstance(item, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(item)
+    return np.asarray(item)
+
+
 def _run_case(case) -> str | None:
     """None when the case passes, else a one-line reason."""
     try:
         rep = IrcBackend.prepare(case.model)
         for inputs, expected in case.data_sets:
-            got = rep.run(list(inputs))
+            got = rep.run([_as_array(x) for x in inputs])
             if len(got) != len(expected):
                 return f"{len(got)} outputs, expected {len(expected)}"
             for g, e in zip(got, expected):
-                e = np.asarray(e)
+                e = _as_array(e)
                 if g.dtype != e.dtype:
                     return f"dtype {g.dtype}, expected {e.dtype}"
                 np.testing.assert_allclose(g, e, rtol=case.rtol, atol=case.atol)

@@ -1,0 +1,44 @@
+"""The reference semantics: the one meaning of every op kind, in numpy.
+
+``irc.opdef`` says what an op *is* (operands, attributes, type rule); this package says
+what it *computes*. Every other executor (the interpreter, the backends, quantized
+kernels) is checked against these functions, and these are checked against ONNX.
+
+Each op kind maps to a function taking the op's operands positionally (absent optional
+operands are simply not passed) and its normalised attributes (all present, defaults
+filled, lists as tuples) as keyword arguments. Results keep their inputs' element type.
+
+The functions live by family: ``elementwise``, ``linalg``, ``windows``, ``movement``,
+``resize``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from irc.errors import TypeInferenceError
+from irc.reference import elementwise, linalg, movement, resize, windows  # noqa: F401 (register)
+from irc.reference.registry import REFERENCE, semantics
+
+__all__ = ["REFERENCE", "evaluate", "semantics"]
+
+
+def evaluate(kind: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Compute op ``kind`` on ``inputs`` with normalised ``attrs``; one array per result.
+
+    Raises TypeInferenceError for an op kind that has no reference semantics.
+    """
+    try:
+        fn = REFERENCE[kind]
+    except KeyError:
+        raise TypeInferenceError(
+            f"the reference has no semantics for op kind '{kind}'; known: "
+            + ", ".join(sorted(REFERENCE))
+        ) from None
+    results = fn(*inputs, **attrs)
+    if not isinstance(results, (list, tuple)):
+        results = [results]
+    # numpy ufuncs return scalars for 0-d operands; results are always arrays.
+    return [np.asarray(r) for r in results]

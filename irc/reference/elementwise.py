@@ -1,0 +1,155 @@
+"""Elementwise semantics: activations, clip, the four arithmetic ops and cast.
+
+Every result keeps its input's element type. Attribute floats are Python floats, which
+numpy treats as "weak" scalars, so ``alpha * x`` on float32 stays float32; results that
+numpy would widen anyway (integer inputs to a float formula) are cast back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from irc.reference.registry import semantics
+from irc.types import DType
+
+
+def _as_dtype_of(result, like: np.ndarray) -> np.ndarray:
+    return np.asarray(result).astype(like.dtype, copy=False)
+
+
+@semantics("relu")
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    return _as_dtype_of(np.maximum(x, 0), x)
+
+
+@semantics("sigmoid")
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    decay = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+    positive = 1 / (1 + decay)
+    return _as_dtype_of(np.where(x >= 0, positive, decay * positive), x)
+
+
+@semantics("tanh")
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent."""
+    return _as_dtype_of(np.tanh(x), x)
+
+
+@semantics("hard_swish")
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    """x * max(0, min(1, x/6 + 1/2)) (ONNX HardSwish)."""
+    return _as_dtype_of(x * np.clip(x / 6 + 0.5, 0, 1), x)
+
+
+@semantics("leaky_relu")
+def leaky_relu(x: np.ndarray, *, alpha: float) -> np.ndarray:
+    """x where x >= 0, else alpha * x."""
+    return _as_dtype_of(np.where(x >= 0, x, alpha * x), x)
+
+
+@semantics("hard_sigmoid")
+def hard_sigmoid(x: np.ndarray, *, alpha: float, beta: float) -> np.ndarray:
+    """max(0, min(1, alpha * x + beta))."""
+    return _as_dtype_of(np.clip(alpha * x + beta, 0, 1), x)
+
+
+def _bound_in_dtype(bound: float, dtype: np.dtype):
+    """``bound`` as a scalar of ``dtype``, or None when it is infinite (no bound)."""
+    if np.isinf(bound):
+        return None
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        # Python compares int and float exactly, so this saturates without rounding.
+        return dtype.type(int(max(min(bound, info.max), info.min)))
+    return dtype.type(bound)
+
+
+@semantics("clip")
+def clip(x: np.ndarray, *, min: float, max: float) -> np.ndarray:  # the op's attribute names
+    """min(max(x, min), max) with both bounds first cast to x's element type.
+
+    An infinite bound does not bound; an integer x saturates finite bounds to its range.
+    When min > max every element becomes max, as in ONNX.
+    """
+    lo, hi = _bound_in_dtype(min, x.dtype), _bound_in_dtype(max, x.dtype)
+    out = x if lo is None else np.maximum(x, lo)
+    return _as_dtype_of(out if hi is None else np.minimum(out, hi), x)
+
+
+def fused_activation(y: np.ndarray, activation: str, act_min: float, act_max: float):
+    """The activation a fusing pass folded into conv2d, gemm or add, applied to ``y``.
+
+    ``none`` keeps y, ``relu`` and ``hard_swish`` are those ops, and ``clip`` is clip to
+    [act_min, act_max].
+    """
+    if activation == "none":
+        return y
+    if activation == "relu":
+        return relu(y)
+    if activation == "clip":
+        return clip(y, min=act_min, max=act_max)
+    if activation == "hard_swish":
+        return hard_swish(y)
+    raise ValueError(f"unknown fused activation '{activation}'")
+
+
+@semantics("add")
+def add(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    activation: str = "none",
+    act_min: float = -np.inf,
+    act_max: float = np.inf,
+) -> np.ndarray:
+    """a + b with numpy broadcasting (integers wrap), then the fused activation."""
+    return fused_activation(np.add(a, b), activation, act_min, act_max)
+
+
+@semantics("sub")
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a - b with numpy broadcasting (integers wrap)."""
+    return np.subtract(a, b)
+
+
+@semantics("mul")
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a * b with numpy broadcasting (integers wrap)."""
+    return np.multiply(a, b)
+
+
+@semantics("div")
+def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b with numpy broadcasting; integer division truncates toward zero (as in C).
+
+    Float division by zero gives IEEE inf or nan without a warning.
+    """
+    if np.issubdtype(a.dtype, np.integer):
+        with np.errstate(divide="ignore"):
+            quotient = np.floor_divide(a, b)
+            # floor and truncation differ when the division is inexact and the signs differ
+            inexact = np.remainder(a, b) != 0
+        return quotient + (inexact & ((a < 0) != (b < 0))).astype(quotient.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.divide(a, b)
+
+
+@semantics("cast")
+def cast(x: np.ndarray, *, to: str) -> np.ndarray:
+    """x converted to the element type named ``to`` (``f32``, ``i8``, …), per ONNX Cast.
+
+    Float to integer truncates toward zero; integer to a narrower integer keeps the low
+    bits (two's complement); any nonzero value becomes True for ``bool``. Sub-byte types
+    (``i4``, ``u2``, …) are stored unpacked in int8/uint8 and follow the same rules at
+    their own width, as the ONNX reference casts to INT4/UINT4.
+    """
+    target = DType.from_short(to)
+    if not target.is_sub_byte:
+        with np.errstate(over="ignore"):  # a float too large for a narrower float becomes inf
+            return x.astype(target.numpy)
+    low = -(1 << (target.bits - 1)) if target.is_signed else 0
+    whole = np.trunc(x) if np.issubdtype(x.dtype, np.floating) else x
+    wrapped = (whole.astype(np.int64) - low) % (1 << target.bits) + low
+    return wrapped.astype(target.numpy)

@@ -1,0 +1,110 @@
+"""Data movement, reductions and constants: concat, reshape, transpose, pad, slice, gather,
+shape, softmax, reduce_mean and constant.
+
+Results may be views of their operands; no semantics here writes into an operand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from irc.reference.registry import semantics
+from irc.tensor import ElidedTensor
+
+
+@semantics("concat")
+def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
+    """Join the operands along ``axis``."""
+    return np.concatenate(xs, axis=axis)
+
+
+@semantics("reshape")
+def reshape(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    """ONNX Reshape (allowzero=0): a 0 copies the input's dimension there, one -1 is inferred."""
+    target = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return np.reshape(x, target)
+
+
+@semantics("transpose")
+def transpose(x: np.ndarray, *, perm: tuple[int, ...]) -> np.ndarray:
+    """Permute axes: result axis i is input axis perm[i]."""
+    return np.transpose(x, perm)
+
+
+@semantics("pad")
+def pad(x: np.ndarray, *, pads: tuple[int, ...], mode: str, value: float) -> np.ndarray:
+    """ONNX Pad: pads = [begin per axis…, end per axis…]; a negative pad crops.
+
+    Cropping happens first, so ``reflect``, ``edge`` and ``wrap`` read the cropped tensor.
+    ``value`` fills in ``constant`` mode, cast to x's element type.
+    """
+    rank = x.ndim
+    begins, ends = pads[:rank], pads[rank:]
+    crop = tuple(
+        slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(zip(begins, ends))
+    )
+    cropped = x[crop]
+    width = [(max(0, b), max(0, e)) for b, e in zip(begins, ends)]
+    if not any(map(any, width)):
+        return cropped
+    if mode == "constant":
+        return np.pad(cropped, width, mode="constant", constant_values=x.dtype.type(value))
+    return np.pad(cropped, width, mode=mode)
+
+
+@semantics("slice")
+def slice_(
+    x: np.ndarray,
+    *,
+    starts: tuple[int, ...],
+    ends: tuple[int, ...],
+    axes: tuple[int, ...],
+    steps: tuple[int, ...],
+) -> np.ndarray:
+    """x[start:end:step] on each listed axis, Python slice rules (which equal ONNX Slice's).
+
+    Out-of-range starts and ends clamp; negative ones count from the axis end.
+    """
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[axis] = slice(start, end, step)
+    return x[tuple(index)]
+
+
+@semantics("gather")
+def gather(data: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
+    """numpy.take along ``axis``: negative indices count from the end; out of range raises."""
+    return np.take(data, indices, axis=axis)
+
+
+@semantics("shape")
+def shape(x: np.ndarray, *, start: int, end: int) -> np.ndarray:
+    """x's dimensions [start:end] (Python slice rules, as ONNX Shape) as int64."""
+    return np.array(x.shape[start:end], dtype=np.int64)
+
+
+@semantics("softmax")
+def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """exp(x) / sum(exp(x)) along ``axis`` (ONNX Softmax from opset 13), overflow-safe."""
+    exps = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return (exps / np.sum(exps, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+
+
+@semantics("reduce_mean")
+def reduce_mean(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.ndarray:
+    """Mean over ``axes`` (every axis when empty), keeping them as size 1 if ``keepdims``."""
+    mean = np.mean(x, axis=tuple(axes) if axes else None, keepdims=bool(keepdims))
+    return np.asarray(mean).astype(x.dtype, copy=False)
+
+
+@semantics("constant")
+def constant(*, value) -> np.ndarray:
+    """The ``value`` attribute, read-only so no consumer can change the graph's data.
+
+    A constant dumped without its data (an ElidedTensor) raises ElidedConstantError.
+    """
+    if isinstance(value, ElidedTensor):
+        return value.require("value")
+    view = value.view()
+    view.flags.writeable = False
+    return view
