@@ -285,43 +285,17 @@ class ImportContext:
     @staticmethod
     def constant_of(value: Value) -> np.ndarray | None:
         """The array a value holds if it is produced by a constant op with data."""
-        op = value.producer
-        if op is not None and op.kind == "constant" and isinstance(op.attrs["value"], np.ndarray):
-            return op.attrs["value"]
-        return None
+        from irc.passes.matching import constant_array
+
+        return constant_array(value)
 
     # -------------------------------------------------------------- folding
     def fold_new_ops(self, first_index: int) -> dict[int, Value]:
         """Evaluate ops appended since ``first_index`` whose operands are all constants.
 
-        Returns the replacements made, keyed by ``id`` of the replaced value.
+        Returns the replacements made, keyed by ``id`` of the replaced value (the
+        ``constant-fold`` pass's core, ``irc.passes.constant_fold.fold_constants``).
         """
-        from irc.opdef import build
+        from irc.passes.constant_fold import fold_constants
 
-        replaced: dict[int, Value] = {}
-        i = first_index
-        while i < len(self.graph.ops):
-            op = self.graph.ops[i]
-            arrays = [self.constant_of(v) for v in op.operands]
-            if op.kind == "constant" or not op.operands or any(a is None for a in arrays):
-                i += 1
-                continue
-            from irc.reference import evaluate
-
-            outputs = evaluate(op.kind, arrays, op.attrs)
-            for k, (r, array) in enumerate(zip(list(op.results), outputs)):
-                name = r.name
-                self.graph.rename(r, self.graph.fresh_name(name + ".folded"))
-                const = build(
-                    self.graph,
-                    "constant",
-                    [],
-                    {"value": np.asarray(array, order="C")},
-                    result_names=[name],
-                    index=i + k,
-                )
-                self.graph.replace_all_uses_with(r, const.result)
-                replaced[id(r)] = const.result
-            self.graph.erase_op(op)
-            i += len(outputs)
-        return replaced
+        return fold_constants(self.graph, first_index)

@@ -54,6 +54,12 @@ class Pass:
 PASSES: dict[str, type[Pass]] = {}
 
 
+def available_passes() -> dict[str, type[Pass]]:
+    """Every registered pass by name, the builtin ones (``irc.passes``) loaded first."""
+    _load_builtin_passes()
+    return dict(sorted(PASSES.items()))
+
+
 def register_pass(cls: type[Pass]) -> type[Pass]:
     """Class decorator: make ``cls`` available to pipelines under ``cls.name``."""
     if not cls.name or cls.name in PASSES:
@@ -141,7 +147,8 @@ def parse_pipeline(text: str) -> list[Pass]:
             if not rest.endswith("}"):
                 raise PipelineError(f"pass '{name}': options must end with '}}'")
             key = None
-            for token in rest[:-1].split(","):
+            body = rest[:-1]
+            for token in body.split(",") if body.strip() else []:  # `name{}` has no options
                 k, eq, v = token.partition("=")
                 if eq:
                     key = k.strip()
@@ -242,8 +249,9 @@ class PassManager:
         for index, p in enumerate(self.passes):
             if ctx.stop_after is not None and index >= ctx.stop_after:
                 break
-            # a reproducer must run, so it holds every constant
-            before = print_graph(graph, full=True) if ctx.reproducer_dir else None
+            # a clone is cheap (it shares the constants' arrays, which passes replace rather
+            # than write into); it is printed, in full so that it runs, only on failure
+            before = graph.clone() if ctx.reproducer_dir else None
             if ctx.print_ir_before_all:
                 ctx.out.write(f"// ----- IR before {p.name} -----\n{print_graph(graph)}")
             start = time.perf_counter()
@@ -267,11 +275,14 @@ class PassManager:
                     f.write(print_graph(graph, full=False))
         return graph
 
-    def _write_reproducer(self, before: str | None, index: int) -> str:
+    def _write_reproducer(self, before: Graph | None, index: int) -> str:
+        from irc.printer import print_graph
+
         if not self.ctx.reproducer_dir or before is None:
             return ""
         os.makedirs(self.ctx.reproducer_dir, exist_ok=True)
         path = os.path.join(self.ctx.reproducer_dir, "reproducer.irc")
+        text = print_graph(before, full=True)
         with open(path, "w") as f:
-            f.write(f"// pipeline: {format_pipeline(self.passes[index:])}\n{before}")
+            f.write(f"// pipeline: {format_pipeline(self.passes[index:])}\n{text}")
         return f" (reproducer: {path})"
