@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from irc.frontends.onnx_importer import ImportContext, NeedsConstantError
 
 from irc.errors import ConversionError, IrcError, UnsupportedOpError
+from irc.frontends.onnx_importer import ImportContext, NeedsConstantError
 from irc.ir import Value
 
 Converter = Callable[[ImportContext, onnx.NodeProto], list]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from irc.errors import ConversionError
 from irc.frontends.onnx_converters import (
     attributes,
     constant_input,
@@ -17,8 +19,6 @@ from irc.frontends.onnx_converters import (
     unsupported,
 )
 from irc.frontends.onnx_importer import onnx_dtype
-
-from irc.errors import ConversionError
 
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hard_swish"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from irc.frontends.onnx_converters import attributes, constant_input, node_label, unsupported
 
 from irc.errors import ConversionError
+from irc.frontends.onnx_converters import attributes, constant_input, node_label, unsupported
 
 _COORDINATE_MODES = (
     "half_pixel",

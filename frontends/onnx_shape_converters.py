@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import onnx
+
+from irc.errors import ConversionError
 from irc.frontends.onnx_converters import (
     attributes,
     constant_input,
@@ -20,8 +22,6 @@ from irc.frontends.onnx_converters import (
     operand,
     unsupported,
 )
-
-from irc.errors import ConversionError
 
 
 def _ints(array) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ verify it, and run it in the reference interpreter.
     >>> (logits,) = irc.run(graph, [x])
 """
 
+from irc.compile import CompiledModel, compile
 from irc.errors import (
     ConversionError,
     CycleError,
@@ -31,6 +32,7 @@ from irc.verifier import verify_graph
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledModel",
     "ConversionError",
     "CycleError",
     "Graph",
@@ -42,6 +44,7 @@ __all__ = [
     "UnsupportedOpError",
     "Value",
     "VerifyError",
+    "compile",
     "import_onnx",
     "load_graph",
     "parse_graph",

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from irc.passes.matching import is_output
 
 from irc.ir import Graph, Op, Value
 from irc.pass_manager import Pass, PassContext, register_pass
+from irc.passes.matching import is_output
 
 MAX_SWEEPS = 8  # each sweep reaches a fixed point on chains; the cap guards against a bug
 

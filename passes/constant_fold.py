@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from irc.passes.matching import constant_array, erase_dead_producers
 
 from irc.ir import Graph, Value
 from irc.pass_manager import Pass, PassContext, register_pass
+from irc.passes.matching import constant_array, erase_dead_producers
 from irc.types import type_of_array
 
 

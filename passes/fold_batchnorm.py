@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from irc.ir import Graph, Op
+from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import (
     absorb,
     constant_array,
@@ -31,9 +34,6 @@ from irc.passes.matching import (
     set_constant,
     sole_user,
 )
-
-from irc.ir import Graph, Op
-from irc.pass_manager import Pass, PassContext, register_pass
 
 LAYERS = ("conv2d", "gemm")
 

@@ -72,12 +72,9 @@ def _along_axis(weights: np.ndarray, axis: int, rank: int) -> np.ndarray:
     return weights.reshape((1,) * axis + (-1,) + (1,) * (rank - axis - 1))
 
 
-def _linear_along(x: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
-    """Blend the two input elements around each coordinate (clamped into the input).
-
-    Integer inputs blend in float32 and truncate back, as onnxruntime does.
-    """
-    in_len = x.shape[axis]
+def linear_taps(coords: np.ndarray, in_len: int):
+    """The two input indices around each coordinate (clamped into the input) and their
+    float32 weights: (low, high, weight_low, weight_high)."""
     coords = np.clip(coords, 0, in_len - 1)
     low = np.floor(coords).astype(np.intp)
     high = np.minimum(low + 1, in_len - 1)
@@ -85,6 +82,15 @@ def _linear_along(x: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
     weight_low = (high - coords).astype(np.float32)
     at_edge = low == high  # both taps are the last element: split its weight evenly
     weight_low[at_edge] = weight_high[at_edge] = 0.5
+    return low, high, weight_low, weight_high
+
+
+def _linear_along(x: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
+    """Blend the two input elements around each coordinate (clamped into the input).
+
+    Integer inputs blend in float32 and truncate back, as onnxruntime does.
+    """
+    low, high, weight_low, weight_high = linear_taps(coords, x.shape[axis])
     compute = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     blended = np.take(x, low, axis=axis) * _along_axis(weight_low, axis, x.ndim).astype(compute)
     blended += np.take(x, high, axis=axis) * _along_axis(weight_high, axis, x.ndim).astype(compute)

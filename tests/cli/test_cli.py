@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 import pytest
 from conftest import LIGHT_DIR
-from irc.tools.cli import main
 from onnx_builders import cyclic_model, single_node_model, tiny_cnn
+
+from irc.tools.cli import main
 
 
 @pytest.fixture

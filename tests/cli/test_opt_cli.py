@@ -8,12 +8,12 @@ from typing import ClassVar
 import numpy as np
 import onnx
 import pytest
-from irc.tools.cli import main
 from onnx_builders import tiny_cnn
 
 import irc
 from irc.pass_manager import PASSES, Pass, register_pass
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+from irc.tools.cli import main
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import warnings
 
 import numpy as np
 import onnx
-from irc.frontends.onnx_converters import CONVERTERS
 
 from irc.errors import IrcError
+from irc.frontends.onnx_converters import CONVERTERS
 from irc.onnx_backend import IrcBackend
 
 # measured 2026-11-23: 300/437; the rest are float8/bf16/int4 dtypes, cubic resize, training

@@ -1,0 +1,143 @@
+"""Reduction kernels: softmax, reduce_mean and LRN (local response normalisation).
+
+Each follows the arithmetic order of its reference in ``irc.reference`` where that order
+decides float32 rounding (LRN sums channels in the same order, in float32); sums that
+numpy computes pairwise are accumulated in float64 here, which is at least as accurate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from irc.backends.numba.float_common import float_dtype, static_shape
+from irc.backends.numba.kernel_table import kernel_builder
+from irc.ir import Op
+
+
+@njit(cache=True)
+def softmax_kernel(src, dst, outer, n, inner):
+    """Softmax over the middle axis of src viewed as [outer, n, inner]."""
+    for o in range(outer):
+        for i in range(inner):
+            base = o * n * inner + i
+            peak = src[base]
+            for j in range(1, n):
+                peak = max(peak, src[base + j * inner])
+            total = 0.0
+            for j in range(n):
+                e = np.exp(src[base + j * inner] - peak)
+                dst[base + j * inner] = e
+                total += e
+            for j in range(n):
+                dst[base + j * inner] = dst[base + j * inner] / total
+
+
+@njit(cache=True)
+def mean_kernel(src, dst, lens, out_strides, count):
+    """dst.flat[Σ idx[a] * out_strides[a]] accumulates src in C order, then / count.
+
+    ``out_strides[a]`` is 0 on reduced axes; the sums are float64.
+    """
+    acc = np.zeros(dst.size, np.float64)
+    rank = lens.shape[0]
+    inner = lens[rank - 1]
+    step = out_strides[rank - 1]
+    idx = np.zeros(rank, np.int64)
+    if src.size:
+        for row in range(src.size // inner):
+            base = 0
+            for a in range(rank - 1):
+                base += idx[a] * out_strides[a]
+            k = row * inner
+            for j in range(inner):
+                acc[base + j * step] += src[k + j]
+            a = rank - 2
+            while a >= 0:
+                idx[a] += 1
+                if idx[a] < lens[a]:
+                    break
+                idx[a] = 0
+                a -= 1
+    for i in range(dst.size):
+        dst[i] = acc[i] / count
+
+
+@njit(cache=True)
+def lrn_kernel(src, dst, n, channels, pixels, size, alpha, beta, bias):
+    """ONNX LRN over src viewed as [n, channels, pixels], summing squares in float32."""
+    below = (size - 1) // 2
+    coef = src.dtype.type(alpha / size)
+    b, bt = src.dtype.type(bias), src.dtype.type(beta)
+    for b_i in range(n):
+        for c in range(channels):
+            for p in range(pixels):
+                total = src.dtype.type(0)
+                # the reference adds the window's channels in ascending order, from zero
+                for k in range(c - below, c - below + size):
+                    if 0 <= k < channels:
+                        v = src[(b_i * channels + k) * pixels + p]
+                        total += v * v
+                at = (b_i * channels + c) * pixels + p
+                dst[at] = src[at] / (b + coef * total) ** bt
+
+
+@kernel_builder("softmax")
+def build_softmax(op: Op):
+    """Softmax along the op's axis."""
+    float_dtype(op)  # BackendError unless f32 or f64
+    shape = static_shape(op, op.operands[0], "input")
+    axis = op.attrs["axis"] % len(shape)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    n = shape[axis]
+
+    def run(x, out):
+        softmax_kernel(x.reshape(-1), out.reshape(-1), outer, n, inner)
+
+    return run
+
+
+@kernel_builder("reduce_mean")
+def build_reduce_mean(op: Op):
+    """Mean over the op's axes (all when empty); integer means truncate, as the reference."""
+    shape = static_shape(op, op.operands[0], "input")
+    rank = len(shape)
+    axes = {a % rank for a in op.attrs["axes"]} or set(range(rank))
+    kept = [d if a not in axes else 1 for a, d in enumerate(shape)]
+    strides, step = [], 1
+    for a in reversed(range(rank)):
+        strides.append(0 if a in axes else step)
+        step *= kept[a]
+    out_strides = np.array(strides[::-1] or [0], np.int64)
+    lens = np.array(shape or (1,), np.int64)
+    count = float(np.prod([shape[a] for a in axes], dtype=np.int64))
+
+    def run(x, out):
+        mean_kernel(x.reshape(-1), out.reshape(-1), lens, out_strides, count)
+
+    return run
+
+
+@kernel_builder("lrn")
+def build_lrn(op: Op):
+    """LRN across channels (axis 1) of an [N, C, spatial…] tensor."""
+    float_dtype(op)  # BackendError unless f32 or f64
+    shape = static_shape(op, op.operands[0], "input")
+    pixels = int(np.prod(shape[2:], dtype=np.int64))
+    a = op.attrs
+
+    def run(x, out):
+        lrn_kernel(
+            x.reshape(-1),
+            out.reshape(-1),
+            shape[0],
+            shape[1],
+            pixels,
+            a["size"],
+            a["alpha"],
+            a["beta"],
+            a["bias"],
+        )
+
+    return run

@@ -1,0 +1,176 @@
+"""``irc.compile`` and ``CompiledModel``: the driver, its cache, input checks and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_patches import blas_threads_kept, patched_kernels, without_kernel
+from numba import njit
+from onnx_builders import tiny_cnn
+
+import irc
+from irc.backends.numba import kernel_table
+from irc.backends.numba.kernel_table import BackendError
+from irc.compile import CompiledModel, clear_cache, format_profile, graph_key
+from irc.errors import InputError
+from irc.interpreter import ExecutionError
+
+MODEL = """graph @main(%x: f32[1,3,4], %i: i64[2]) {
+  %w = constant() {value=dense<[1.0,2.0,3.0,4.0,5.0,6.0,7.0,8.0,9.0]>} : f32[3,3]
+  %t = transpose(%x) {perm=[0,2,1]} : f32[1,4,3]
+  %s = softmax(%t) {axis=-1} : f32[1,4,3]
+  %r = reshape(%s) {shape=[-1,3]} : f32[4,3]
+  %c = concat(%r, %w) {axis=0} : f32[7,3]
+  %g = gather(%c, %i) {axis=0} : f32[2,3]
+  return %g, %c
+}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _blas_threads():
+    with blas_threads_kept():
+        yield
+
+
+SYMBOLIC = """graph @main(%x: f32[N,3,S]) {
+  %t = transpose(%x) {perm=[0,2,1]} : f32[N,S,3]
+  %s = softmax(%t) {axis=-1} : f32[N,S,3]
+  return %s
+}
+"""
+
+
+def graph_and_inputs():
+    graph = irc.parse_graph(MODEL)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
+    return graph, [x, np.array([1, -1], np.int64)]
+
+
+def test_compiled_model_matches_the_interpreter_and_shows_its_driver():
+    graph, inputs = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    assert isinstance(model, CompiledModel) and model.num_threads >= 1
+    for got, want in zip(model(*inputs), irc.run(graph, inputs)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    source = model.driver_source
+    assert source.startswith("def run(x0, x1):")
+    assert source.count("  # %") == 5  # four kernel calls and one reshape view
+    assert "viewed as [4, 3]" in source and "return (" in source
+    assert ("plan-memory", model.program.plan.statistics()) in model.stats
+
+
+def test_inputs_by_name_and_outputs_that_outlive_the_call():
+    graph, (x, i) = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    first, _ = model({"x": x, "i": i})
+    kept = first.copy()
+    model(x * 2, i[::-1].copy())
+    np.testing.assert_array_equal(first, kept)
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ((np.zeros((1, 3, 4), np.float64), np.zeros(2, np.int64)), "must have dtype float32"),
+        ((np.zeros((2, 3, 4), np.float32), np.zeros(2, np.int64)), "compiled for these shapes"),
+        ((np.zeros((1, 3, 4), np.float32),), "takes 2 input"),
+        (({"x": np.zeros((1, 3, 4), np.float32)},), "missing \\['i'\\]"),
+        (([[1.0]], np.zeros(2, np.int64)), "must be a numpy array"),
+    ],
+)
+def test_bad_inputs_are_named(inputs, message):
+    graph, _ = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    with pytest.raises(InputError, match=message):
+        model(*inputs)
+
+
+def test_second_compile_of_the_same_graph_is_a_cache_hit():
+    clear_cache()
+    graph, inputs = graph_and_inputs()
+    first = irc.compile(graph, pipeline="")
+    second = irc.compile(graph, pipeline="", num_threads=1)
+    assert not first.cache_hit and second.cache_hit
+    assert second.program is first.program and second.num_threads == 1
+    assert second._driver.arena is not first._driver.arena  # each model has its own arena
+    np.testing.assert_array_equal(first(*inputs)[0], second(*inputs)[0])
+
+
+def test_cache_key_covers_constant_bytes_and_pipeline():
+    graph, _ = graph_and_inputs()
+    other = graph.clone()
+    w = other.ops[0]
+    w.attrs["value"] = w.attrs["value"] + 1  # the same printed text, other bytes
+    assert irc.print_graph(graph) == irc.print_graph(other)
+    assert graph_key(graph, "") != graph_key(other, "")
+    assert graph_key(graph, "") != graph_key(graph, "plan-memory")
+
+
+def test_symbolic_batch_becomes_one_and_other_symbols_must_be_given():
+    odd = irc.parse_graph(SYMBOLIC)
+    with pytest.raises(BackendError, match="input 'x' has symbolic dimensions"):
+        irc.compile(odd, pipeline="")
+    graph = irc.parse_graph(SYMBOLIC.replace("S", "5"))
+    model = irc.compile(graph, pipeline="")
+    assert model.graph.inputs[0].type.shape == (1, 3, 5)
+    assert graph.inputs[0].type.shape == ("N", 3, 5)  # the caller's graph is untouched
+    two = irc.compile(odd, input_shapes={"x": (2, 3, 5)}, pipeline="")
+    x = np.ones((2, 3, 5), np.float32)
+    np.testing.assert_allclose(two(x)[0], irc.run(graph, [x])[0], rtol=1e-6)
+
+
+def test_an_op_without_a_kernel_is_named():
+    graph, _ = graph_and_inputs()
+    with without_kernel("softmax"), pytest.raises(BackendError, match=r"op %s \(softmax\)"):
+        irc.compile(graph, pipeline="")
+
+
+def test_a_failing_kernel_is_named_at_run_time():
+    graph, (x, _) = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    with pytest.raises(ExecutionError, match=r"op %g \(gather\) failed.*out of range"):
+        model(x, np.array([0, 7], np.int64))
+
+
+def test_thread_count_is_checked():
+    graph, _ = graph_and_inputs()
+    with pytest.raises(BackendError, match="num_threads must be between 1 and"):
+        irc.compile(graph, pipeline="", num_threads=0)
+
+
+def test_profile_times_every_kernel_call():
+    graph, inputs = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    rows = model.profile(*inputs, runs=3)
+    assert [r.kind for r in rows] == ["transpose", "softmax", "concat", "gather"]
+    assert all(r.seconds > 0 for r in rows)
+    assert "softmax" in format_profile(rows, top=2)
+
+
+def test_onnx_models_and_text_ir_files_compile(tmp_path):
+    model = tiny_cnn()
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    graph = irc.import_onnx(model)
+    compiled = irc.compile(model, input_shapes={"x": (2, 3, 8, 8)}, num_threads=1)
+    (want,) = irc.run(graph, [x])
+    np.testing.assert_allclose(compiled(x)[0], want, rtol=1e-5, atol=1e-6)
+    path = tmp_path / "tiny.irc"
+    path.write_text(irc.print_graph(graph, full=True))
+    from_text = irc.compile(path, input_shapes={"x": (2, 3, 8, 8)}, num_threads=1)
+    np.testing.assert_allclose(from_text(x)[0], want, rtol=1e-5, atol=1e-6)
+    elided = irc.parse_graph(irc.print_graph(graph))
+    with pytest.raises(BackendError, match="dumped without its data"):
+        irc.compile(elided, pipeline="")
+
+
+def test_a_kernel_numba_cannot_compile_is_named():
+    @njit
+    def broken(x, out):
+        out[:] = x.no_such_attribute
+
+    kernel_table._load_kernel_modules()
+    table = dict(kernel_table.KERNEL_BUILDERS, softmax=lambda op: broken)
+    graph, _ = graph_and_inputs()
+    with patched_kernels(table), pytest.raises(BackendError, match=r"op %s \(softmax\): Numba"):
+        irc.compile(graph, pipeline="")
