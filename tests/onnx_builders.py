@@ -67,3 +67,14 @@ def cyclic_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, [2])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def runner_input(model: onnx.ModelProto) -> np.ndarray:
+    """The input onnx's backend test runner feeds its light models: arange(n)/n, float32."""
+    inits = {t.name for t in model.graph.initializer}
+    (vi,) = [v for v in model.graph.input if v.name not in inits]
+    shape = tuple(
+        d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim
+    )
+    n = int(np.prod(shape))
+    return (np.arange(n).reshape(shape) / n).astype(np.float32)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import LIGHT_DIR, LIGHT_MODELS, shared_path
 from kernel_patches import blas_threads_kept
+from model_paths import LIGHT_DIR, LIGHT_MODELS, shared_path
+from onnx_builders import runner_input
 
 import irc
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
@@ -32,17 +33,6 @@ UNFUSED = {"densenet121", "inception_v1", "shufflenet"}
 def _blas_threads():
     with blas_threads_kept():
         yield
-
-
-def runner_input(model: onnx.ModelProto) -> np.ndarray:
-    """The input onnx's backend test runner feeds light models (as tests/models does)."""
-    inits = {t.name for t in model.graph.initializer}
-    (vi,) = [v for v in model.graph.input if v.name not in inits]
-    shape = tuple(
-        d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim
-    )
-    n = int(np.prod(shape))
-    return (np.arange(n).reshape(shape) / n).astype(np.float32)
 
 
 def assert_close(got: np.ndarray, want: np.ndarray) -> None:

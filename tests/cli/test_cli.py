@@ -8,23 +8,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import LIGHT_DIR
-from onnx_builders import cyclic_model, single_node_model, tiny_cnn
-
-from irc.tools.cli import main
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "tiny.onnx"
-    onnx.save(tiny_cnn(), path)
-    return path
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_runner import run_cli
+from model_paths import LIGHT_DIR
+from onnx_builders import cyclic_model, single_node_model
 
 
 def assert_one_line_error(code, err, *fragments):

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import onnx
 import pytest
-from onnx_builders import tiny_cnn
+from cli_runner import run_cli
 
 import irc
 from irc.pass_manager import PASSES, Pass, register_pass
@@ -30,19 +29,6 @@ class CrashOnConv(Pass):
 
 if CrashOnConv.name not in PASSES:
     register_pass(CrashOnConv)
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "tiny.onnx"
-    onnx.save(tiny_cnn(), path)
-    return path
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_default_pipeline_folds_and_fuses(capsys, model_file):

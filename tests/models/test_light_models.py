@@ -9,20 +9,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import LIGHT_DIR, LIGHT_MODELS
+from model_paths import LIGHT_DIR, LIGHT_MODELS
+from onnx_builders import runner_input
 
 import irc
-
-
-def runner_input(model: onnx.ModelProto) -> np.ndarray:
-    """The input onnx's backend test runner feeds light models (see its generate_dummy_data)."""
-    inits = {t.name for t in model.graph.initializer}
-    (vi,) = [v for v in model.graph.input if v.name not in inits]
-    shape = tuple(
-        d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim
-    )
-    n = int(np.prod(shape))
-    return (np.arange(n).reshape(shape) / n).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from model_paths import shared_path
 
 import irc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import LIGHT_DIR, LIGHT_MODELS, shared_path
+from model_paths import LIGHT_DIR, LIGHT_MODELS, shared_path
 
 import irc
 from irc.pass_manager import PassContext, PassManager
