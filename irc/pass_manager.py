@@ -20,6 +20,7 @@ canonical form (options that differ from their default, in field order), and
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 import sys
@@ -41,14 +42,14 @@ class PassFailure(IrcError):
 
 
 @dataclass(frozen=True)
-class Pass:
+class Pass(abc.ABC):
     """Base class of every pass. Subclasses set ``name`` and implement ``run``."""
 
     name: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
         """Rewrite ``graph`` in place; return statistics (all zero when nothing changed)."""
-        raise NotImplementedError(f"pass {self.name} does not implement run")
 
 
 PASSES: dict[str, type[Pass]] = {}

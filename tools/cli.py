@@ -209,17 +209,22 @@ def _load(args):
     return load_graph(args.model, dict(args.input_shape) or None)
 
 
+def _emit(text: str, path: str | None) -> None:
+    """Write command output to ``path``, or to stdout without one."""
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_dump(args) -> int:
     from irc.printer import print_graph
     from irc.stats import format_stats
 
     graph = _load(args)
     text = format_stats(graph) + "\n" if args.stats else print_graph(graph, full=args.full)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    _emit(text, args.output)
     return 0
 
 
@@ -267,11 +272,7 @@ def cmd_opt(args) -> int:
         report = ctx.report()
         sys.stderr.write((report + "\n" if report else "") + f"total: {seconds * 1e3:.1f} ms\n")
     text = print_graph(graph, full=args.full)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    _emit(text, args.output)
     return 0
 
 

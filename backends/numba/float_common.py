@@ -7,6 +7,7 @@ float kernels cannot run raises BackendError naming the op.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from irc.backends.numba.kernel_table import BackendError
 from irc.ir import Op, Value
@@ -42,3 +43,15 @@ def element_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[
         strides[axis] = step if padded[axis] != 1 else 0
         step *= padded[axis]
     return strides
+
+
+@njit(cache=True)
+def advance_outer_index(idx, lens, last_axis):
+    """Step the multi-index ``idx`` over axes [0, last_axis], last axis fastest (an odometer)."""
+    a = last_axis
+    while a >= 0:
+        idx[a] += 1
+        if idx[a] < lens[a]:
+            return
+        idx[a] = 0
+        a -= 1

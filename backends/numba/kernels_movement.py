@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from irc.backends.numba.float_common import static_shape
+from irc.backends.numba.float_common import advance_outer_index, static_shape
 from irc.backends.numba.kernel_table import BackendError, kernel_builder
 from irc.ir import Op
 from irc.tensor import ElidedTensor
@@ -60,13 +60,7 @@ def remap(src, dst, offsets, lens, fill, inner_run):
             for j in range(inner):
                 o = last[j]
                 dst[k + j] = src[base + o] if o >= 0 else fill
-        a = rank - 2  # odometer over the outer axes
-        while a >= 0:
-            idx[a] += 1
-            if idx[a] < lens[a]:
-                break
-            idx[a] = 0
-            a -= 1
+        advance_outer_index(idx, lens, rank - 2)
 
 
 @njit(cache=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from irc.backends.numba.float_common import float_dtype, static_shape
+from irc.backends.numba.float_common import advance_outer_index, float_dtype, static_shape
 from irc.backends.numba.kernel_table import kernel_builder
 from irc.ir import Op
 
@@ -52,13 +52,7 @@ def mean_kernel(src, dst, lens, out_strides, count):
             k = row * inner
             for j in range(inner):
                 acc[base + j * step] += src[k + j]
-            a = rank - 2
-            while a >= 0:
-                idx[a] += 1
-                if idx[a] < lens[a]:
-                    break
-                idx[a] = 0
-                a -= 1
+            advance_outer_index(idx, lens, rank - 2)
     for i in range(dst.size):
         dst[i] = acc[i] / count
 
