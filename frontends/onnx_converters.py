@@ -101,7 +101,6 @@ def emit(
 
 def convert_node(ctx: ImportContext, node: onnx.NodeProto) -> None:
     """Convert one node, fold what became constant, and bind its outputs by ONNX name."""
-    ctx.node = node
     start = len(ctx.graph.ops)
     try:
         outputs = CONVERTERS[node.op_type](ctx, node)

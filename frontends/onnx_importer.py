@@ -255,7 +255,6 @@ class ImportContext:
         self.graph = Graph(name)
         self.opset = opset
         self.env: dict[str, Value] = {}
-        self.node: onnx.NodeProto | None = None
         self.consumed: set[str] = set()  # ONNX names read by some node or graph output
 
     # -------------------------------------------------------------- values

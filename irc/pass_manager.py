@@ -69,22 +69,11 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-_builtins_loaded = False
-
-
 def _load_builtin_passes() -> None:
     """Import every module of ``irc.passes`` once, so their passes register themselves."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import importlib
-    import pkgutil
+    from irc.registry import import_submodules
 
-    import irc.passes as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"irc.passes.{info.name}")
+    import_submodules("irc.passes")
 
 
 # ------------------------------------------------------------------ pipeline strings

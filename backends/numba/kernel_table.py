@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from irc.errors import IrcError
 from irc.ir import Op
+from irc.registry import import_submodules
 
 KernelFn = Callable[..., None]
 KernelBuilder = Callable[[Op], KernelFn]
@@ -51,20 +52,6 @@ def bind_kernel(op: Op) -> KernelFn:
     return builder(op)
 
 
-_loaded = False
-
-
 def _load_kernel_modules() -> None:
     """Import every ``kernels_*`` module of this package once (they register builders)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-    import pkgutil
-
-    import irc.backends.numba as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("kernels_"):
-            importlib.import_module(f"irc.backends.numba.{info.name}")
+    import_submodules("irc.backends.numba", "kernels_")
