@@ -98,7 +98,7 @@ def last_uses(graph: Graph) -> dict[int, list[int]]:
 
 def run_graph(graph: Graph, inputs, observers: Sequence[Observer] = ()) -> list[np.ndarray]:
     """Run ``graph`` on ``inputs`` in the reference; returns the outputs in order."""
-    from irc.reference import evaluate
+    from irc.reference import evaluate_op
 
     env: dict[int, np.ndarray] = {}
     for value, array in zip(graph.inputs, check_inputs(graph, inputs)):
@@ -107,7 +107,7 @@ def run_graph(graph: Graph, inputs, observers: Sequence[Observer] = ()) -> list[
     for i, op in enumerate(graph.ops):
         args = [env[id(v)] for v in op.operands]
         try:
-            results = evaluate(op.kind, args, op.attrs)
+            results = evaluate_op(op, args)
         except IrcError:
             raise
         except (ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as e:

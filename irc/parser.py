@@ -321,7 +321,8 @@ def _build_ops(graph: Graph, records: list[_OpRecord]) -> None:
             )
         try:
             opdef = get_opdef(rec.kind)
-            attrs = {k: _materialize(v, rec) for k, v in rec.attrs.items()}
+            plain = {k: v for k, v in rec.attrs.items() if not isinstance(v, _DenseLiteral)}
+            attrs = {k: _materialize(v, rec, k, plain) for k, v in rec.attrs.items()}
             attrs = opdef.normalize_attrs(attrs, f"op {rec.kind}")
             opdef.check_arity(len(operands), f"op {rec.kind}")
             graph.create_op(
@@ -335,12 +336,18 @@ def _build_ops(graph: Graph, records: list[_OpRecord]) -> None:
             raise ParseError("result count differs from type count", rec.line)
 
 
-def _materialize(value, rec: _OpRecord):
+def _materialize(value, rec: _OpRecord, attr: str, plain_attrs: dict):
+    """A dense literal as an array of its payload type: the op's result type, unless the
+    op kind stores its payload otherwise (a qconstant's scales, packed bytes)."""
+    from irc.ops.quant import PAYLOAD_TYPES
+
     if not isinstance(value, _DenseLiteral):
         return value
     if len(rec.types) != 1:
         raise ParseError("a dense<> attribute needs an op with exactly one result", rec.line)
     t = rec.types[0]
+    if rec.kind in PAYLOAD_TYPES:
+        t = PAYLOAD_TYPES[rec.kind](attr, t, plain_attrs)
     if value.items is None and value.hex is None:
         return ElidedTensor(t)
     if not t.is_static:

@@ -206,6 +206,9 @@ class PassContext:
     out: TextIO = field(default_factory=lambda: sys.stderr)
     timings: list[tuple[str, float]] = field(default_factory=list)
     statistics: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+    # results of analyses that passes read (``calibration``: value name -> (lo, hi) real
+    # range; ``precision_plan``: an irc.precision.PrecisionPlan)
+    analyses: dict[str, object] = field(default_factory=dict)
 
     def report(self) -> str:
         """Per-pass statistics (and timings when recorded), one line each."""

@@ -55,12 +55,14 @@ def format_quant(q: QuantParams) -> str:
     return f"<axis={q.axis}: {pairs}>"
 
 
-def format_type(t: TensorType) -> str:
-    """``f32[1,3,224,224]``, ``qi8<0.02:-4>[1,16]``, ``f32[N,1000]``."""
+def format_type(t: TensorType, elide: bool = False) -> str:
+    """``f32[1,3,224,224]``, ``qi8<0.02:-4>[1,16]``, ``f32[N,1000]``; per-axis scales
+    print as ``<axis=0: ...16>`` when ``elide`` is set (a dump without full constants)."""
     dims = ",".join(str(d) for d in t.shape)
     if t.quant is None:
         return f"{t.dtype.short}[{dims}]"
-    return f"q{t.dtype.short}{format_quant(t.quant)}[{dims}]"
+    quant = t.quant.elide() if elide else t.quant
+    return f"q{t.dtype.short}{format_quant(quant)}[{dims}]"
 
 
 def format_tensor(value, full: bool, elide_above: int) -> str:
@@ -119,7 +121,7 @@ def format_op(op: Op, full: bool = False, elide_above: int = DEFAULT_ELIDE_ABOVE
     text += f" = {op.kind}(" + ", ".join(format_name(o.name) for o in op.operands) + ")"
     if shown:
         text += " {" + ", ".join(shown) + "}"
-    text += " : " + ", ".join(format_type(r.type) for r in op.results)
+    text += " : " + ", ".join(format_type(r.type, elide=not full) for r in op.results)
     if op.name:
         text += f" loc({json.dumps(op.name)})"
     return text
@@ -135,7 +137,9 @@ def _same_attr(value, default) -> bool:
 
 def print_graph(graph: Graph, full: bool = False, elide_above: int = DEFAULT_ELIDE_ABOVE) -> str:
     """The whole graph in text form (ends with a newline)."""
-    args = ", ".join(f"{format_name(v.name)}: {format_type(v.type)}" for v in graph.inputs)
+    args = ", ".join(
+        f"{format_name(v.name)}: {format_type(v.type, elide=not full)}" for v in graph.inputs
+    )
     lines = [f"graph @{_graph_name(graph.name)}({args}) {{"]
     lines += ["  " + format_op(op, full, elide_above) for op in graph.ops]
     lines.append("  return " + ", ".join(format_name(v.name) for v in graph.outputs))

@@ -31,7 +31,7 @@ def fold_constants(graph: Graph, start: int = 0) -> dict[int, Value]:
     graph (callers may still refer to them) and may now be dead.
     """
     from irc.opdef import build
-    from irc.reference import REFERENCE, evaluate
+    from irc.reference import REFERENCE, evaluate_op
 
     replaced: dict[int, Value] = {}
     i = start
@@ -41,7 +41,7 @@ def fold_constants(graph: Graph, start: int = 0) -> dict[int, Value]:
         if not op.operands or any(a is None for a in arrays) or op.kind not in REFERENCE:
             i += 1
             continue
-        outputs = [np.asarray(a, order="C") for a in evaluate(op.kind, arrays, op.attrs)]
+        outputs = [np.asarray(a, order="C") for a in evaluate_op(op, arrays)]
         if len(outputs) != len(op.results) or any(
             type_of_array(a) != r.type for a, r in zip(outputs, op.results)
         ):

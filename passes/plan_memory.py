@@ -107,7 +107,7 @@ def plan_memory(graph: Graph) -> MemoryPlan:
     for op in graph.ops:
         for result in op.results:
             sizes[result.name] = value_bytes(result)
-            storage[result.name] = "constant" if op.kind == "constant" else "arena"
+            storage[result.name] = "constant" if op.kind in ("constant", "qconstant") else "arena"
         if op.kind in ALIAS_KINDS:
             source = op.operands[0].name
             parent[op.result.name] = (source, 0)

@@ -85,7 +85,7 @@ def generate_program(graph: Graph, plan: MemoryPlan) -> Program:
         return ident
 
     for op in graph.ops:
-        if op.kind == "constant":
+        if op.kind in ("constant", "qconstant"):
             names[op.result.name] = constant(_constant_array(op))
             continue
         if op.results[0].name in plan.free:
@@ -154,6 +154,8 @@ def _render(name: str, params: list[str], body: list, ret: str, timed: bool) -> 
 
 
 def _constant_array(op: Op) -> np.ndarray:
+    """A constant's payload as the kernels see it: a qconstant's stored levels, and packed
+    bytes for a packed one (kernels read the bits in place)."""
     value = op.attrs["value"]
     if isinstance(value, ElidedTensor):
         raise BackendError(

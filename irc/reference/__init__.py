@@ -19,14 +19,26 @@ from typing import Any
 import numpy as np
 
 from irc.errors import TypeInferenceError
-from irc.reference import elementwise, linalg, movement, resize, windows  # noqa: F401 (register)
-from irc.reference.registry import REFERENCE, semantics
+from irc.reference import (  # noqa: F401 (register)
+    elementwise,
+    linalg,
+    movement,
+    quantized,
+    resize,
+    windows,
+)
+from irc.reference.registry import REFERENCE, TYPED, semantics
 
-__all__ = ["REFERENCE", "evaluate", "semantics"]
+__all__ = ["REFERENCE", "evaluate", "evaluate_op", "semantics"]
 
 
-def evaluate(kind: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> list[np.ndarray]:
+def evaluate(
+    kind: str, inputs: list[np.ndarray], attrs: dict[str, Any], types=None
+) -> list[np.ndarray]:
     """Compute op ``kind`` on ``inputs`` with normalised ``attrs``; one array per result.
+
+    ``types`` (the operands' TensorTypes) is needed by quantized ops, whose scales and zero
+    points live in the types; ``evaluate_op`` passes them.
 
     Raises TypeInferenceError for an op kind that has no reference semantics.
     """
@@ -37,8 +49,18 @@ def evaluate(kind: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> list
             f"the reference has no semantics for op kind '{kind}'; known: "
             + ", ".join(sorted(REFERENCE))
         ) from None
-    results = fn(*inputs, **attrs)
+    if kind in TYPED:
+        if types is None:
+            raise TypeInferenceError(f"op kind '{kind}' needs its operand types to evaluate")
+        results = fn(*inputs, **attrs, types=list(types))
+    else:
+        results = fn(*inputs, **attrs)
     if not isinstance(results, (list, tuple)):
         results = [results]
     # numpy ufuncs return scalars for 0-d operands; results are always arrays.
     return [np.asarray(r) for r in results]
+
+
+def evaluate_op(op, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Compute ``op`` (an IR Op) on ``inputs``: its kind, attributes and operand types."""
+    return evaluate(op.kind, inputs, op.attrs, [v.type for v in op.operands])

@@ -1,0 +1,252 @@
+"""Quantized op kinds: quantize / dequantize at precision boundaries, quantized constants,
+and the integer layers (qconv2d, qgemm, qadd, qglobal_avg_pool).
+
+What each computes is ``irc.quant``'s arithmetic (see ``irc.reference.quantized``). The
+three lowering levels use the same kinds:
+
+- **L1** (``quantize``): layer operands and results carry quantized types, biases are
+  still float constants, requantization is implied by the types.
+- **L2** (``lower-quantized``): the bias is an int32 ``qconstant`` at scale s_x·s_w, and
+  the per-channel fixed-point ``multiplier`` and ``shift`` are explicit int32 operands.
+- **L3** (``pack-weights``): 4- and 2-bit weight constants hold packed bytes.
+
+Weights are [O, ...] with output channels on axis 0: qconv2d takes OIHW, qgemm [N, K].
+"""
+
+from __future__ import annotations
+
+import math
+
+from irc.errors import TypeInferenceError
+from irc.opdef import Attr, define
+from irc.ops.nn import _infer_conv
+from irc.ops.shape_rules import broadcast_shapes, static_dim
+from irc.types import DType, QuantParams, TensorType
+
+INF = float("inf")
+
+# a fused activation on integer layers folds into the clamp (hard_swish does not fold)
+INT_ACTIVATION = {
+    "activation": Attr("str", "none", ("none", "relu", "clip")),
+    "act_min": Attr("float", -INF),
+    "act_max": Attr("float", INF),
+}
+OUTPUT_QUANT = {"out_scale": Attr("float"), "out_zero_point": Attr("int", 0)}
+WEIGHT_DTYPES = ("i8", "i4", "i2")
+QCONSTANT_DTYPES = WEIGHT_DTYPES + ("i32",)
+
+
+def int8_type(shape, scale: float, zero_point: int) -> TensorType:
+    """An int8 activation type ``qi8<scale:zero_point>[shape]``."""
+    if not (scale > 0 and math.isfinite(scale)):
+        raise TypeInferenceError(f"a quantization scale must be positive and finite, got {scale}")
+    if not -128 <= zero_point <= 127:
+        raise TypeInferenceError(f"an int8 zero point must be in [-128, 127], got {zero_point}")
+    return TensorType(DType.I8, tuple(shape), QuantParams.per_tensor(scale, zero_point))
+
+
+def _output(attrs, shape) -> TensorType:
+    return int8_type(shape, attrs["out_scale"], attrs["out_zero_point"])
+
+
+def require_int8(t: TensorType, what: str) -> None:
+    """TypeInferenceError unless ``t`` is a per-tensor int8 quantized type."""
+    if t.dtype != DType.I8 or t.quant is None or t.quant.axis is not None:
+        raise TypeInferenceError(f"{what} must be a per-tensor qi8 value, got {t}")
+
+
+def require_weight(t: TensorType, what: str) -> None:
+    """TypeInferenceError unless ``t`` is a per-output-channel i8/i4/i2 weight type."""
+    if t.dtype.short not in WEIGHT_DTYPES or t.quant is None or t.quant.axis != 0:
+        raise TypeInferenceError(
+            f"{what} must be an i8/i4/i2 weight quantized along axis 0, got {t}"
+        )
+
+
+def _check_layer_tail(types, out_channels, what: str) -> None:
+    """The optional bias (f32 at L1, i32 from L2) and L2's multiplier / shift operands."""
+    if len(types) >= 3:
+        b = types[2]
+        if b.shape != (out_channels,) or b.dtype not in (DType.F32, DType.I32):
+            raise TypeInferenceError(f"{what} bias must be f32 or i32 [{out_channels}], got {b}")
+    if len(types) == 4:
+        raise TypeInferenceError(f"{what}: a multiplier needs its shift operand")
+    for t, name in zip(types[3:], ("multiplier", "shift")):
+        if t.dtype != DType.I32 or t.shape not in ((out_channels,), (1,)):
+            raise TypeInferenceError(f"{what} {name} must be i32 [{out_channels}] or [1], got {t}")
+
+
+# ------------------------------------------------------------------ boundaries
+def _infer_quantize(types, attrs):
+    (x,) = types
+    if not x.dtype.is_float:
+        raise TypeInferenceError(f"quantize takes a float value, got {x}")
+    return [int8_type(x.shape, attrs["scale"], attrs["zero_point"])]
+
+
+define(
+    "quantize",
+    ["x"],
+    {"scale": Attr("float"), "zero_point": Attr("int", 0)},
+    _infer_quantize,
+    doc="float → qi8<scale:zero_point>: clamp(rint(x / scale) + zero_point), NaN → zero_point",
+)
+
+
+def _infer_dequantize(types, attrs):
+    (x,) = types
+    if x.quant is None:
+        raise TypeInferenceError(f"dequantize takes a quantized value, got {x}")
+    return [TensorType(DType.F32, x.shape)]
+
+
+define(
+    "dequantize",
+    ["x"],
+    {},
+    _infer_dequantize,
+    doc="quantized → f32: (x - zero_point) * scale, per tensor or along the type's axis",
+)
+
+
+def _infer_qconstant(types, attrs):
+    from irc.tensor import ElidedTensor, tensor_value_type
+
+    dtype = DType.from_short(attrs["dtype"])
+    shape, scales, axis = attrs["shape"], attrs["scales"], attrs["axis"]
+    scales_type = tensor_value_type(scales)
+    count = shape[axis] if axis >= 0 else 1
+    if scales_type.shape != (count,):
+        raise TypeInferenceError(
+            f"qconstant needs {count} scales along axis {axis}, got {list(scales_type.shape)}"
+        )
+    if isinstance(scales, ElidedTensor):
+        quant = QuantParams(None, None, axis, count) if axis >= 0 else None
+    elif axis >= 0:
+        quant = QuantParams.per_axis(scales.tolist(), (0,) * count, axis)
+    else:
+        quant = QuantParams.per_tensor(float(scales[0]))
+    if quant is None:
+        raise TypeInferenceError("a per-tensor qconstant's scale cannot be elided")
+    if attrs["packed"] and dtype.short not in ("i4", "i2"):
+        raise TypeInferenceError(f"only i4 and i2 constants are packed, not {dtype.short}")
+    return [TensorType(dtype, shape, quant)]
+
+
+def qconstant_payload_type(attr: str, result: TensorType, attrs: dict) -> TensorType:
+    """The stored type of a qconstant's tensor attribute (how the parser reads its bytes)."""
+    from irc.quant import packed_row_bytes
+
+    if attr == "scales":
+        count = result.quant.count if result.quant is not None else 1
+        return TensorType(DType.F32, (count,))
+    if attrs.get("packed"):
+        k = int(math.prod(result.shape[1:]))
+        bits = result.dtype.bits
+        return TensorType(DType.U8, (result.shape[0], packed_row_bytes(k, bits)))
+    return TensorType(DType.from_numpy(result.dtype.numpy), result.shape)
+
+
+define(
+    "qconstant",
+    [],
+    {
+        "value": Attr("tensor"),
+        "dtype": Attr("str", "i8", QCONSTANT_DTYPES),
+        "shape": Attr("ints"),
+        "scales": Attr("tensor"),
+        "axis": Attr("int", 0),
+        "packed": Attr("int", 0, (0, 1)),
+    },
+    _infer_qconstant,
+    doc="a quantized constant (zero points 0): int8 levels, int32 bias levels, or (packed=1) "
+    "i4/i2 levels packed along the reduction axis; scales along `axis` (-1: per tensor)",
+)
+PAYLOAD_TYPES = {"qconstant": qconstant_payload_type}
+
+
+# ------------------------------------------------------------------ integer layers
+def _infer_qconv(types, attrs):
+    x, w = types[0], types[1]
+    require_int8(x, "qconv2d input")
+    require_weight(w, "qconv2d weight")
+    float_x = TensorType(DType.F32, x.shape)
+    float_w = TensorType(DType.F32, w.shape)
+    conv_attrs = dict(attrs, activation="none")
+    (out,) = _infer_conv([float_x, float_w], conv_attrs)
+    _check_layer_tail(types, static_dim(w.shape[0], "qconv2d output channels"), "qconv2d")
+    return [_output(attrs, out.shape)]
+
+
+define(
+    "qconv2d",
+    ["x", "w", "b?", "multiplier?", "shift?"],
+    {
+        "strides": Attr("ints", (1, 1)),
+        "pads": Attr("ints", (0, 0, 0, 0)),
+        "dilations": Attr("ints", (1, 1)),
+        "group": Attr("int", 1),
+        **OUTPUT_QUANT,
+        **INT_ACTIVATION,
+    },
+    _infer_qconv,
+    doc="integer convolution: qi8 NCHW input (padding is real zero), per-channel i8/i4/i2 "
+    "OIHW weight, bias, requantized to qi8<out_scale:out_zero_point> and clamped by the "
+    "fused activation",
+)
+
+
+def _infer_qgemm(types, attrs):
+    a, w = types[0], types[1]
+    require_int8(a, "qgemm input")
+    require_weight(w, "qgemm weight")
+    if a.rank != 2 or w.rank != 2:
+        raise TypeInferenceError(f"qgemm takes [M,K] and [N,K], got {a}, {w}")
+    if a.shape[1] != w.shape[1]:
+        raise TypeInferenceError(f"qgemm: inner dimensions {a.shape[1]} and {w.shape[1]} differ")
+    _check_layer_tail(types, static_dim(w.shape[0], "qgemm output features"), "qgemm")
+    return [_output(attrs, (a.shape[0], w.shape[0]))]
+
+
+define(
+    "qgemm",
+    ["a", "w", "b?", "multiplier?", "shift?"],
+    {**OUTPUT_QUANT, **INT_ACTIVATION},
+    _infer_qgemm,
+    doc="integer a @ w.T + bias: qi8 [M,K] times per-channel weight [N,K], requantized and "
+    "clamped like qconv2d",
+)
+
+
+def _infer_qadd(types, attrs):
+    a, b = types
+    require_int8(a, "qadd operand a")
+    require_int8(b, "qadd operand b")
+    return [_output(attrs, broadcast_shapes([a.shape, b.shape]))]
+
+
+define(
+    "qadd",
+    ["a", "b"],
+    {**OUTPUT_QUANT, **INT_ACTIVATION},
+    _infer_qadd,
+    doc="integer add with rescale: both operands brought to the output scale by fixed-point "
+    "multipliers, summed, rounded once, clamped by the fused activation",
+)
+
+
+def _infer_qgap(types, attrs):
+    (x,) = types
+    require_int8(x, "qglobal_avg_pool input")
+    if x.rank < 3:
+        raise TypeInferenceError("global pooling needs an input of rank >= 3")
+    return [_output(attrs, x.shape[:2] + (1,) * (x.rank - 2))]
+
+
+define(
+    "qglobal_avg_pool",
+    ["x"],
+    dict(OUTPUT_QUANT),
+    _infer_qgap,
+    doc="integer mean over all spatial axes: the int32 sum requantized to the output type",
+)

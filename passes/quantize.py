@@ -1,0 +1,230 @@
+"""quantize: a precision plan and calibrated ranges turn a float graph into level L1.
+
+Each layer (conv2d, gemm with a constant weight) planned at int8/int4/int2 becomes a
+``qconv2d`` / ``qgemm`` on quantized types: its weight a per-channel ``qconstant`` (levels
+and scales from ``irc.quant``), its input an int8 value, its result ``qi8`` with the
+calibrated range of the float result (after the fused activation). Glue ops between
+integer layers follow: ``add`` becomes ``qadd``, ``global_avg_pool`` ``qglobal_avg_pool``,
+and ``reshape`` simply carries the quantized type. ``quantize`` / ``dequantize`` appear
+only where a float value meets an integer op or the reverse. A layer planned at fp16 keeps
+a float16 weight constant, cast to f32 where it is used (it computes in float32).
+
+The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
+``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
+to every layer). A layer whose form has no integer kernel (a fused hard_swish, a gemm with
+alpha ≠ 1 or a transposed input) stays fp32 and is counted under ``kept-float``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from irc import quant
+from irc.errors import IrcError
+from irc.ir import Graph, Op, Value
+from irc.opdef import build
+from irc.pass_manager import Pass, PassContext, register_pass
+from irc.passes.matching import constant_array
+from irc.precision import PrecisionPlan, as_plan
+
+INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
+PASS_THROUGH = ("reshape",)  # float kinds that move int8 levels unchanged
+
+
+class CalibrationMissing(IrcError):
+    """An integer op needs the range of a value that calibration did not record."""
+
+
+def integer_form_problem(op: Op) -> str | None:
+    """Why layer ``op`` cannot run as an integer layer; None when it can."""
+    if constant_array(op.operands[1]) is None:
+        return "its weight is not a constant"
+    if op.attrs["activation"] not in ("none", "relu", "clip"):
+        return f"its fused {op.attrs['activation']} has no integer form"
+    if len(op.operands) > 2 and constant_array(op.operands[2]) is None:
+        return "its bias is not a constant"
+    if op.kind == "gemm":
+        a = op.attrs
+        if a["trans_a"] or a["alpha"] != 1.0 or (len(op.operands) > 2 and a["beta"] != 1.0):
+            return "gemm with trans_a or alpha/beta other than 1"
+        if len(op.operands) > 2 and constant_array(op.operands[2]).size != op.result.type.shape[1]:
+            return "gemm bias is not one value per output feature"
+    elif op.operands[0].type.rank != 4:
+        return "not a 2-D convolution"
+    return None
+
+
+class _Rewriter:
+    """Walks the graph once, replacing planned layers and glue by integer ops."""
+
+    def __init__(self, graph: Graph, ranges, plan: PrecisionPlan, weights: str):
+        self.graph, self.ranges, self.plan, self.weights = graph, ranges, plan, weights
+        self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
+        self.stats = {"int8": 0, "int4": 0, "int2": 0, "fp16": 0, "kept-float": 0}
+        self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0})
+
+    # -- values
+    def params(self, value: Value) -> tuple[float, int]:
+        """Scale and zero point of float ``value`` from its calibrated range."""
+        try:
+            lo, hi = self.ranges[value.name]
+        except KeyError:
+            raise CalibrationMissing(
+                f"no calibrated range for %{value.name}; calibrate the graph first"
+            ) from None
+        return quant.activation_params(lo, hi)
+
+    def int8_of(self, value: Value, before: Op) -> Value:
+        """The int8 twin of float ``value``, quantizing it just before ``before`` if new."""
+        twin = self.quantized.get(id(value))
+        if twin is not None:
+            return twin
+        scale, zero_point = self.params(value)
+        op = build(
+            self.graph, "quantize", [value], {"scale": scale, "zero_point": zero_point},
+            result_names=[self.graph.fresh_name(value.name + ".q")],
+            index=self.graph.index_of(before),
+        )  # fmt: skip
+        self.quantized[id(value)] = op.result
+        return op.result
+
+    def int_name(self, old: Op) -> str:
+        """The name of the int8 value replacing ``old``'s float result: ``<name>.q``."""
+        return self.graph.fresh_name(old.result.name + ".q")
+
+    def replace(self, old: Op, new: Op) -> None:
+        """``new`` (int8) takes ``old``'s place: float users read a dequantize of it, which
+        keeps the float result's name."""
+        graph = self.graph
+        name = old.result.name
+        graph.rename(old.result, graph.fresh_name(name + ".float"))
+        dq = build(graph, "dequantize", [new.result], result_names=[name],
+                   index=graph.index_of(new) + 1)  # fmt: skip
+        graph.replace_all_uses_with(old.result, dq.result)
+        graph.erase_op(old)
+        self.quantized[id(dq.result)] = new.result
+
+    def has_twin(self, value: Value) -> bool:
+        return id(value) in self.quantized
+
+    # -- ops
+    def run(self) -> dict[str, int]:
+        for op in list(self.graph.ops):
+            if op.kind in ("conv2d", "gemm") and constant_array(op.operands[1]) is not None:
+                self.layer(op)
+            elif op.kind == "add" and all(self.has_twin(v) for v in op.operands):
+                if op.attrs["activation"] in ("none", "relu", "clip"):
+                    self.glue(op, "qadd", op.operands, _activation(op))
+            elif op.kind == "global_avg_pool" and self.has_twin(op.operands[0]):
+                self.glue(op, "qglobal_avg_pool", op.operands, {})
+            elif op.kind in PASS_THROUGH and self.has_twin(op.operands[0]):
+                twin = self.quantized[id(op.operands[0])]
+                new = build(self.graph, op.kind, [twin, *op.operands[1:]], op.attrs,
+                            name=op.name, result_names=[self.int_name(op)],
+                            index=self.graph.index_of(op))  # fmt: skip
+                self.replace(op, new)
+        self.graph.remove_dead_ops()
+        for kind in ("quantize", "dequantize"):
+            self.stats[kind] = sum(1 for op in self.graph.ops if op.kind == kind)
+        return self.stats
+
+    def glue(self, op: Op, kind: str, operands, attrs: dict) -> None:
+        scale, zero_point = self.params(op.result)
+        twins = [self.quantized[id(v)] for v in operands]
+        new = build(self.graph, kind, twins, {"out_scale": scale, "out_zero_point": zero_point,
+                    **attrs}, name=op.name, result_names=[self.int_name(op)],
+                    index=self.graph.index_of(op))  # fmt: skip
+        self.replace(op, new)
+        self.stats["glue"] += 1
+
+    def layer(self, op: Op) -> None:
+        precision = self.plan.precision_of(op)
+        if precision == "fp32":
+            return
+        if precision == "fp16":
+            self.half(op)
+            return
+        if integer_form_problem(op) is not None:
+            self.stats["kept-float"] += 1
+            return
+        bits = INT_PRECISIONS[precision]
+        graph = self.graph
+        w = constant_array(op.operands[1])
+        if op.kind == "gemm" and not op.attrs["trans_b"]:
+            w = w.T
+        scales = quant.weight_scales(w, bits, self.weights)
+        levels = quant.quantize_weights(w, scales, bits)
+        wq = build(graph, "qconstant", [], {
+            "value": np.ascontiguousarray(levels), "dtype": f"i{bits}",
+            "shape": levels.shape, "scales": scales, "axis": 0,
+        }, result_names=[graph.fresh_name(op.operands[1].name + f".i{bits}")],
+            index=graph.index_of(op))  # fmt: skip
+        x = self.int8_of(op.operands[0], op)
+        operands = [x, wq.result]
+        if len(op.operands) > 2:
+            bias = op.operands[2]
+            b = constant_array(bias).reshape(-1)
+            if b.shape != bias.type.shape or b.dtype != np.float32:
+                bias = build(graph, "constant", [], {"value": b.astype(np.float32)},
+                             result_names=[graph.fresh_name(bias.name + ".flat")],
+                             index=graph.index_of(op)).result  # fmt: skip
+            operands.append(bias)
+        scale, zero_point = self.params(op.result)
+        attrs = {"out_scale": scale, "out_zero_point": zero_point, **_activation(op)}
+        if op.kind == "conv2d":
+            kind = "qconv2d"
+            for key in ("strides", "pads", "dilations", "group"):
+                attrs[key] = op.attrs[key]
+        else:
+            kind = "qgemm"
+        new = build(graph, kind, operands, attrs, name=op.name,
+                    result_names=[self.int_name(op)],
+                    index=graph.index_of(op))  # fmt: skip
+        self.replace(op, new)
+        self.stats[precision] += 1
+
+    def half(self, op: Op) -> None:
+        """fp16: the weight stored as float16, cast to float32 where the layer reads it."""
+        graph = self.graph
+        weight = op.operands[1]
+        w16 = build(graph, "constant", [], {"value": constant_array(weight).astype(np.float16)},
+                    result_names=[graph.fresh_name(weight.name + ".f16")],
+                    index=graph.index_of(op))  # fmt: skip
+        cast = build(graph, "cast", [w16.result], {"to": "f32"},
+                     result_names=[graph.fresh_name(weight.name + ".f32")],
+                     index=graph.index_of(op))  # fmt: skip
+        graph.set_operand(op, 1, cast.result)
+        self.stats["fp16"] += 1
+
+
+def _activation(op: Op) -> dict:
+    return {k: op.attrs[k] for k in ("activation", "act_min", "act_max")}
+
+
+@register_pass
+@dataclass(frozen=True)
+class Quantize(Pass):
+    """Rewrite planned layers (and the glue between them) as integer ops on quantized types."""
+
+    name: ClassVar[str] = "quantize"
+    precision: str = "int8"  # for every layer, unless the context holds a precision plan
+    weights: str = "mse"  # weight clipping: mse (error-minimising) or minmax
+
+    def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
+        calibration = ctx.analyses.get("calibration")
+        plan = as_plan(ctx.analyses.get("precision_plan") or self.precision)
+        plan.check_names(graph)
+        if calibration is None:
+            if plan.is_float:
+                calibration = {}
+            else:
+                raise CalibrationMissing(
+                    "the quantize pass needs calibrated ranges (irc.compile(..., "
+                    "calibration=data) or irc compile --calib DATA)"
+                )
+        ranges = getattr(calibration, "ranges", calibration)
+        stats = _Rewriter(graph, ranges, plan, self.weights).run()
+        return {k: v for k, v in stats.items() if v}
