@@ -50,16 +50,34 @@ def compile(  # noqa: A001 - the public name irc.compile
     pipeline: str = DEFAULT_FLOAT_PIPELINE,
     num_threads: int | None = None,
     warmup: bool = True,
+    *,
+    precision="fp32",
+    calibration=None,
+    calibration_method: str = "minmax",
+    weight_clipping: str = "mse",
+    preprocess=None,
+    calibration_limit: int | None = None,
+    progress: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (an ONNX path, ModelProto or bytes, a text IR path, or a Graph).
 
     ``input_shapes`` (input name → shape) specialises symbolic dimensions. The backend
     needs static shapes: a symbolic leading (batch) dimension left unspecified becomes 1;
-    any other symbolic dimension must be given. ``pipeline`` is a pass pipeline string
+    any other symbolic dimension must be given. ``pipeline`` is the float pass pipeline
     (``""`` runs none). ``num_threads`` is the Numba thread count used at each call
     (default: all of Numba's threads). ``warmup`` runs the model once on zeros, so Numba
     compiles (or loads from its cache) every kernel here rather than on the first call.
     A Graph is never modified. BackendError names an op that cannot be compiled.
+
+    Quantization: ``precision`` is a precision name for every layer (``"fp32"``,
+    ``"fp16"``, ``"int8"``, ``"int4"``, ``"int2"``), a mapping of layer names to precisions
+    (key ``"default"`` for the rest), or an ``irc.precision.PrecisionPlan``. Integer
+    precisions need ``calibration``: a numpy array of inputs, an iterable of batches, or a
+    folder of images (with ``preprocess``, an ``irc.calibration.Preprocess`` or preset
+    name), of which at most ``calibration_limit`` are used; ``calibration_method`` is
+    ``minmax``, ``percentile``, ``entropy`` or ``mse``; ``weight_clipping`` is ``mse`` or
+    ``minmax``. The calibrated graph is quantized (``quantize``), lowered to integer ops
+    (``lower-quantized``) and its 4/2-bit weights packed (``pack-weights``).
     """
     import numba
 
@@ -72,17 +90,28 @@ def compile(  # noqa: A001 - the public name irc.compile
     threads = limit if num_threads is None else int(num_threads)
     if not 1 <= threads <= limit:
         raise BackendError(f"num_threads must be between 1 and {limit}, got {num_threads}")
+    from irc.precision import as_plan
+
+    plan_of_precision = as_plan(precision)
     times = {}
     start = time.perf_counter()
     graph = _static_graph(_load(model, input_shapes))
     times["load"] = time.perf_counter() - start
-    key = graph_key(graph, pipeline)
+    ctx = PassContext()
+    calibrated = None
+    if plan_of_precision != as_plan("fp32"):
+        PassManager(pipeline, ctx).run(graph)
+        options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress)
+        calibrated = _quantize(graph, ctx, plan_of_precision, calibration, options, times)
+        key = graph_key(graph, "")  # after quantization: the data is in the constants
+    else:
+        key = graph_key(graph, pipeline)
     cached = key in _CACHE
     if cached:
         _CACHE.move_to_end(key)
     else:
-        ctx = PassContext()
-        PassManager(pipeline, ctx).run(graph)
+        if calibrated is None:
+            PassManager(pipeline, ctx).run(graph)
         plan = plan_memory(graph)
         stats = ctx.statistics + [("plan-memory", plan.statistics())]
         _CACHE[key] = (generate_program(graph, plan), stats)
@@ -91,12 +120,40 @@ def compile(  # noqa: A001 - the public name irc.compile
     program, stats = _CACHE[key]
     times["build"] = time.perf_counter() - start - times["load"]
     compiled = CompiledModel(program, stats, threads, cache_hit=cached)
+    compiled.calibration = calibrated
     if warmup and not program.warmed:  # kernels compiled once are compiled in the process
         compiled.warm_up()
         program.warmed = True
     times["total"] = time.perf_counter() - start
     compiled.compile_seconds = times
     return compiled
+
+
+QUANTIZE_PIPELINE = "quantize{{weights={weights}}},lower-quantized,pack-weights"
+
+
+def _quantize(graph, ctx, plan, calibration, options, times):
+    """Calibrate (when a layer is integer) and run the quantization pipeline in place."""
+    from irc.pass_manager import PassManager
+
+    method, weight_clipping, preprocess, limit, progress = options
+    calibrated = {}
+    if not plan.is_float:
+        if calibration is None:
+            raise InputError(
+                f"precision {plan.default!r} has integer layers: give calibration data "
+                "(calibration=array, iterable of batches, or image folder)"
+            )
+        from irc.calibration import calibrate
+
+        t = time.perf_counter()
+        calibrated = calibrate(graph, calibration, method, preprocess=preprocess, limit=limit,
+                               progress=progress)  # fmt: skip
+        times["calibrate"] = time.perf_counter() - t
+    ctx.analyses["calibration"] = calibrated
+    ctx.analyses["precision_plan"] = plan
+    PassManager(QUANTIZE_PIPELINE.format(weights=weight_clipping), ctx).run(graph)
+    return calibrated
 
 
 def clear_cache() -> None:
@@ -163,6 +220,7 @@ class CompiledModel:
         self.stats: list[tuple[str, dict[str, int]]] = list(stats)
         self.cache_hit = cache_hit
         self.compile_seconds: dict[str, float] = {}
+        self.calibration = None  # the calibration used (value name -> range), if any
         self._driver = Driver(program, num_threads)
         self._lock = threading.Lock()
 
@@ -239,6 +297,18 @@ class CompiledModel:
                 raise BackendError(f"{where}: Numba cannot compile its kernel: {summary}") from None
             except Exception:  # noqa: BLE001 - data-dependent; the real call reports it
                 pass
+
+    def report(self):
+        """Per layer: op, shape, precision, weight bytes; and totals against FP32."""
+        from irc.report import model_report
+
+        return model_report(self.graph)
+
+    def save(self, path) -> None:
+        """Write the compiled model to one file (``irc.load`` reads it back)."""
+        from irc.serialize import save_model
+
+        save_model(self, path)
 
     def profile(self, *inputs, runs: int = 20) -> list[OpTiming]:
         """Median time of every kernel call over ``runs`` runs, in op order."""

@@ -55,12 +55,13 @@ def format_quant(q: QuantParams) -> str:
     return f"<axis={q.axis}: {pairs}>"
 
 
-def format_type(t: TensorType, elide: bool = False) -> str:
-    """``f32[1,3,224,224]``, ``qi8<0.02:-4>[1,16]``, ``f32[N,1000]``; per-axis scales
-    print as ``<axis=0: ...16>`` when ``elide`` is set (a dump without full constants)."""
+def format_type(t: TensorType, elide_above: int | None = None) -> str:
+    """``f32[1,3,224,224]``, ``qi8<0.02:-4>[1,16]``, ``f32[N,1000]``; more per-axis scales
+    than ``elide_above`` print as ``<axis=0: ...16>`` (a dump without full constants)."""
     dims = ",".join(str(d) for d in t.shape)
     if t.quant is None:
         return f"{t.dtype.short}[{dims}]"
+    elide = elide_above is not None and t.quant.count > elide_above
     quant = t.quant.elide() if elide else t.quant
     return f"q{t.dtype.short}{format_quant(quant)}[{dims}]"
 
@@ -121,7 +122,9 @@ def format_op(op: Op, full: bool = False, elide_above: int = DEFAULT_ELIDE_ABOVE
     text += f" = {op.kind}(" + ", ".join(format_name(o.name) for o in op.operands) + ")"
     if shown:
         text += " {" + ", ".join(shown) + "}"
-    text += " : " + ", ".join(format_type(r.type, elide=not full) for r in op.results)
+    text += " : " + ", ".join(
+        format_type(r.type, None if full else elide_above) for r in op.results
+    )
     if op.name:
         text += f" loc({json.dumps(op.name)})"
     return text
@@ -138,7 +141,8 @@ def _same_attr(value, default) -> bool:
 def print_graph(graph: Graph, full: bool = False, elide_above: int = DEFAULT_ELIDE_ABOVE) -> str:
     """The whole graph in text form (ends with a newline)."""
     args = ", ".join(
-        f"{format_name(v.name)}: {format_type(v.type, elide=not full)}" for v in graph.inputs
+        f"{format_name(v.name)}: {format_type(v.type, None if full else elide_above)}"
+        for v in graph.inputs
     )
     lines = [f"graph @{_graph_name(graph.name)}({args}) {{"]
     lines += ["  " + format_op(op, full, elide_above) for op in graph.ops]

@@ -126,6 +126,7 @@ class _Rewriter:
                             name=op.name, result_names=[self.int_name(op)],
                             index=self.graph.index_of(op))  # fmt: skip
                 self.replace(op, new)
+                self.stats["glue"] += 1
         self.graph.remove_dead_ops()
         for kind in ("quantize", "dequantize"):
             self.stats[kind] = sum(1 for op in self.graph.ops if op.kind == kind)
