@@ -7,6 +7,8 @@ verify it, and run it in the reference interpreter.
     >>> graph = irc.import_onnx("model.onnx")          # or irc.load_graph("model.irc")
     >>> print(irc.print_graph(graph))
     >>> (logits,) = irc.run(graph, [x])
+    >>> model = irc.compile("model.onnx"); model.save("model.ircm")
+    >>> model = irc.load("model.ircm")                 # a saved compiled model
 """
 
 from irc.compile import CompiledModel, compile
@@ -26,6 +28,8 @@ from irc.ir import Graph, Op, Value
 from irc.loader import load_graph
 from irc.parser import parse_graph
 from irc.printer import print_graph
+from irc.serialize import ModelFileError
+from irc.serialize import load_model as load
 from irc.specialize import specialize
 from irc.verifier import verify_graph
 
@@ -38,6 +42,7 @@ __all__ = [
     "Graph",
     "InputError",
     "IrcError",
+    "ModelFileError",
     "ModelLoadError",
     "Op",
     "ParseError",
@@ -46,6 +51,7 @@ __all__ = [
     "VerifyError",
     "compile",
     "import_onnx",
+    "load",
     "load_graph",
     "parse_graph",
     "print_graph",

@@ -95,16 +95,20 @@ def compile(  # noqa: A001 - the public name irc.compile
     plan_of_precision = as_plan(precision)
     times = {}
     start = time.perf_counter()
-    graph = _static_graph(_load(model, input_shapes))
-    times["load"] = time.perf_counter() - start
     ctx = PassContext()
     calibrated = None
     if plan_of_precision != as_plan("fp32"):
+        # calibrate before the batch is fixed, so that batches of any size run
+        graph = _load(model, input_shapes)
+        times["load"] = time.perf_counter() - start
         PassManager(pipeline, ctx).run(graph)
         options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress)
         calibrated = _quantize(graph, ctx, plan_of_precision, calibration, options, times)
+        graph = _static_graph(graph)
         key = graph_key(graph, "")  # after quantization: the data is in the constants
     else:
+        graph = _static_graph(_load(model, input_shapes))
+        times["load"] = time.perf_counter() - start
         key = graph_key(graph, pipeline)
     cached = key in _CACHE
     if cached:

@@ -1,4 +1,7 @@
-"""The ``irc`` command: dump, run and optimise models (ONNX or irc text IR).
+"""The ``irc`` command: dump, run, optimise, compile and report on models.
+
+``dump``, ``run`` and ``opt`` take an ONNX model or irc text IR; ``compile`` writes a
+compiled model file (``irc.load`` reads it), which ``run`` and ``report`` also take.
 
 Errors caused by the input print one line on stderr and exit with code 2; ``--debug``
 shows the traceback instead.
@@ -9,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from irc.errors import IrcError
+from irc.errors import InputError, IrcError
 
 EXIT_USAGE = 2
 
@@ -24,8 +27,10 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(f"dimensions must be integers, got '{dims}'") from None
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="an .onnx model or an irc text IR file")
+def _add_model_args(
+    p: argparse.ArgumentParser, what: str = "an .onnx model or an irc text IR file"
+):
+    p.add_argument("model", help=what)
     p.add_argument(
         "--input-shape",
         action="append",
@@ -63,13 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run a model in the reference interpreter",
+        help="run a model (reference interpreter, or a compiled model file)",
         description=(
             "Run a model on inputs read from .npy files (one --input per model input, in order, "
-            "or NAME=FILE.npy) or from one .npz holding every input by name."
+            "or NAME=FILE.npy) or from one .npz holding every input by name. An ONNX model or "
+            "text IR runs in the reference interpreter; a compiled model file (irc compile -o) "
+            "runs its compiled code."
         ),
     )
-    _add_model_args(run)
+    _add_model_args(run, "an .onnx model, an irc text IR file or a compiled model file")
     run.add_argument(
         "--input",
         action="append",
@@ -83,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the outputs here (.npy for one output, "
         ".npz for several); without it, print a summary",
     )
+    run.add_argument(
+        "--threads", type=_positive, metavar="N", help="threads (compiled model files only)"
+    )
     _add_opt_parser(sub)
+    _add_compile_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 
@@ -138,6 +150,16 @@ def _add_opt_parser(sub) -> None:
         help="when a pass fails, write DIR/reproducer.irc: the IR it got, in full, under a "
         "'// pipeline:' line with the passes from it on (feed it back to irc opt)",
     )
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, got '{text}'")
+    return n
 
 
 def _count(text: str) -> int:
@@ -204,8 +226,14 @@ def main(argv=None) -> int:
 
 
 def _load(args):
+    """The model's graph; a compiled model file gives its final (saved) graph."""
     from irc.loader import load_graph
+    from irc.serialize import is_model_file, read_graph_file
 
+    if is_model_file(args.model):
+        if args.input_shape:
+            raise InputError("a compiled model has fixed input shapes: drop --input-shape")
+        return read_graph_file(args.model)[0]
     return load_graph(args.model, dict(args.input_shape) or None)
 
 
@@ -231,10 +259,21 @@ def cmd_dump(args) -> int:
 def cmd_run(args) -> int:
     from irc.cli_io import read_inputs, summarize, write_outputs
     from irc.interpreter import run_graph
+    from irc.serialize import is_model_file
 
-    graph = _load(args)
-    inputs = read_inputs(args.input, graph)
-    outputs = run_graph(graph, inputs)
+    if is_model_file(args.model):
+        from irc.serialize import load_model
+
+        if args.input_shape:
+            raise InputError("a compiled model has fixed input shapes: drop --input-shape")
+        model = load_model(args.model, num_threads=args.threads, warmup=False)
+        graph = model.graph
+        outputs = list(model(read_inputs(args.input, graph)))
+    else:
+        if args.threads is not None:
+            raise InputError("--threads applies to compiled model files (irc compile -o FILE)")
+        graph = _load(args)
+        outputs = run_graph(graph, read_inputs(args.input, graph))
     names = [v.name for v in graph.outputs]
     if args.output:
         write_outputs(args.output, names, outputs)
@@ -289,7 +328,167 @@ def _pipeline_of(path: str) -> str:
     return first[len(prefix) :].strip() if first.startswith(prefix) else DEFAULT_FLOAT_PIPELINE
 
 
-_COMMANDS = {"dump": cmd_dump, "run": cmd_run, "opt": cmd_opt}
+def _add_compile_parser(sub) -> None:
+    p = sub.add_parser(
+        "compile",
+        help="compile (and quantize) a model into one file that irc run / irc.load read",
+        description=(
+            "Compile an ONNX model or text IR for this CPU, quantizing its layers to the\n"
+            "given precision (integer precisions calibrate activation ranges on --calib\n"
+            "data), save the compiled model to -o FILE and print its size report."
+        ),
+        epilog=(
+            "examples:\n"
+            "  irc compile model.onnx --precision fp16 -o model.ircm\n"
+            "  irc compile model.onnx --precision int8 --calib samples.npy -o model.ircm\n"
+            "  irc compile model.onnx --precision plan.json --calib images/ \\\n"
+            "      --preprocess torchvision --calib-limit 256 -o model.ircm\n"
+            'plan.json maps layer names to precisions: {"default": "int8", "fc": "fp32"}\n'
+            "(irc report model.onnx lists the layer names)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the model file to write")
+    p.add_argument(
+        "--precision", default="fp32", metavar="PRECISION|PLAN.json",
+        help="int8, int4, int2 (weights; activations are int8), fp16 or fp32 (default) for "
+        "every layer, or a JSON file mapping layer names to precisions",
+    )  # fmt: skip
+    p.add_argument(
+        "--calib", metavar="DATA",
+        help="calibration data for integer layers: a .npy array [N, ...], a .npz of arrays "
+        "by input name, or a folder of images (with --preprocess)",
+    )  # fmt: skip
+    p.add_argument("--calib-limit", type=_positive, metavar="N", help="use at most N samples")
+    p.add_argument(
+        "--calib-method", default="minmax", choices=("minmax", "percentile", "entropy", "mse"),
+        help="how activation ranges are chosen from the statistics (default: minmax)",
+    )  # fmt: skip
+    p.add_argument(
+        "--preprocess", choices=("torchvision", "imagenet", "efficientnet-lite"),
+        help="how images of a --calib folder become input arrays",
+    )  # fmt: skip
+    p.add_argument(
+        "--weights", default="mse", choices=("mse", "minmax"),
+        help="weight clipping per channel: least squared error (default) or the largest value",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=_positive, metavar="N",
+        help="Numba threads for the warm-up run (irc run --threads sets a saved model's)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="hide the calibration progress")
+
+
+def _add_report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        aliases=["inspect"],
+        help="print a model's per-layer precision and size report",
+        description=(
+            "Print, per layer, the op, output shape, precision, parameters and bytes stored, "
+            "and the model's size against FP32. Takes a compiled model file (its metadata is "
+            "shown too) or an ONNX / text IR model."
+        ),
+    )
+    _add_model_args(p, "a compiled model file, an .onnx model or an irc text IR file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _precision_arg(text: str):
+    """A precision name, or the plan mapping of a JSON file."""
+    import json
+
+    if not text.lower().endswith(".json"):
+        return text
+    try:
+        with open(text) as f:
+            plan = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--precision: cannot read the plan file '{text}': {e}") from None
+    if not isinstance(plan, dict) or not all(isinstance(v, str) for v in plan.values()):
+        raise InputError(f"--precision: '{text}' must map layer names to precision names")
+    return plan
+
+
+def _calibration_arg(path: str | None):
+    """Calibration data: an array from .npy, a dict from .npz, or a folder path."""
+    import os
+
+    import numpy as np
+
+    if path is None or os.path.isdir(path):
+        return path
+    if not os.path.isfile(path):
+        raise InputError(f"--calib: '{path}' does not exist")
+    if not path.endswith((".npy", ".npz")):
+        raise InputError(f"--calib: '{path}' is not a .npy/.npz file or a folder of images")
+    try:
+        data = np.load(path, allow_pickle=False)
+        return dict(data) if path.endswith(".npz") else data
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"--calib: '{path}' is not a readable .npy/.npz file: {e}") from None
+
+
+def cmd_compile(args) -> int:
+    import os
+    import time
+
+    import irc
+    from irc.report import format_bytes
+    from irc.serialize import is_model_file
+
+    if is_model_file(args.model):
+        raise InputError(f"'{args.model}' is already a compiled model (irc run / report it)")
+    start = time.perf_counter()
+    model = irc.compile(
+        args.model, dict(args.input_shape) or None, num_threads=args.threads,
+        precision=_precision_arg(args.precision), calibration=_calibration_arg(args.calib),
+        calibration_method=args.calib_method, weight_clipping=args.weights,
+        preprocess=args.preprocess, calibration_limit=args.calib_limit,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    model.save(args.output)
+    print(model.report().to_text())
+    times = model.compile_seconds
+    steps = [f"{k} {times[k]:.2f} s" for k in ("load", "calibrate") if k in times]
+    rest = seconds - sum(times.get(k, 0.0) for k in ("load", "calibrate"))
+    steps.append(f"passes, code generation and warm-up {rest:.2f} s")
+    print(f"compiled in {seconds:.2f} s ({', '.join(steps)})")
+    print(f"wrote {args.output} ({format_bytes(os.path.getsize(args.output))})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from irc.report import model_report
+    from irc.serialize import describe_metadata, is_model_file, read_graph_file
+
+    meta = None
+    if is_model_file(args.model):
+        graph, meta = read_graph_file(args.model)
+    else:
+        graph = _load(args)
+    report = model_report(graph)
+    if args.json:
+        print(json.dumps({"metadata": meta, **report.to_dict()}, indent=1))
+        return 0
+    if meta is not None:
+        print(describe_metadata(args.model, meta) + "\n")
+    print(report.to_text())
+    return 0
+
+
+_COMMANDS = {
+    "dump": cmd_dump,
+    "run": cmd_run,
+    "opt": cmd_opt,
+    "compile": cmd_compile,
+    "report": cmd_report,
+    "inspect": cmd_report,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

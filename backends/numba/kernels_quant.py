@@ -1,0 +1,247 @@
+"""Integer kernels: quantize / dequantize, qconv2d, qgemm, qadd and qglobal_avg_pool.
+
+The builders read every scale, zero point and fused clamp from the op's types and
+attributes once (``irc.quant`` computes them exactly as the reference does) and bind them
+as integers, so the kernels only do integer work (and float32 for the two boundaries).
+
+qconv2d and qgemm run the L2/L3 form: an int32 bias operand and explicit per-channel
+multiplier and shift operands ([O] or [1]); the L1 form raises BackendError asking for
+the ``lower-quantized`` pass. Weights are int8 levels (i8, and i4/i2 not yet packed,
+whose levels are valid int8 ones), or a ``qconstant`` with ``packed=1``: uint8 rows of
+4- or 2-bit fields, which the kernels read in place. A conv is depthwise (direct kernel,
+``int_depthwise``) when every group has one input channel, and otherwise an int8 matrix
+product per group over gathered pixels (``int_conv``); the weights' level sums that
+correct for the input zero point are computed here when the weight is a constant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from irc import quant
+from irc.backends.numba.float_common import static_shape
+from irc.backends.numba.int_common import weight_sums
+from irc.backends.numba.int_conv import qconv_gemm, qgemm_tiles
+from irc.backends.numba.int_depthwise import qdepthwise
+from irc.backends.numba.int_elementwise import dequantize, qadd, qmean, quantize
+from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
+from irc.backends.numba.kernels_elementwise import broadcast_plan
+from irc.ir import Op, Value
+from irc.tensor import ElidedTensor
+from irc.types import DType
+
+# Bytes of gathered activations per conv product tile (pixels = this // K, kept within
+# the bounds below), and the qgemm tile: rows of A, and columns of W split for small M.
+_CONV_TILE_BYTES = 1 << 15
+_CONV_TILE_PIXELS = (16, 1024)
+_GEMM_TILE_M = 256
+_GEMM_SPLIT_N = 8
+
+
+def _per_tensor(op: Op, value: Value, what: str) -> tuple[float, int]:
+    """Scale and zero point of a per-tensor quantized operand."""
+    q = value.type.quant
+    if q is None or q.axis is not None or q.elided:
+        raise BackendError(f"op {op.label()}: the {what} needs per-tensor quantization")
+    return q.scales[0], int(q.zero_points[0])
+
+
+def _clamp(op: Op) -> tuple[int, int, int]:
+    """(out zero point, lo, hi): the output zero point and the fused activation's levels."""
+    a = op.attrs
+    lo, hi = quant.activation_levels(
+        a["activation"], a["act_min"], a["act_max"], a["out_scale"], a["out_zero_point"]
+    )
+    return int(a["out_zero_point"]), int(lo), int(hi)
+
+
+def _check_lowered(op: Op, out_channels: int) -> None:
+    """BackendError unless the layer has its int32 bias, multiplier and shift operands."""
+    types = [v.type for v in op.operands]
+    if len(types) != 5 or types[2].dtype != DType.I32:
+        raise BackendError(
+            f"op {op.label()}: the Numba backend runs {op.kind} with an int32 bias and explicit "
+            "multiplier and shift operands; it must be lowered with the `lower-quantized` "
+            "pass first"
+        )
+    for t in types[3:]:
+        if t.dtype != DType.I32 or t.shape not in ((out_channels,), (1,)):
+            raise BackendError(f"op {op.label()}: multiplier and shift must be i32 [O] or [1]")
+
+
+def _weight_form(op: Op) -> tuple[int, np.ndarray | None]:
+    """(bits the kernels read the weight payload at, its level sums per row or None).
+
+    A packed ``qconstant`` holds 4- or 2-bit fields; any other weight holds int8 levels
+    (read at 8 bits whatever its type's width). The sums come from a constant's payload;
+    None means the kernel function computes them on each call.
+    """
+    w = op.operands[1]
+    producer = w.producer
+    packed = producer is not None and producer.kind == "qconstant" and producer.attrs["packed"]
+    bits = w.type.dtype.bits if packed else 8
+    if producer is None or producer.kind != "qconstant":
+        return bits, None
+    value = producer.attrs["value"]
+    if isinstance(value, ElidedTensor):
+        return bits, None
+    levels = quant.unpack(value, bits, w.type.shape) if packed else np.asarray(value)
+    rows = levels.reshape(levels.shape[0], -1).astype(np.int64)
+    return bits, np.ascontiguousarray(rows.sum(axis=1))
+
+
+@kernel_builder("qconv2d")
+def build_qconv2d(op: Op) -> KernelFn:
+    """qconv2d: depthwise (direct) or per-group int8 products (pointwise or gathered)."""
+    n, cin, h, w = static_shape(op, op.operands[0], "input")
+    cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")
+    oh, ow = static_shape(op, op.results[0], "result")[2:]
+    _check_lowered(op, cout)
+    _, x_zero = _per_tensor(op, op.operands[0], "input")
+    zp, lo, hi = _clamp(op)
+    bits, sums = _weight_form(op)
+    sh, sw = op.attrs["strides"]
+    top, left = op.attrs["pads"][:2]
+    dh, dw = op.attrs["dilations"]
+    group = op.attrs["group"]
+
+    if cin_g == 1 and group == cin:
+        params = (kh, kw, sh, sw, top, left, dh, dw, x_zero, zp, lo, hi)
+
+        def depthwise(x, wt, bias, mult, shift, out):
+            qdepthwise(x, wt, bits, bias, mult, shift, out, *params)
+
+        return depthwise
+
+    pointwise = kh == kw == 1 and (sh, sw) == (1, 1) and not any(op.attrs["pads"])
+    k = cin_g * kh * kw
+    tile = max(_CONV_TILE_PIXELS[0], min(_CONV_TILE_PIXELS[1], _CONV_TILE_BYTES // k))
+    tile = min(tile, oh * ow) or 1
+    tiles = -(-oh * ow // tile)
+    tile = -(-oh * ow // tiles)  # even tiles: no thin last one
+    params = (kh, kw, sh, sw, top, left, dh, dw, group, pointwise, tile, x_zero, zp, lo, hi)
+    if sums is not None:
+
+        def conv(x, wt, bias, mult, shift, out):
+            qconv_gemm(x, wt, bits, bias, mult, shift, sums, out, *params)
+
+        return conv
+
+    def conv_weight_sums(x, wt, bias, mult, shift, out):
+        qconv_gemm(x, wt, bits, bias, mult, shift, weight_sums(wt, bits, k), out, *params)
+
+    return conv_weight_sums
+
+
+@kernel_builder("qgemm")
+def build_qgemm(op: Op) -> KernelFn:
+    """qgemm: int8 [M, K] times weight rows [N, K] (int8 or packed), requantized."""
+    m, k = static_shape(op, op.operands[0], "a")
+    n = static_shape(op, op.operands[1], "weight")[0]
+    _check_lowered(op, n)
+    _, a_zero = _per_tensor(op, op.operands[0], "input")
+    zp, lo, hi = _clamp(op)
+    bits, sums = _weight_form(op)
+    tile_m = max(1, min(m, _GEMM_TILE_M))
+    # few rows: split the output features instead, so every thread gets a share
+    tile_n = n if m > _GEMM_TILE_M else max(1, -(-n // _GEMM_SPLIT_N))
+    params = (tile_m, tile_n, a_zero, zp, lo, hi)
+    if sums is not None:
+
+        def gemm(a, wt, bias, mult, shift, out):
+            qgemm_tiles(a, wt, bits, bias, mult, shift, sums, out, *params)
+
+        return gemm
+
+    def gemm_weight_sums(a, wt, bias, mult, shift, out):
+        qgemm_tiles(a, wt, bits, bias, mult, shift, weight_sums(wt, bits, k), out, *params)
+
+    return gemm_weight_sums
+
+
+@kernel_builder("quantize")
+def build_quantize(op: Op) -> KernelFn:
+    """quantize: float32 (or float64, rounded to float32 first) to int8 levels."""
+    dtype = op.operands[0].type.dtype
+    if dtype not in (DType.F32, DType.F64):
+        raise BackendError(f"op {op.label()}: quantize takes f32 or f64, not {dtype.short}")
+    scale = np.float32(op.attrs["scale"])
+    zero_point = np.float32(op.attrs["zero_point"])
+
+    def quantize_kernel(x, out):
+        quantize(x, out, scale, zero_point)
+
+    return quantize_kernel
+
+
+@kernel_builder("dequantize")
+def build_dequantize(op: Op) -> KernelFn:
+    """dequantize: levels to float32, per tensor or along the type's axis."""
+    x = op.operands[0]
+    q = x.type.quant
+    if q.elided:
+        raise BackendError(f"op {op.label()}: the operand's scales were elided")
+    shape = static_shape(op, x, "input")
+    scales = np.asarray(q.scales, np.float32)
+    zero_points = np.asarray(q.zero_points, np.float32)
+    producer = x.producer
+    if producer is not None and producer.kind == "qconstant" and producer.attrs["packed"]:
+        # a packed constant: its result is a constant too, made once here
+        levels = quant.unpack(producer.attrs["value"], x.type.dtype.bits, shape)
+        result = quant.dequantize(levels, scales, zero_points, q.axis)
+
+        def dequantize_constant(packed, out):
+            out[...] = result
+
+        return dequantize_constant
+    if x.type.dtype.numpy.kind not in "iu":
+        raise BackendError(f"op {op.label()}: dequantize takes integer levels")
+    axis = q.axis
+    inner = int(math.prod(shape[axis + 1 :])) if axis is not None else int(math.prod(shape))
+    inner = max(1, inner)
+
+    def dequantize_kernel(x, out):
+        dequantize(x, out, scales, zero_points, inner)
+
+    return dequantize_kernel
+
+
+@kernel_builder("qadd")
+def build_qadd(op: Op) -> KernelFn:
+    """qadd: both operands rescaled to the output scale in fixed point, broadcasting."""
+    (sa, za), (sb, zb) = (_per_tensor(op, v, "operand") for v in op.operands)
+    out_scale = op.attrs["out_scale"]
+    ma, mb, shift = quant.add_multipliers(sa / out_scale, sb / out_scale)
+    zp, lo, hi = _clamp(op)
+    plan = broadcast_plan(
+        static_shape(op, op.results[0], "result"),
+        static_shape(op, op.operands[0], "a"),
+        static_shape(op, op.operands[1], "b"),
+    )
+    if plan is None:
+        raise BackendError(f"op {op.label()}: this broadcast needs more than four loop axes")
+    # the fixed-point pair as exact float64 ratios (int_elementwise._qadd_one)
+    ra, rb = (float(np.ldexp(np.float64(m), -int(shift))) for m in (ma, mb))
+    params = (*plan, float(za), float(zb), ra, rb, float(zp), float(lo), float(hi))
+
+    def qadd_kernel(a, b, out):
+        qadd(a, b, out, *params)
+
+    return qadd_kernel
+
+
+@kernel_builder("qglobal_avg_pool")
+def build_qglobal_avg_pool(op: Op) -> KernelFn:
+    """qglobal_avg_pool: the int sum over the spatial axes, requantized."""
+    shape = static_shape(op, op.operands[0], "input")
+    x_scale, x_zero = _per_tensor(op, op.operands[0], "input")
+    count = int(math.prod(shape[2:]))
+    m, s = quant.mean_multiplier(x_scale, count, op.attrs["out_scale"])
+    params = (count, x_zero, int(m[0]), int(s[0]), int(op.attrs["out_zero_point"]))
+
+    def qglobal_avg_pool_kernel(x, out):
+        qmean(x, out, *params)
+
+    return qglobal_avg_pool_kernel

@@ -1,0 +1,113 @@
+"""Top-1 / top-5 accuracy of irc's compiled models at each precision on ImageNet images.
+
+Each model is compiled by ``irc.compile`` at every precision asked for, calibrated on
+``../shared/data/imagenet-calib256`` and evaluated on ``../shared/data/imagenet-val1300``
+(never the same images), with the preprocessing ../shared/README.md gives for the model.
+The compiled model is what runs: Numba integer kernels on packed weights, not a float
+simulation. onnxruntime FP32 on the same images is the reference row.
+
+    python bench/eval_accuracy.py [--models mobilenetv2_bn efficientnet_lite0_bn]
+        [--precisions fp32 int8 int4 int2] [--limit 1300] [--calib-limit 256]
+        [--method minmax] [--weights mse] [--batch 50] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
+
+
+def load_val(preset: str, limit: int):
+    """All evaluation images of val1300 (at most ``limit``) and their labels, in memory."""
+    from irc.calibration.images import load_labelled_folder
+
+    images, labels = [], []
+    for batch, label in load_labelled_folder(SHARED / "data" / "imagenet-val1300", preset, limit):
+        images.append(batch)
+        labels.append(label)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def accuracy(run, images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, float]:
+    """Top-1 and top-5 in percent of ``run(batch) -> logits`` over the images."""
+    top1 = top5 = 0
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch]
+        if len(x) < batch:  # a compiled model has a static batch: pad the last one
+            x = np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
+        logits = run(x)[: len(images) - start]
+        want = labels[start : start + len(logits)]
+        best = np.argsort(-logits, axis=1)[:, :5]
+        top1 += int(np.sum(best[:, 0] == want))
+        top5 += int(np.sum(np.any(best == want[:, None], axis=1)))
+    return 100.0 * top1 / len(images), 100.0 * top5 / len(images)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(PRESETS))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "int2"])
+    parser.add_argument("--limit", type=int, default=1300, help="evaluation images")
+    parser.add_argument("--calib-limit", type=int, default=256, help="calibration images")
+    parser.add_argument("--method", default="minmax", help="activation calibration method")
+    parser.add_argument("--weights", default="mse", help="weight clipping: mse or minmax")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+
+    import irc
+
+    rows = []
+    for name in args.models:
+        path = SHARED / "models" / f"{name}.onnx"
+        preset = PRESETS[name]
+        images, labels = load_val(preset, args.limit)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        top1, top5 = accuracy(lambda x, s=session: s.run(None, {"input": x})[0], images, labels,
+                              args.batch)  # fmt: skip
+        rows.append(dict(model=name, precision="ort-fp32", top1=top1, top5=top5))
+        print(f"{name} onnxruntime fp32: top-1 {top1:.2f} top-5 {top5:.2f}", file=sys.stderr)
+        for precision in args.precisions:
+            start = time.perf_counter()
+            model = irc.compile(
+                path, {"input": (args.batch, 3, 224, 224)}, num_threads=args.threads,
+                precision=precision, calibration=SHARED / "data" / "imagenet-calib256",
+                preprocess=preset, calibration_limit=args.calib_limit,
+                calibration_method=args.method, weight_clipping=args.weights,
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            top1, top5 = accuracy(lambda x, m=model: m(x)[0], images, labels, args.batch)
+            totals = model.report().to_dict()["totals"]
+            rows.append(dict(model=name, precision=precision, top1=top1, top5=top5,
+                             compile_s=seconds, **totals))  # fmt: skip
+            print(f"{name} {precision}: top-1 {top1:.2f} top-5 {top5:.2f} ({seconds:.0f} s)",
+                  file=sys.stderr)  # fmt: skip
+    print(f"\n{args.limit} val images; calibration {args.calib_limit} images, {args.method}; "
+          f"weights {args.weights}")  # fmt: skip
+    print("\n| model | precision | top-1 | top-5 | Δ top-1 vs fp32 | weights MB | vs FP32 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    base = {r["model"]: r["top1"] for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        delta = r["top1"] - base.get(r["model"], r["top1"])
+        size = f"{r['bytes'] / 1e6:.2f}" if "bytes" in r else ""
+        ratio = f"{r['fp32_bytes'] / r['bytes']:.2f}×" if "bytes" in r else ""
+        print(f"| {r['model']} | {r['precision']} | {r['top1']:.2f} | {r['top5']:.2f} | "
+              f"{delta:+.2f} | {size} | {ratio} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Calibration: run the reference interpreter over sample data and record value ranges.
+
+    >>> from irc.calibration import calibrate
+    >>> cal = calibrate(graph, "imagenet-calib256", "entropy", preprocess="torchvision",
+    ...                 limit=64)
+    >>> cal["input"], cal.params("input")          # (lo, hi), (scale, zero point)
+
+``calibrate`` watches every float value an op computes (and the float graph inputs),
+except weights and what is computed from weights alone, or just the names in ``values``.
+Statistics stream (``observers.py``): memory stays flat however many images are seen.
+The graph is only read. The ranges come out in a ``Calibration``, which keeps the
+statistics, so ``recompute`` tries another method without running the model again.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+
+from irc.calibration.data import BatchSource, model_batches
+from irc.calibration.images import (
+    PRESETS,
+    Preprocess,
+    list_images,
+    load_folder,
+    load_image,
+    load_labelled_folder,
+)
+from irc.calibration.observers import (
+    DEFAULT_BINS,
+    HISTOGRAM_METHODS,
+    METHODS,
+    Histogram,
+    TensorObserver,
+    compute_range,
+)
+from irc.calibration.progress import Progress
+from irc.errors import InputError
+from irc.interpreter import run_graph
+from irc.ir import Graph, Value
+from irc.quant import activation_params
+
+__all__ = [
+    "DEFAULT_BINS",
+    "METHODS",
+    "PRESETS",
+    "BatchSource",
+    "Calibration",
+    "Histogram",
+    "Preprocess",
+    "Progress",
+    "TensorObserver",
+    "calibrate",
+    "compute_range",
+    "list_images",
+    "load_folder",
+    "load_image",
+    "load_labelled_folder",
+    "model_batches",
+    "watched_values",
+]
+
+
+class Calibration(Mapping):
+    """Value name → real range (lo, hi), with the method, the sample count and statistics.
+
+    ``ranges`` is a read-only mapping (the object itself reads the same way);
+    ``params(name)`` gives the int8 (scale, zero point) of ``irc.quant``.
+    """
+
+    def __init__(
+        self,
+        ranges: dict[str, tuple[float, float]],
+        method: str,
+        count: int,
+        observers: dict[str, TensorObserver],
+        *,
+        percentile: float = 99.99,
+        entropy_bins: int = 256,
+    ):
+        self.ranges = MappingProxyType(dict(ranges))
+        self.method = method
+        self.count = count
+        self.observers = observers
+        self.percentile = percentile
+        self.entropy_bins = entropy_bins
+
+    def __getitem__(self, name: str) -> tuple[float, float]:
+        try:
+            return self.ranges[name]
+        except KeyError:
+            raise KeyError(f"value %{name} was not calibrated") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ranges)
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def params(self, name: str) -> tuple[float, int]:
+        """The int8 activation (scale, zero point) of value ``name``'s range."""
+        return activation_params(*self[name])
+
+    def recompute(
+        self, method: str, *, percentile: float | None = None, entropy_bins: int | None = None
+    ) -> Calibration:
+        """The ranges ``method`` picks from the same statistics (no new model runs).
+
+        The histogram methods need statistics gathered by one of them.
+        """
+        _check_method(method)
+        percentile = self.percentile if percentile is None else percentile
+        entropy_bins = self.entropy_bins if entropy_bins is None else entropy_bins
+        _check_options(percentile, entropy_bins)
+        if method in HISTOGRAM_METHODS and any(
+            o.histogram is None for o in self.observers.values()
+        ):
+            raise InputError(
+                f"method {method!r} needs histograms; this calibration ran {self.method!r}, "
+                "which keeps only min/max (calibrate with a histogram method)"
+            )
+        ranges = _ranges(self.observers, method, percentile, entropy_bins)
+        return Calibration(
+            ranges, method, self.count, self.observers, percentile=percentile,
+            entropy_bins=entropy_bins,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<Calibration {self.method}: {len(self)} values over {self.count} samples>"
+
+
+def calibrate(
+    graph: Graph,
+    data,
+    method: str = "minmax",
+    *,
+    percentile: float = 99.99,
+    batch_size: int = 32,
+    preprocess=None,
+    limit: int | None = None,
+    progress: bool | str = True,
+    values: Iterable[str] | None = None,
+    bins: int = DEFAULT_BINS,
+    entropy_bins: int = 256,
+) -> Calibration:
+    """Run ``graph`` in the reference interpreter over ``data`` and return value ranges.
+
+    ``data``: an array [N, ...], a dict of arrays, an iterable of batches, or a folder of
+    images with ``preprocess`` (a ``Preprocess`` or a preset name); see
+    ``irc.calibration.data``. ``method``: one of ``METHODS``; ``percentile`` is for
+    ``"percentile"``, ``entropy_bins`` (256 or 128 levels) for ``"entropy"``, ``bins`` the
+    histogram size. At most ``limit`` samples are used, ``batch_size`` at a time (re-cut to
+    a static batch dimension). ``progress``: a bar on stderr when it is a terminal; False
+    hides it, ``"force"`` draws it anyway. ``values``: calibrate only these value names.
+    """
+    _check_method(method)
+    _check_options(percentile, entropy_bins)
+    if progress not in (True, False, "force"):
+        raise InputError(f"progress must be True, False or 'force', got {progress!r}")
+    watched = watched_values(graph, values)
+    use_histogram = method in HISTOGRAM_METHODS
+    observers = {name: TensorObserver(use_histogram, bins) for name in watched}
+    by_result = {id(v): observers[n] for n, v in watched.items() if not v.is_graph_input}
+    by_input = [(v.name, observers[v.name]) for v in graph.inputs if v.name in watched]
+
+    def observe(op, args, results) -> None:
+        for value, array in zip(op.results, results):
+            observer = by_result.get(id(value))
+            if observer is not None:
+                observer.update(array)
+
+    source = model_batches(graph, data, batch_size=batch_size, preprocess=preprocess, limit=limit)
+    count = 0
+    first = graph.inputs[0].name
+    with Progress(source.total, enabled=bool(progress), force=progress == "force") as bar:
+        for batch in source.batches:
+            for name, observer in by_input:
+                observer.update(batch[name])
+            run_graph(graph, batch, observers=[observe] if by_result else ())
+            n = int(batch[first].shape[0])
+            count += n
+            bar.update(n)
+    if count == 0:
+        raise InputError("data: the calibration set is empty (no samples)")
+    bad = [name for name, obs in observers.items() if obs.nonfinite]
+    if bad:
+        warnings.warn(
+            f"calibration: {len(bad)} value(s) held NaN or infinity, left out of their "
+            f"ranges: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}",
+            stacklevel=2,
+        )
+    ranges = _ranges(observers, method, percentile, entropy_bins)
+    return Calibration(
+        ranges, method, count, observers, percentile=percentile, entropy_bins=entropy_bins
+    )
+
+
+def watched_values(graph: Graph, names: Iterable[str] | None = None) -> dict[str, Value]:
+    """The values calibration observes, by name, in graph order.
+
+    By default: float graph inputs and float op results, leaving out constants and what
+    is computed from constants alone (weights). ``names`` picks values explicitly
+    (InputError for unknown or non-float ones).
+    """
+    if names is not None:
+        if isinstance(names, str):
+            names = [names]
+        names = list(dict.fromkeys(names))
+        unknown = [n for n in names if not graph.has_value(n)]
+        if unknown:
+            raise InputError(f"values: the graph has no value(s) {unknown}")
+        chosen = {n: graph.value(n) for n in names}
+        not_float = [n for n, v in chosen.items() if not v.type.dtype.is_float]
+        if not_float:
+            raise InputError(f"values: only float values can be calibrated, not {not_float}")
+        order = {id(v): i for i, v in enumerate(graph.values())}
+        return dict(sorted(chosen.items(), key=lambda item: order[id(item[1])]))
+    constant: set[int] = set()
+    for op in graph.ops:
+        if op.kind == "constant" or (op.operands and all(id(v) in constant for v in op.operands)):
+            constant.update(id(r) for r in op.results)
+    return {v.name: v for v in graph.values() if v.type.dtype.is_float and id(v) not in constant}
+
+
+def _ranges(observers, method, percentile, entropy_bins) -> dict[str, tuple[float, float]]:
+    return {
+        name: compute_range(obs, method, percentile=percentile, entropy_bins=entropy_bins)
+        for name, obs in observers.items()
+    }
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"method: unknown calibration method {method!r}; use one of {METHODS}")
+
+
+def _check_options(percentile: float, entropy_bins: int) -> None:
+    if not (isinstance(percentile, (int, float)) and math.isfinite(percentile)) or not (
+        0.0 < percentile <= 100.0
+    ):
+        raise InputError(f"percentile must be in (0, 100], got {percentile!r}")
+    if entropy_bins not in (128, 256):
+        raise InputError(f"entropy_bins must be 128 or 256, got {entropy_bins!r}")

@@ -1,0 +1,227 @@
+"""Images from folders, preprocessed the way the model was trained (Pillow decodes).
+
+A ``Preprocess`` says how a file becomes a model input: resize the shorter side (bilinear,
+as torchvision's ``Resize`` on a PIL image), centre-crop, scale, normalise per channel,
+and lay out as NCHW or NHWC float32. Named presets cover the shared models:
+
+    >>> x = load_folder("imagenet-calib256", "torchvision", limit=8)   # [8, 3, 224, 224]
+
+Folders are read in file-name order; ``labels.txt`` (``file label`` per line) gives the
+labels of a labelled folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from irc.errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes one model input: ``(x * scale - mean) / std``.
+
+    ``resize``: the shorter side's length after a bilinear resize (None: keep the size);
+    ``crop``: the side of the centre square crop (None: no crop); ``x`` is the 0..255
+    pixel; ``layout`` is ``"NCHW"`` or ``"NHWC"``; ``color`` is ``"RGB"`` or ``"BGR"``.
+    """
+
+    resize: int | None = 256
+    crop: int | None = 224
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0
+    layout: str = "NCHW"
+    color: str = "RGB"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise InputError("preprocess: mean and std need one value per channel (3)")
+        if any(s == 0 for s in self.std):
+            raise InputError(f"preprocess: std {self.std} holds a zero")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise InputError(f"preprocess: layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
+        if self.color not in ("RGB", "BGR"):
+            raise InputError(f"preprocess: color must be 'RGB' or 'BGR', got {self.color!r}")
+        for name in ("resize", "crop"):
+            size = getattr(self, name)
+            if size is not None and (not isinstance(size, int) or size <= 0):
+                raise InputError(f"preprocess: {name} must be a positive int or None, got {size}")
+
+    def apply(self, image) -> np.ndarray:
+        """One PIL image as a float32 array [3, H, W] (NCHW) or [H, W, 3] (NHWC)."""
+        from PIL import Image
+
+        image = image.convert("RGB")
+        if self.resize is not None:
+            w, h = image.size
+            # torchvision's rule: the shorter side becomes `resize`, the other truncates
+            if w <= h:
+                size = (self.resize, int(self.resize * h / w))
+            else:
+                size = (int(self.resize * w / h), self.resize)
+            if size != image.size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+        if self.crop is not None:
+            w, h = image.size
+            if w < self.crop or h < self.crop:
+                raise InputError(
+                    f"preprocess: image of size {w}x{h} is smaller than the crop {self.crop}"
+                )
+            left = int(round((w - self.crop) / 2.0))
+            top = int(round((h - self.crop) / 2.0))
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        x = np.asarray(image, dtype=np.float32)  # [H, W, 3], 0..255
+        if self.color == "BGR":
+            x = x[:, :, ::-1]
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        x = (x * np.float32(self.scale) - mean) / std
+        if self.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+_TORCHVISION = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=1.0 / 255.0)
+PRESETS: dict[str, Preprocess] = {
+    "imagenet": _TORCHVISION,
+    "torchvision": _TORCHVISION,
+    "efficientnet-lite": Preprocess(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+}
+
+
+def resolve_preprocess(preprocess) -> Preprocess:
+    """A ``Preprocess`` from itself or a preset name; InputError naming the argument."""
+    if isinstance(preprocess, Preprocess):
+        return preprocess
+    if isinstance(preprocess, str):
+        try:
+            return PRESETS[preprocess]
+        except KeyError:
+            raise InputError(
+                f"preprocess: unknown preset {preprocess!r}; presets: {', '.join(PRESETS)}"
+            ) from None
+    if preprocess is None:
+        raise InputError(
+            "preprocess: a folder of images needs a preprocessing spec: a Preprocess or "
+            f"one of the presets {', '.join(PRESETS)}"
+        )
+    raise InputError(
+        f"preprocess must be a Preprocess or a preset name, got {type(preprocess).__name__}"
+    )
+
+
+def list_images(folder, limit: int | None = None) -> list[Path]:
+    """The image files (jpg/jpeg/png, any case) in ``folder`` by name, at most ``limit``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"data: image folder {str(folder)!r} does not exist")
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not files:
+        raise InputError(
+            f"data: folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    return files[:limit] if limit is not None else files
+
+
+def load_image(path, preprocess) -> np.ndarray:
+    """One image file preprocessed (see ``Preprocess.apply``); InputError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    preprocess = resolve_preprocess(preprocess)
+    try:
+        with Image.open(path) as image:
+            return preprocess.apply(image)
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"data: cannot read image {os.fspath(path)!r}: {e}") from None
+
+
+def iter_image_batches(files, preprocess, batch_size: int = 32) -> Iterator[np.ndarray]:
+    """Batches [B, ...] float32 of the image ``files``, in order (the last may be short)."""
+    preprocess = resolve_preprocess(preprocess)
+    files = list(files)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        yield _stack([load_image(f, preprocess) for f in chunk], chunk)
+
+
+def load_folder(folder, preprocess, limit: int | None = None) -> np.ndarray:
+    """All images of ``folder`` (by name, at most ``limit``) as one float32 array [N, ...]."""
+    files = list_images(folder, limit)
+    preprocess = resolve_preprocess(preprocess)
+    return _stack([load_image(f, preprocess) for f in files], files)
+
+
+def _stack(arrays: list[np.ndarray], files) -> np.ndarray:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        odd = next(f for f, a in zip(files, arrays) if a.shape != arrays[0].shape)
+        raise InputError(
+            f"data: images differ in size after preprocessing ({sorted(shapes)}, e.g. "
+            f"{os.fspath(odd)!r}); give the Preprocess a resize and a crop"
+        )
+    return np.stack(arrays)
+
+
+def read_labels(folder) -> list[tuple[str, int]]:
+    """(file name, label) pairs from ``folder/labels.txt``, sorted by file name."""
+    path = Path(folder) / "labels.txt"
+    if not path.is_file():
+        raise InputError(f"data: {str(path)!r} does not exist (a labelled folder needs it)")
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise InputError(f"{path}:{number}: expected 'file label', got {line!r}")
+        try:
+            pairs.append((parts[0], int(parts[1])))
+        except ValueError:
+            raise InputError(f"{path}:{number}: label {parts[1]!r} is not an integer") from None
+    if not pairs:
+        raise InputError(f"data: {str(path)!r} lists no images")
+    return sorted(pairs)
+
+
+def load_labelled_folder(
+    path, preprocess, limit: int | None = None, batch_size: int = 32
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(batch [B, ...] float32, labels [B] int64) over the images listed in labels.txt.
+
+    Images come in file-name order, at most ``limit`` of them; for accuracy evaluation.
+    """
+    folder = Path(path)
+    preprocess = resolve_preprocess(preprocess)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    pairs = read_labels(folder)
+    if limit is not None:
+        pairs = pairs[:limit]
+    missing = [name for name, _ in pairs if not (folder / name).is_file()]
+    if missing:
+        raise InputError(
+            f"data: labels.txt of {str(folder)!r} lists {len(missing)} missing file(s), "
+            f"first {missing[0]!r}"
+        )
+    return _labelled_batches(folder, pairs, preprocess, batch_size)
+
+
+def _labelled_batches(folder: Path, pairs, preprocess: Preprocess, batch_size: int):
+    # a separate generator so that load_labelled_folder checks its arguments eagerly
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        files = [folder / name for name, _ in chunk]
+        batch = _stack([load_image(f, preprocess) for f in files], files)
+        yield batch, np.array([label for _, label in chunk], np.int64)

@@ -1,0 +1,289 @@
+"""Compiled model files: save → load round trips, and clear errors for bad files.
+
+Quantized graphs are checked at the graph level (``write_graph_file`` / ``read_graph_file``
+on L3 graphs run by the reference interpreter); compiling one is guarded by whether the
+Numba backend has integer kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx_builders import tiny_cnn
+
+import irc
+from irc.compile import graph_key
+from irc.errors import ElidedConstantError, IrcError
+from irc.interpreter import run_graph
+from irc.pass_manager import PassContext, PassManager
+from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+from irc.precision import as_plan
+from irc.serialize import (
+    FORMAT_VERSION,
+    MAGIC,
+    PREAMBLE_SIZE,
+    ModelFileError,
+    is_model_file,
+    read_graph_file,
+    write_graph_file,
+)
+
+X = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+
+
+def float_graph(batch=2):
+    graph = irc.import_onnx(tiny_cnn(batch=batch))
+    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
+    return graph
+
+
+def quantized_graph(plan) -> irc.Graph:
+    """tiny_cnn at level L3 under ``plan``, calibrated by min/max on X."""
+    graph = float_graph()
+    ranges = {"x": (float(X.min()), float(X.max()))}
+
+    def observe(op, args, results):
+        for value, array in zip(op.results, results):
+            if array.dtype == np.float32:
+                ranges[value.name] = (float(array.min()), float(array.max()))
+
+    run_graph(graph, [X], observers=[observe])
+    ctx = PassContext()
+    ctx.analyses["calibration"] = ranges
+    ctx.analyses["precision_plan"] = as_plan(plan)
+    PassManager("quantize,lower-quantized,pack-weights", ctx).run(graph)
+    return graph
+
+
+def int_kernels_available() -> bool:
+    from irc.backends.numba import kernel_table
+
+    kernel_table._load_kernel_modules()
+    return "qconv2d" in kernel_table.KERNEL_BUILDERS
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A float graph file and its bytes."""
+    path = tmp_path / "tiny.ircm"
+    write_graph_file(float_graph(), path)
+    return path, path.read_bytes()
+
+
+# ------------------------------------------------------------------ round trips
+@pytest.mark.parametrize("plan", ["int8", "int4", "int2", {"conv": "int4", "fc": "fp16"},
+                                  {"conv": "fp16", "fc": "int2"}])  # fmt: skip
+def test_quantized_graph_round_trip(tmp_path, plan):
+    graph = quantized_graph(plan)
+    before = irc.print_graph(graph, full=True)
+    path = tmp_path / "q.ircm"
+    size = write_graph_file(graph, path)
+    assert size == os.path.getsize(path) and is_model_file(path)
+    assert irc.print_graph(graph, full=True) == before  # writing changes nothing
+    loaded, meta = read_graph_file(path)
+    assert irc.print_graph(loaded, full=True) == before
+    for got, want in zip(irc.run(loaded, [X]), irc.run(graph, [X])):
+        np.testing.assert_array_equal(got, want)
+    kinds = {op.kind for op in loaded.ops}
+    assert {"qconstant", "quantize", "dequantize"} <= kinds
+    assert meta["format_version"] == FORMAT_VERSION and meta["irc_version"] == irc.__version__
+    assert meta["inputs"] == [{"name": "x", "shape": [2, 3, 8, 8], "dtype": "f32"}]
+    assert meta["outputs"] == [{"name": "y", "shape": [2, 5], "dtype": "f32"}]
+    expected = as_plan(plan)
+    assert meta["precision"] == {
+        n: expected.layers.get(n, expected.default) for n in ("conv", "fc")
+    }
+
+
+def wide_graph(plan) -> irc.Graph:
+    """One 512x1024 fully connected layer (2 MB in FP32), quantized under ``plan``."""
+    from irc.opdef import build
+    from irc.types import DType, TensorType
+
+    rng = np.random.default_rng(0)
+    graph = irc.Graph("wide")
+    x = graph.add_input("x", TensorType(DType.F32, (1, 1024)))
+    w = build(graph, "constant", [], {"value": rng.standard_normal((512, 1024), np.float32)})
+    b = build(graph, "constant", [], {"value": rng.standard_normal(512, np.float32)})
+    graph.outputs = [build(graph, "gemm", [x, w.result, b.result], {"trans_b": 1}).result]
+    ctx = PassContext()
+    ctx.analyses["calibration"] = {"x": (-3.0, 3.0), graph.outputs[0].name: (-90.0, 90.0)}
+    ctx.analyses["precision_plan"] = as_plan(plan)
+    PassManager("quantize{weights=minmax},lower-quantized,pack-weights", ctx).run(graph)
+    return graph
+
+
+def test_file_size_is_its_payloads(tmp_path):
+    """Packed weights stay packed: the file is its payloads plus a small overhead."""
+    sizes = {}
+    for plan in ("fp32", "fp16", "int8", "int4", "int2"):
+        graph = wide_graph(plan)
+        path = tmp_path / f"{plan}.ircm"
+        sizes[plan] = write_graph_file(graph, path)
+        _, meta = read_graph_file(path)
+        assert meta["payload_bytes"] == irc.report.model_report(graph).totals.bytes
+        assert sizes[plan] - meta["payload_bytes"] < 2000  # preamble, JSON, IR, alignment
+    # the weights: 512 rows of 1024 elements; per channel: scale, bias, bias scale, M, shift
+    assert sizes["fp32"] > 512 * 1024 * 4
+    assert sizes["int4"] < 512 * 1024 // 2 + 512 * 20 + 2000
+    assert sizes["int2"] < 512 * 1024 // 4 + 512 * 20 + 2000
+    assert sizes["fp32"] / sizes["int4"] > 7.5 and sizes["fp32"] / sizes["fp16"] > 1.99
+
+
+def test_compiled_float_model_round_trip(tmp_path):
+    model = irc.compile(tiny_cnn(), warmup=False)
+    key = graph_key(model.graph, "")
+    path = tmp_path / "tiny.ircm"
+    model.save(path)
+    assert graph_key(model.graph, "") == key  # saving does not modify the model
+    loaded = irc.load(path, warmup=False)
+    assert isinstance(loaded, irc.CompiledModel)
+    x = X[:1]
+    np.testing.assert_array_equal(loaded(x)[0], model(x)[0])
+    assert loaded.metadata["precision"] == {"conv": "fp32", "fc": "fp32"}
+    assert loaded.report().to_dict() == model.report().to_dict()
+    assert model.report().totals.counts == {"fp32": 2}
+
+
+@pytest.mark.skipif(not int_kernels_available(), reason="no integer kernels in the backend")
+def test_compiled_int8_model_round_trip(tmp_path):
+    calib = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    model = irc.compile(tiny_cnn(), precision="int8", calibration=calib, progress=False)
+    path = tmp_path / "int8.ircm"
+    model.save(path)
+    loaded = irc.load(path)
+    x = X[:1]
+    np.testing.assert_array_equal(loaded(x)[0], model(x)[0])
+    np.testing.assert_array_equal(loaded(x)[0], irc.run(loaded.graph, [x])[0])
+    assert loaded.metadata["calibration"] == {"method": "minmax", "samples": 8}
+    assert loaded.metadata["precision"] == {"conv": "int8", "fc": "int8"}
+
+
+def test_elided_graph_cannot_be_saved(tmp_path):
+    elided = irc.parse_graph(irc.print_graph(float_graph()))
+    with pytest.raises(ElidedConstantError, match="%w"):
+        write_graph_file(elided, tmp_path / "e.ircm")
+    assert not list(tmp_path.iterdir())  # no partial file left behind
+
+
+# ------------------------------------------------------------------ bad files
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :]
+
+
+def _fields(data: bytes):
+    return struct.unpack_from("<8sIIQQQQ", data)
+
+
+def _data_start(data: bytes) -> int:
+    meta, ir, index = _fields(data)[3:6]
+    return -(-(PREAMBLE_SIZE + meta + ir + index) // 64) * 64
+
+
+def _error(path) -> str:
+    with pytest.raises(ModelFileError) as info:
+        read_graph_file(path)
+    assert isinstance(info.value, IrcError) and irc.ModelFileError is ModelFileError
+    return str(info.value)
+
+
+def test_corrupt_payload_names_the_constant(saved, tmp_path):
+    path, data = saved
+    path.write_bytes(_flip(data, _data_start(data) + 10))  # inside %w, the first payload
+    message = _error(path)
+    assert "corrupt" in message and "payload of %w (constant value, 432 bytes)" in message
+
+
+def test_corrupt_sections_are_named(saved):
+    path, data = saved
+    meta_len = _fields(data)[3]
+    cases = {
+        20: "header fails its SHA-256 checksum",  # the metadata length field
+        PREAMBLE_SIZE + 5: "metadata block fails its checksum",
+        PREAMBLE_SIZE + meta_len + 3: "IR block fails its checksum",
+        len(data) - 1: "file checksum (last 32 bytes)",
+    }
+    for at, fragment in cases.items():
+        path.write_bytes(_flip(data, at))
+        assert fragment in _error(path), at
+
+
+def test_truncated_files(saved):
+    path, data = saved
+    for length in (3, 12, 100, PREAMBLE_SIZE + 10, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:length])
+        assert "is truncated" in _error(path), length
+    path.write_bytes(data + b"\0")
+    assert "unexpected bytes after the model" in _error(path)
+
+
+def test_foreign_files(tmp_path):
+    cases = {
+        "model.onnx": (tiny_cnn().SerializeToString(), "looks like an ONNX model"),
+        "random.bin": (np.random.default_rng(0).bytes(4096), "does not start with"),
+        "empty.ircm": (b"", "is empty"),
+        "text.irc": (irc.print_graph(float_graph(), full=True).encode(), "is irc text IR"),
+    }
+    for name, (content, fragment) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        message = _error(path)
+        assert "not an irc compiled model file" in message and fragment in message, name
+    assert "does not exist" in _error(tmp_path / "missing.ircm")
+    onnx.save(tiny_cnn(), tmp_path / "saved.onnx")
+    assert not is_model_file(tmp_path / "saved.onnx")
+
+
+def test_future_version_is_refused(saved):
+    path, data = saved
+    path.write_bytes(MAGIC + struct.pack("<I", FORMAT_VERSION + 1) + data[12:])
+    message = _error(path)
+    assert f"format version {FORMAT_VERSION + 1}, newer than this irc reads" in message
+    assert "upgrade irc" in message
+
+
+def _rewrite_index(data: bytes, edit) -> bytes:
+    """``data`` with its index edited by ``edit`` and every checksum recomputed."""
+    fields = list(_fields(data))
+    meta_len, ir_len, index_len = fields[3:6]
+    start = PREAMBLE_SIZE + meta_len + ir_len
+    index = json.loads(zlib.decompress(data[start : start + index_len]))
+    edit(index)
+    new_index = zlib.compress(json.dumps(index).encode())
+    old_start, meta = _data_start(data), data[PREAMBLE_SIZE : PREAMBLE_SIZE + meta_len]
+    ir = data[PREAMBLE_SIZE + meta_len : start]
+    fields[5] = len(new_index)
+    shas = [hashlib.sha256(b).digest() for b in (meta, ir, new_index)]
+    head = struct.pack("<8sIIQQQQ32s32s32s", *fields, *shas)
+    body = head + hashlib.sha256(head).digest() + meta + ir + new_index
+    body += bytes(-len(body) % 64) + data[old_start:-32]
+    return body + hashlib.sha256(body).digest()
+
+
+def test_payloads_must_fit_their_ops(saved):
+    """A consistent file (checksums right) whose index disagrees with the IR is refused."""
+    path, data = saved
+
+    def wrong_shape(index):
+        index[0]["shape"] = [4, 27]
+
+    def wrong_kind(index):
+        index[0]["kind"] = "qconstant"
+
+    def missing(index):
+        del index[1]
+
+    for edit, fragment in ((wrong_shape, "is float32[4, 27], the op needs float32[4, 3, 3, 3]"),
+                           (wrong_kind, "does not match op 0"),
+                           (missing, "has no payload in the file")):  # fmt: skip
+        path.write_bytes(_rewrite_index(data, edit))
+        assert fragment in _error(path), edit.__name__
+    path.write_bytes(_rewrite_index(data, lambda index: None))
+    read_graph_file(path)  # the rewriting itself keeps a valid file
