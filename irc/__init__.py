@@ -11,6 +11,7 @@ verify it, and run it in the reference interpreter.
     >>> model = irc.load("model.ircm")                 # a saved compiled model
 """
 
+from irc.calibration import calibrate
 from irc.compile import CompiledModel, compile
 from irc.errors import (
     ConversionError,
@@ -49,6 +50,7 @@ __all__ = [
     "UnsupportedOpError",
     "Value",
     "VerifyError",
+    "calibrate",
     "compile",
     "import_onnx",
     "load",

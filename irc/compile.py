@@ -91,6 +91,7 @@ def compile(  # noqa: A001 - the public name irc.compile
     if not 1 <= threads <= limit:
         raise BackendError(f"num_threads must be between 1 and {limit}, got {num_threads}")
     from irc.precision import as_plan
+    from irc.specialize import specialize
 
     plan_of_precision = as_plan(precision)
     times = {}
@@ -98,13 +99,13 @@ def compile(  # noqa: A001 - the public name irc.compile
     ctx = PassContext()
     calibrated = None
     if plan_of_precision != as_plan("fp32"):
-        # calibrate before the batch is fixed, so that batches of any size run
-        graph = _load(model, input_shapes)
+        # calibrate before shapes are fixed, so that batches of any size run
+        graph = _load(model, None)
         times["load"] = time.perf_counter() - start
         PassManager(pipeline, ctx).run(graph)
         options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress)
         calibrated = _quantize(graph, ctx, plan_of_precision, calibration, options, times)
-        graph = _static_graph(graph)
+        graph = _static_graph(specialize(graph, input_shapes) if input_shapes else graph)
         key = graph_key(graph, "")  # after quantization: the data is in the constants
     else:
         graph = _static_graph(_load(model, input_shapes))
@@ -122,7 +123,7 @@ def compile(  # noqa: A001 - the public name irc.compile
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     program, stats = _CACHE[key]
-    times["build"] = time.perf_counter() - start - times["load"]
+    times["build"] = time.perf_counter() - start - times["load"] - times.get("calibrate", 0.0)
     compiled = CompiledModel(program, stats, threads, cache_hit=cached)
     compiled.calibration = calibrated
     if warmup and not program.warmed:  # kernels compiled once are compiled in the process
@@ -145,7 +146,7 @@ def _quantize(graph, ctx, plan, calibration, options, times):
     if not plan.is_float:
         if calibration is None:
             raise InputError(
-                f"precision {plan.default!r} has integer layers: give calibration data "
+                "the precision plan has integer layers: give calibration data "
                 "(calibration=array, iterable of batches, or image folder)"
             )
         from irc.calibration import calibrate

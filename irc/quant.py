@@ -8,7 +8,9 @@ Values (``real = scale * (level - zero_point)``):
   b ∈ {8, 4, 2} bits with levels in [-(2^(b-1) - 1), 2^(b-1) - 1]: ±127, ±7, and the
   ternary {-1, 0, 1} at 2 bits. The clipping range per channel minimises the squared error
   (``"mse"``) or is the channel's largest magnitude (``"minmax"``, the baseline).
-- **Biases** are int32 at scale ``s_x * s_w[c]``.
+- **Biases** are int32 at scale ``s_x * s_w[c]``, clipped to ±2^30; a layer reduces over
+  at most ``MAX_REDUCTION`` products, so that ``Σ (x - z_x)·w + bias`` always fits int32
+  (|x - z_x| ≤ 255, |w| ≤ 127) and ``acc * M`` fits int64: nothing ever wraps.
 
 Rounding is **half to even** everywhere: float → level (as ONNX QuantizeLinear), bias, and
 the fixed-point requantization below, so float and integer paths never disagree on a tie.
@@ -35,6 +37,8 @@ WEIGHT_BITS = (8, 4, 2)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MULTIPLIER_BITS = 31  # M in [2^30, 2^31)
 MAX_SHIFT = 62  # |acc| < 2^31 and M < 2^31, so acc * M fits int64 for every shift
+BIAS_LIMIT = 2**30
+MAX_REDUCTION = (2**30) // (255 * 127)  # 33,156 products: |Σ| < 2^30
 
 
 def weight_qmax(bits: int) -> int:
@@ -155,12 +159,13 @@ def quantize_weights(w: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray
 
 
 def quantize_bias(b: np.ndarray, input_scale: float, weight_scales_: np.ndarray) -> np.ndarray:
-    """int32 levels of bias ``b`` at scale ``input_scale * weight_scales_[c]`` (float64 math)."""
+    """int32 levels of bias ``b`` at scale ``input_scale * weight_scales_[c]`` (float64
+    math), clipped to ±BIAS_LIMIT."""
     scale = np.float64(np.float32(input_scale)) * np.asarray(weight_scales_, np.float32).astype(
         np.float64
     )
     levels = np.rint(np.asarray(b, np.float64) / scale)
-    return np.clip(levels, INT32_MIN, INT32_MAX).astype(np.int32)
+    return np.clip(levels, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
 
 
 def bias_scales(input_scale: float, weight_scales_: np.ndarray) -> np.ndarray:

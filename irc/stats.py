@@ -19,6 +19,18 @@ class LayerStats:
     macs: int
 
 
+CONSTANT_KINDS = ("constant", "qconstant")
+
+
+def _constant_bytes(op: Op) -> int:
+    """Bytes a constant stores: its payload (packed bytes for packed weights)."""
+    value = op.attrs["value"]
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    t = op.result.type
+    return _numel(t.shape) * max(1, t.dtype.bits // 8)
+
+
 def _numel(shape) -> int:
     """Element count with symbolic dims counted as 1 (per-sample figures)."""
     return math.prod(d if isinstance(d, int) else 1 for d in shape)
@@ -27,9 +39,11 @@ def _numel(shape) -> int:
 def op_macs(op: Op) -> int:
     """Multiply-accumulates of one op (linear layers only; other ops count 0)."""
     out = op.results[0].type.shape if op.results else ()
-    if op.kind == "conv2d":
+    if op.kind in ("conv2d", "qconv2d"):
         w = op.operands[1].type.shape
         return _numel(out) * w[1] * w[2] * w[3]
+    if op.kind == "qgemm":
+        return _numel(out) * op.operands[1].type.shape[1]
     if op.kind == "gemm":
         a = op.operands[0].type.shape
         k = a[0] if op.attrs["trans_a"] else a[1]
@@ -41,15 +55,17 @@ def op_macs(op: Op) -> int:
 
 
 def layer_stats(graph: Graph) -> list[LayerStats]:
-    """A row per non-constant op; constants count as parameters of the ops that use them."""
+    """A row per non-constant op; constants count as parameters of the ops that use them
+    (a quantized layer's requantization multipliers and shifts are not parameters)."""
     rows = []
     for op in graph.ops:
-        if op.kind == "constant":
+        if op.kind in CONSTANT_KINDS:
             continue
+        operands = op.operands[:3] if op.kind in ("qconv2d", "qgemm") else op.operands
         params = sum(
             _numel(v.type.shape)
-            for v in op.operands
-            if v.producer is not None and v.producer.kind == "constant"
+            for v in operands
+            if v.producer is not None and v.producer.kind in CONSTANT_KINDS
         )
         shape = op.results[0].type.shape if op.results else ()
         rows.append(LayerStats(op.name or op.results[0].name, op.kind, shape, params, op_macs(op)))
@@ -84,11 +100,7 @@ def format_stats(graph: Graph) -> str:
     out = [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body]
     params = sum(r.params for r in rows)
     macs = sum(r.macs for r in rows)
-    weight_bytes = sum(
-        _numel(op.result.type.shape) * op.result.type.dtype.numpy.itemsize
-        for op in graph.ops
-        if op.kind == "constant"
-    )
+    weight_bytes = sum(_constant_bytes(op) for op in graph.ops if op.kind in CONSTANT_KINDS)
     out.append("")
     out.append(
         f"total: {len(rows)} ops, {params:,} params ({weight_bytes / 1e6:.2f} MB "

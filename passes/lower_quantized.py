@@ -31,6 +31,12 @@ def lower_layer(graph: Graph, op: Op) -> None:
     x_scale = x.type.quant.scales[0]
     w_scales = np.asarray(w.type.quant.scales, np.float32)
     channels = w.type.shape[0]
+    reduction = int(np.prod(w.type.shape[1:]))
+    if reduction > quant.MAX_REDUCTION:
+        raise ValueError(
+            f"op {op.label()} sums {reduction} products per output, more than the "
+            f"{quant.MAX_REDUCTION} an int32 accumulator holds exactly; keep it in float"
+        )
     if len(op.operands) > 2:
         b = constant_array(op.operands[2])
         if b is None:

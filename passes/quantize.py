@@ -42,6 +42,8 @@ def integer_form_problem(op: Op) -> str | None:
     """Why layer ``op`` cannot run as an integer layer; None when it can."""
     if constant_array(op.operands[1]) is None:
         return "its weight is not a constant"
+    if np.prod(op.operands[1].type.shape[1:]) > quant.MAX_REDUCTION:
+        return f"it sums more than {quant.MAX_REDUCTION} products per output (int32 bound)"
     if op.attrs["activation"] not in ("none", "relu", "clip"):
         return f"its fused {op.attrs['activation']} has no integer form"
     if len(op.operands) > 2 and constant_array(op.operands[2]) is None:
