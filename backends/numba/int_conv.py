@@ -1,8 +1,9 @@
 """Integer convolution (regular, grouped, pointwise) and qgemm as int8 matrix products.
 
-Every product goes through ``gemm_s8`` (imported here, the one place a faster version is
-swapped in): int8 activation rows [P, K] times weight rows [O, K] (int8 levels, or packed
-4-/2-bit bytes read in place) into an int32 tile [P, O].
+Every product goes through ``gemm_s8`` (``int_simd.gemm_s8_best``: AVX2 where the CPU has
+it, else the portable ``int_gemm.gemm_s8``, with identical results): int8 activation rows
+[P, K] times weight rows [O, K] (int8 levels, or packed 4-/2-bit bytes read in place) into
+an int32 tile [P, O].
 
 A convolution works per (image, group, tile of output pixels): the tile's activation rows
 are gathered into a scratch [pixels, K] matrix with K ordered (channel, kernel row, kernel
@@ -27,7 +28,7 @@ from irc.backends.numba.int_common import (
     requantize_channels_major,
     requantize_rows,
 )
-from irc.backends.numba.int_gemm import gemm_s8
+from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
 
 # Parallel tasks are dealt into at most this many chunks, each allocating its scratch once.
 _CHUNKS = 64
