@@ -43,7 +43,7 @@ def ort_int8_model(path: Path, calib: np.ndarray, out: Path) -> Path:
             return next(self.items, None)
 
     prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(path), str(prepared))
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True)  # fmt: skip
     return out
