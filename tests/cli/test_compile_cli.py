@@ -13,13 +13,6 @@ import irc
 from irc.serialize import is_model_file
 
 
-def int_kernels_available() -> bool:
-    from irc.backends.numba import kernel_table
-
-    kernel_table._load_kernel_modules()
-    return "qconv2d" in kernel_table.KERNEL_BUILDERS
-
-
 @pytest.fixture
 def x_file(tmp_path):
     path = tmp_path / "x.npy"
@@ -81,7 +74,6 @@ def test_precision_plan_file_and_report(capsys, tmp_path, model_file):
     assert "%w.f16 = constant() {value=dense<...>} : f16[4,3,3,3]" in stdout
 
 
-@pytest.mark.skipif(not int_kernels_available(), reason="no integer kernels in the backend")
 def test_compile_int8_with_calibration(capsys, tmp_path, model_file, x_file):
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))

@@ -62,13 +62,6 @@ def quantized_graph(plan) -> irc.Graph:
     return graph
 
 
-def int_kernels_available() -> bool:
-    from irc.backends.numba import kernel_table
-
-    kernel_table._load_kernel_modules()
-    return "qconv2d" in kernel_table.KERNEL_BUILDERS
-
-
 @pytest.fixture
 def saved(tmp_path):
     """A float graph file and its bytes."""
@@ -152,7 +145,6 @@ def test_compiled_float_model_round_trip(tmp_path):
     assert model.report().totals.counts == {"fp32": 2}
 
 
-@pytest.mark.skipif(not int_kernels_available(), reason="no integer kernels in the backend")
 def test_compiled_int8_model_round_trip(tmp_path):
     calib = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     model = irc.compile(tiny_cnn(), precision="int8", calibration=calib, progress=False)
