@@ -158,7 +158,10 @@ class _Rewriter:
         w = constant_array(op.operands[1])
         if op.kind == "gemm" and not op.attrs["trans_b"]:
             w = w.T
-        scales = quant.weight_scales(w, bits, self.weights)
+        try:
+            scales = quant.weight_scales(w, bits, self.weights)
+        except ValueError as e:
+            raise ValueError(f"layer {op.label()}: {e}") from None
         levels = quant.quantize_weights(w, scales, bits)
         wq = build(graph, "qconstant", [], {
             "value": np.ascontiguousarray(levels), "dtype": f"i{bits}",

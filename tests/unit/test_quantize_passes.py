@@ -114,3 +114,14 @@ def test_hard_swish_layer_stays_float():
     conv.attrs["activation"] = "hard_swish"
     stats = run_stage(graph, "quantize{precision=int8}", ranges_of(graph))["quantize"]
     assert stats["kept-float"] == 1 and stats["int8"] == 1
+
+
+def test_nan_weight_error_names_the_layer():
+    graph = float_graph()
+    conv = next(op for op in graph.ops if op.kind == "conv2d")
+    weight = conv.operands[1].producer
+    bad = weight.attrs["value"].copy()
+    bad[0, 0, 0, 0] = np.nan
+    weight.attrs["value"] = bad
+    with pytest.raises(PassFailure, match=r"layer .*conv.*NaN"):
+        run_stage(graph, "quantize{precision=int8}", ranges_of(graph))
