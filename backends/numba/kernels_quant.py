@@ -26,6 +26,8 @@ from irc.backends.numba.int_common import weight_sums
 from irc.backends.numba.int_conv import qconv_gemm, qgemm_tiles
 from irc.backends.numba.int_depthwise import qdepthwise
 from irc.backends.numba.int_elementwise import dequantize, qadd, qmean, quantize
+from irc.backends.numba.int_pointwise import MAX_K, qpointwise
+from irc.backends.numba.int_simd import HAVE_AVX2
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.backends.numba.kernels_elementwise import broadcast_plan
 from irc.ir import Op, Value
@@ -117,6 +119,14 @@ def build_qconv2d(op: Op) -> KernelFn:
 
     pointwise = kh == kw == 1 and (sh, sw) == (1, 1) and not any(op.attrs["pads"])
     k = cin_g * kh * kw
+    if pointwise and group == 1 and k <= MAX_K and HAVE_AVX2:
+        tail = (x_zero, zp, lo, hi)
+
+        def conv_pointwise(x, wt, bias, mult, shift, out):
+            wsums = sums if sums is not None else weight_sums(wt, bits, k)
+            qpointwise(x, wt, bits, bias, mult, shift, wsums, out, *tail)
+
+        return conv_pointwise
     tile = max(_CONV_TILE_PIXELS[0], min(_CONV_TILE_PIXELS[1], _CONV_TILE_BYTES // k))
     tile = min(tile, oh * ow) or 1
     tiles = -(-oh * ow // tile)
