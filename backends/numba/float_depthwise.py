@@ -45,11 +45,7 @@ def depthwise_conv(x, w, bias, out, sh, sw, top, left, dh, dw, hs, lo, hi):
     # padded with zero-weight taps that read offset 0.
     group = 5 if kh * kw >= 5 else 3
     taps = -(-kh * kw // group) * group
-    offsets = np.zeros(taps, dtype=np.int64)
-    for t in range(kh * kw):
-        i, j = t // kw, t % kw
-        phase = ((i * dh) % sh * sw + (j * dw) % sw) * psize
-        offsets[t] = phase + ((i * dh) // sh) * pitch + (j * dw) // sw
+    offsets = phase_tap_offsets(kh, kw, sh, sw, dh, dw, pitch, psize, taps)
     xf, wf, of = x.reshape(x.size), w.reshape(w.size), out.reshape(out.size)
     tasks = n * cin
     chunks = min(tasks, _CHUNKS)
@@ -169,3 +165,15 @@ def _dw_epilogue(acc, pitch, of, out_off, rows, ow_all, bias, hs, lo, hi):
                 v = acc[src + o] + bias
                 v = lo if v < lo else v
                 of[dst + o] = hi if v > hi else v
+
+
+@njit(cache=True)
+def phase_tap_offsets(kh, kw, sh, sw, dh, dw, pitch, psize, taps):
+    """Where tap (i, j) starts reading in the phase planes (``taps`` entries, those past
+    kh·kw zero): phase ((i·dh) % sh, (j·dw) % sw), row (i·dh)//sh, column (j·dw)//sw."""
+    offsets = np.zeros(taps, dtype=np.int64)
+    for t in range(kh * kw):
+        i, j = t // kw, t % kw
+        phase = ((i * dh) % sh * sw + (j * dw) % sw) * psize
+        offsets[t] = phase + ((i * dh) // sh) * pitch + (j * dw) // sw
+    return offsets

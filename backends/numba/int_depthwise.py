@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint64
 
+from irc.backends.numba.float_depthwise import phase_tap_offsets
 from irc.backends.numba.int_common import (
     ACC_PER_TERM,
     layer_constants,
@@ -47,11 +48,7 @@ def qdepthwise(x, w, bits, bias, multiplier, shift, out, kh, kw, sh, sw, top, le
     psize = prow * pitch + pitch + 32  # a spare row and lanes: passes run in whole vectors
     block = max(1, 2048 // pitch)  # output rows per accumulator block (~8 KB)
     taps = -(-kh * kw // _TAPS_PER_PASS) * _TAPS_PER_PASS  # padded with zero-weight taps
-    offsets = np.zeros(taps, dtype=np.int64)
-    for t in range(kh * kw):
-        i, j = t // kw, t % kw
-        phase = ((i * dh) % sh * sw + (j * dw) % sw) * psize
-        offsets[t] = phase + ((i * dh) // sh) * pitch + (j * dw) // sw
+    offsets = phase_tap_offsets(kh, kw, sh, sw, dh, dw, pitch, psize, taps)
     no_sums = np.zeros(cout, dtype=np.int64)  # centred input: no zero-point term
     tail = layer_constants(bias, multiplier, shift, no_sums, 0, ACC_PER_TERM * kh * kw)
     xf, of = x.reshape(x.size), out.reshape(out.size)

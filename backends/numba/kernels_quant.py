@@ -132,17 +132,12 @@ def build_qconv2d(op: Op) -> KernelFn:
     tiles = -(-oh * ow // tile)
     tile = -(-oh * ow // tiles)  # even tiles: no thin last one
     params = (kh, kw, sh, sw, top, left, dh, dw, group, pointwise, tile, x_zero, zp, lo, hi)
-    if sums is not None:
 
-        def conv(x, wt, bias, mult, shift, out):
-            qconv_gemm(x, wt, bits, bias, mult, shift, sums, out, *params)
+    def conv(x, wt, bias, mult, shift, out):
+        wsums = sums if sums is not None else weight_sums(wt, bits, k)
+        qconv_gemm(x, wt, bits, bias, mult, shift, wsums, out, *params)
 
-        return conv
-
-    def conv_weight_sums(x, wt, bias, mult, shift, out):
-        qconv_gemm(x, wt, bits, bias, mult, shift, weight_sums(wt, bits, k), out, *params)
-
-    return conv_weight_sums
+    return conv
 
 
 @kernel_builder("qgemm")
@@ -158,17 +153,12 @@ def build_qgemm(op: Op) -> KernelFn:
     # few rows: split the output features instead, so every thread gets a share
     tile_n = n if m > _GEMM_TILE_M else max(1, -(-n // _GEMM_SPLIT_N))
     params = (tile_m, tile_n, a_zero, zp, lo, hi)
-    if sums is not None:
 
-        def gemm(a, wt, bias, mult, shift, out):
-            qgemm_tiles(a, wt, bits, bias, mult, shift, sums, out, *params)
+    def gemm(a, wt, bias, mult, shift, out):
+        wsums = sums if sums is not None else weight_sums(wt, bits, k)
+        qgemm_tiles(a, wt, bits, bias, mult, shift, wsums, out, *params)
 
-        return gemm
-
-    def gemm_weight_sums(a, wt, bias, mult, shift, out):
-        qgemm_tiles(a, wt, bits, bias, mult, shift, weight_sums(wt, bits, k), out, *params)
-
-    return gemm_weight_sums
+    return gemm
 
 
 @kernel_builder("quantize")
