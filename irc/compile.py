@@ -58,6 +58,7 @@ def compile(  # noqa: A001 - the public name irc.compile
     preprocess=None,
     calibration_limit: int | None = None,
     progress: bool = True,
+    cache: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (an ONNX path, ModelProto or bytes, a text IR path, or a Graph).
 
@@ -111,7 +112,7 @@ def compile(  # noqa: A001 - the public name irc.compile
         graph = _static_graph(_load(model, input_shapes))
         times["load"] = time.perf_counter() - start
         key = graph_key(graph, pipeline)
-    cached = key in _CACHE
+    cached = cache and key in _CACHE
     if cached:
         _CACHE.move_to_end(key)
     else:
@@ -119,10 +120,15 @@ def compile(  # noqa: A001 - the public name irc.compile
             PassManager(pipeline, ctx).run(graph)
         plan = plan_memory(graph)
         stats = ctx.statistics + [("plan-memory", plan.statistics())]
-        _CACHE[key] = (generate_program(graph, plan), stats)
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    program, stats = _CACHE[key]
+        entry = (generate_program(graph, plan), stats)
+        if not cache:
+            program, stats = entry
+        else:
+            _CACHE[key] = entry
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    if cache:
+        program, stats = _CACHE[key]
     times["build"] = time.perf_counter() - start - times["load"] - times.get("calibrate", 0.0)
     compiled = CompiledModel(program, stats, threads, cache_hit=cached)
     compiled.calibration = calibrated

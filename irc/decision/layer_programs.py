@@ -1,0 +1,64 @@
+"""One layer compiled alone, at one precision: what sensitivity and the cost model run.
+
+A *layer program* is the graph ``x → layer → y`` cut out of a float model (the layer's
+constants copied, its input and output keeping their names, so the model's calibrated
+ranges apply), quantized by the same passes as a whole model (``quantize``,
+``lower-quantized``, ``pack-weights``) and compiled by the Numba backend. At an integer
+precision its ops are ``quantize → qconv2d/qgemm → dequantize``: exactly the kernels the
+compiled model runs for that layer, and the two boundary conversions a lone integer
+layer among float ones pays. At fp16 it is a float16 weight cast to f32 and the float
+layer; at fp32 the float layer alone.
+
+    >>> prog = layer_program(graph, op, "int4", calibration, batch=8)
+    >>> (y,) = prog(x)                     # float in, float out
+"""
+
+from __future__ import annotations
+
+from irc.ir import Graph, Op
+from irc.opdef import build
+from irc.precision import PrecisionPlan, layer_name
+from irc.types import TensorType
+
+
+def layer_graph(graph: Graph, op: Op, batch: int) -> Graph:
+    """A graph of ``op`` alone over a float input of batch ``batch`` (``graph`` is read)."""
+    x = op.operands[0]
+    shape = (batch,) + tuple(x.type.shape[1:])
+    cut = Graph(f"layer_{layer_name(op)}")
+    operands = [cut.add_input(x.name, TensorType(x.type.dtype, shape))]
+    for value in op.operands[1:]:
+        producer = value.producer
+        if producer is None or producer.kind != "constant":
+            raise ValueError(f"layer {op.label()}: operand %{value.name} is not a constant")
+        copied = build(cut, "constant", [], dict(producer.attrs), result_names=[value.name])
+        operands.append(copied.result)
+    layer = build(cut, op.kind, operands, dict(op.attrs), name=op.name,
+                  result_names=[op.result.name])  # fmt: skip
+    cut.outputs = [layer.result]
+    return cut
+
+
+def quantized_layer_graph(graph: Graph, op: Op, precision: str, ranges, batch: int,
+                          weights: str = "mse") -> Graph:  # fmt: skip
+    """``layer_graph`` quantized at ``precision`` by the model's quantization pipeline."""
+    from irc.compile import QUANTIZE_PIPELINE
+    from irc.pass_manager import PassContext, PassManager
+
+    cut = layer_graph(graph, op, batch)
+    if precision == "fp32":
+        return cut
+    ctx = PassContext()
+    ctx.analyses["calibration"] = ranges
+    ctx.analyses["precision_plan"] = PrecisionPlan(precision)
+    PassManager(QUANTIZE_PIPELINE.format(weights=weights), ctx).run(cut)
+    return cut
+
+
+def layer_program(graph: Graph, op: Op, precision: str, ranges, batch: int = 1,
+                  num_threads: int | None = None, weights: str = "mse"):  # fmt: skip
+    """The compiled layer program (an ``irc.CompiledModel``); see the module docstring."""
+    from irc.compile import compile as compile_graph
+
+    cut = quantized_layer_graph(graph, op, precision, ranges, batch, weights)
+    return compile_graph(cut, pipeline="", num_threads=num_threads, cache=False)

@@ -1,0 +1,158 @@
+"""The sensitivity table: layer × candidate precision → metrics, shared by every strategy.
+
+Metrics (one array [layers, precisions] each; fp32 is the reference and is not a column):
+
+- ``sqnr`` (dB), ``mse``: QuantuneV2's local metrics, the layer's own output at that
+  precision against FP32, both computed from the same float input;
+- ``sqnr_delta`` (dB): QuantuneV2's SQNR-delta, from one run with *every* layer at that
+  precision: the SQNR of the layer's input minus that of its output (what the layer adds
+  to the noise it was given);
+- ``norm_error``: the profiling paper's ‖Y_fp − Y_q‖₂ / N (per sample, N the output size);
+- ``omega``: AMPQ/SALS's Ω = E[(L(W) − L(W + ΔW))²] with only that layer quantized, L the
+  per-sample cross-entropy when labels are given, else ``output_nsr``;
+- ``output_nsr``: the model output's noise-to-signal power ratio with only that layer
+  quantized (noise powers of independent layers add, so irc's ``auto`` predicts a plan's
+  output SQNR as −10·log10 of their sum).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METRICS = ("sqnr", "mse", "sqnr_delta", "norm_error", "omega", "output_nsr")
+CANDIDATES = ("fp16", "int8", "int4", "int2")  # the precisions measured (fp32 is the reference)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What the strategies know of a layer besides its metrics."""
+
+    name: str
+    kind: str  # conv2d | gemm
+    weight_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]  # per sample (batch dimension dropped)
+    macs: int  # multiply-accumulates per sample
+    depthwise: bool = False
+
+    @property
+    def params(self) -> int:
+        """Weights in the layer (bias excluded)."""
+        return int(np.prod(self.weight_shape))
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels (rows of per-channel scales)."""
+        return int(self.weight_shape[0])
+
+
+@dataclass
+class SensitivityTable:
+    """Per layer and candidate precision, every metric of the module docstring."""
+
+    layers: list[LayerInfo]
+    precisions: tuple[str, ...]
+    metrics: dict[str, np.ndarray]
+    images: int = 0
+    loss: str = "output"  # "cross-entropy" when labels were given
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, values in self.metrics.items():
+            if values.shape != (len(self.layers), len(self.precisions)):
+                raise ValueError(f"metric {name} has shape {values.shape}")
+
+    @property
+    def names(self) -> list[str]:
+        """Layer names, in graph order."""
+        return [layer.name for layer in self.layers]
+
+    def index(self, name: str) -> int:
+        """The row of layer ``name``."""
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise KeyError(f"layer {name!r} is not in the sensitivity table")
+
+    def get(self, metric: str, layer: str, precision: str) -> float:
+        """One entry (fp32 gives the metric's value at no error)."""
+        if precision == "fp32":
+            return _AT_REFERENCE[metric]
+        return float(self.metrics[metric][self.index(layer), self.precisions.index(precision)])
+
+    def column(self, metric: str, precision: str) -> np.ndarray:
+        """The metric for every layer at ``precision``."""
+        if precision == "fp32":
+            return np.full(len(self.layers), _AT_REFERENCE[metric])
+        return self.metrics[metric][:, self.precisions.index(precision)]
+
+    # -- files
+    def rows(self) -> list[dict]:
+        """One dict per (layer, precision): layer facts and every metric."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            for j, p in enumerate(self.precisions):
+                row = {"layer": layer.name, "kind": layer.kind, "params": layer.params,
+                       "macs": layer.macs, "precision": p}  # fmt: skip
+                row.update({m: float(v[i, j]) for m, v in self.metrics.items()})
+                out.append(row)
+        return out
+
+    def to_csv(self) -> str:
+        """The table as CSV text, one line per (layer, precision)."""
+        rows = self.rows()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["layer"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (``from_dict`` reads it back)."""
+        return {
+            "precisions": list(self.precisions),
+            "images": self.images,
+            "loss": self.loss,
+            "seconds": self.seconds,
+            "layers": [
+                {"name": x.name, "kind": x.kind, "weight_shape": list(x.weight_shape),
+                 "output_shape": list(x.output_shape), "macs": x.macs,
+                 "depthwise": x.depthwise}  # fmt: skip
+                for x in self.layers
+            ],
+            "metrics": {m: [[_json_float(v) for v in row] for row in a.tolist()]
+                        for m, a in self.metrics.items()},  # fmt: skip
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SensitivityTable:
+        """The table ``to_dict`` wrote."""
+        layers = [
+            LayerInfo(x["name"], x["kind"], tuple(x["weight_shape"]), tuple(x["output_shape"]),
+                      int(x["macs"]), bool(x.get("depthwise", False)))  # fmt: skip
+            for x in data["layers"]
+        ]
+        metrics = {m: np.array(v, dtype=np.float64).reshape(len(layers), -1)
+                   for m, v in data["metrics"].items()}  # fmt: skip
+        return cls(layers, tuple(data["precisions"]), metrics, int(data.get("images", 0)),
+                   data.get("loss", "output"), float(data.get("seconds", 0.0)))  # fmt: skip
+
+    def save(self, path) -> None:
+        """Write ``.csv`` or ``.json`` (by the file's suffix)."""
+        text = self.to_csv() if str(path).endswith(".csv") else json.dumps(self.to_dict())
+        with open(path, "w") as f:
+            f.write(text)
+
+
+_AT_REFERENCE = {"sqnr": math.inf, "mse": 0.0, "sqnr_delta": 0.0, "norm_error": 0.0,
+                 "omega": 0.0, "output_nsr": 0.0}  # fmt: skip
+
+
+def _json_float(v: float):
+    return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
