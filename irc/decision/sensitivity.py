@@ -26,8 +26,8 @@ from irc.decision.layer_programs import layer_program
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
 from irc.ir import Graph, Op
-from irc.precision import layer_name, layers
 from irc.passes.quantize import integer_form_problem
+from irc.precision import layer_name, layers
 
 
 def layer_info(op: Op) -> LayerInfo:
