@@ -48,6 +48,7 @@ class Program:
     plan: MemoryPlan
     source: str
     profile_source: str
+    range_source: str
     symbols: dict[str, object]
     views: dict[str, tuple[int, np.dtype, tuple[int, ...]]]  # name -> (offset, dtype, shape)
     calls: list[Op] = field(default_factory=list)  # the op of each kernel call, in order
@@ -120,11 +121,16 @@ def generate_program(graph: Graph, plan: MemoryPlan) -> Program:
     ret = f"    return ({outputs.rstrip()})"
     source = _render("run", params, body, ret, timed=False)
     profile_source = _render("run_profiled", params + ["_times"], body, ret, timed=True)
-    return Program(graph, plan, source, profile_source, symbols, views, calls)
+    range_source = _render("run_range", ["_start", "_stop"] + params, body, ret, ranged=True)
+    return Program(graph, plan, source, profile_source, range_source, symbols, views, calls)
 
 
-def _render(name: str, params: list[str], body: list, ret: str, timed: bool) -> str:
-    """Driver source from body lines; a call is a (index, line) pair, timed if asked.
+def _render(
+    name: str, params: list[str], body: list, ret: str, timed: bool = False, ranged: bool = False
+) -> str:
+    """Driver source from body lines; a call is a (index, line) pair, timed if asked, or
+    made only when its index is in ``range(_start, _stop)`` if ``ranged`` (the arena then
+    holds whatever earlier calls left: the sensitivity analysis resumes runs this way).
 
     The model's thread count holds during the call only: the caller's Numba and OpenBLAS
     counts are restored after (numpy shares that OpenBLAS, and kernels set its count).
@@ -142,6 +148,8 @@ def _render(name: str, params: list[str], body: list, ret: str, timed: bool) -> 
         elif timed:  # _times[i] stays nan until call i returns
             lines += ["        _t = _clock()", "    " + item[1]]
             lines.append(f"        _times[{item[0]}] = _clock() - _t")
+        elif ranged:
+            lines += [f"        if _start <= {item[0]} < _stop:", "        " + item[1]]
         else:
             lines.append("    " + item[1])
     lines += [
@@ -205,8 +213,11 @@ class Driver:
         )
         exec(compile(program.source, "<irc driver>", "exec"), namespace)
         exec(compile(program.profile_source, "<irc profiled driver>", "exec"), namespace)
+        exec(compile(program.range_source, "<irc ranged driver>", "exec"), namespace)
         self.run = namespace["run"]
         self.run_profiled = namespace["run_profiled"]
+        self.run_range = namespace["run_range"]
+        self.namespace = namespace  # the drivers' globals: kernels k<i>, constants c<i>
 
     def failing_op(self, arrays) -> tuple[Op | None, BaseException | None]:
         """Re-run step by step to find the op that raises on ``arrays`` (for error messages)."""
