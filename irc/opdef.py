@@ -62,8 +62,19 @@ class OpDef:
         return len(self.operands)
 
     def normalize_attrs(self, attrs: dict[str, Any], where: str) -> dict[str, Any]:
-        """Check ``attrs`` against the table and fill defaults; raises TypeInferenceError."""
-        unknown = set(attrs) - set(self.attrs)
+        """Check ``attrs`` against the table and fill defaults; raises TypeInferenceError.
+
+        Keys starting with ``note_`` are *annotations* (analysis results such as a layer's
+        sensitivity or measured latency): kept as given, printed and parsed, never part of
+        an op's meaning. Their values are strings, numbers or tuples of numbers.
+        """
+        notes = {k: v for k, v in attrs.items() if k.startswith(NOTE_PREFIX)}
+        for key, value in notes.items():
+            if not isinstance(value, (str, int, float, tuple)) or isinstance(value, bool):
+                raise TypeInferenceError(
+                    f"{where}: annotation '{key}' must be a string, number or tuple of numbers"
+                )
+        unknown = set(attrs) - set(self.attrs) - set(notes)
         if unknown:
             raise TypeInferenceError(
                 f"{where}: unknown attribute(s) {sorted(unknown)} for {self.name}; "
@@ -77,6 +88,7 @@ class OpDef:
                 raise TypeInferenceError(f"{where}: {self.name} needs attribute '{key}'")
             else:
                 out[key] = spec.default
+        out.update(notes)
         return out
 
     def check_arity(self, count: int, where: str) -> None:
@@ -84,6 +96,9 @@ class OpDef:
         if count < self.min_operands or (hi is not None and count > hi):
             expect = f"{self.min_operands}" + ("+" if hi is None else f"..{hi}")
             raise TypeInferenceError(f"{where}: {self.name} takes {expect} operands, got {count}")
+
+
+NOTE_PREFIX = "note_"
 
 
 def _coerce(spec: Attr, value: Any, where: str) -> Any:
