@@ -59,6 +59,12 @@ def compile(  # noqa: A001 - the public name irc.compile
     calibration_limit: int | None = None,
     progress: bool = True,
     cache: bool = True,
+    strategy: str | None = None,
+    budgets=None,
+    labels=None,
+    evaluate=None,
+    sensitivity_limit: int = 16,
+    strategy_options: dict | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (an ONNX path, ModelProto or bytes, a text IR path, or a Graph).
 
@@ -75,7 +81,8 @@ def compile(  # noqa: A001 - the public name irc.compile
     (key ``"default"`` for the rest), or an ``irc.precision.PrecisionPlan``. Integer
     precisions need ``calibration``: a numpy array of inputs, an iterable of batches, or a
     folder of images (with ``preprocess``, an ``irc.calibration.Preprocess`` or preset
-    name), of which at most ``calibration_limit`` are used; ``calibration_method`` is
+    name), of which at most ``calibration_limit`` are used (or an
+    ``irc.calibration.Calibration`` already made on this model); ``calibration_method`` is
     ``minmax``, ``percentile``, ``entropy`` or ``mse``; ``weight_clipping`` is ``mse`` or
     ``minmax``. The calibrated graph is quantized (``quantize``), lowered to integer ops
     (``lower-quantized``) and its 4/2-bit weights packed (``pack-weights``).
@@ -94,6 +101,16 @@ def compile(  # noqa: A001 - the public name irc.compile
     from irc.precision import as_plan
     from irc.specialize import specialize
 
+    if strategy is not None:
+        from irc.decision.api import compile_with_strategy
+
+        return compile_with_strategy(
+            model, input_shapes, pipeline, threads, strategy=strategy, budgets=budgets,
+            calibration=calibration, calibration_method=calibration_method,
+            preprocess=preprocess, calibration_limit=calibration_limit, progress=progress,
+            labels=labels, evaluate=evaluate, sensitivity_limit=sensitivity_limit,
+            strategy_options=strategy_options,
+        )  # fmt: skip
     plan_of_precision = as_plan(precision)
     times = {}
     start = time.perf_counter()
@@ -155,11 +172,14 @@ def _quantize(graph, ctx, plan, calibration, options, times):
                 "the precision plan has integer layers: give calibration data "
                 "(calibration=array, iterable of batches, or image folder)"
             )
-        from irc.calibration import calibrate
+        from irc.calibration import Calibration, calibrate
 
         t = time.perf_counter()
-        calibrated = calibrate(graph, calibration, method, preprocess=preprocess, limit=limit,
-                               progress=progress)  # fmt: skip
+        if isinstance(calibration, Calibration):
+            calibrated = calibration  # already calibrated (on this model's float graph)
+        else:
+            calibrated = calibrate(graph, calibration, method, preprocess=preprocess,
+                                   limit=limit, progress=progress)  # fmt: skip
         times["calibrate"] = time.perf_counter() - t
     ctx.analyses["calibration"] = calibrated
     ctx.analyses["precision_plan"] = plan
@@ -232,6 +252,7 @@ class CompiledModel:
         self.cache_hit = cache_hit
         self.compile_seconds: dict[str, float] = {}
         self.calibration = None  # the calibration used (value name -> range), if any
+        self.choice = None  # irc.decision.choose.Choice when a strategy chose the precisions
         self._driver = Driver(program, num_threads)
         self._lock = threading.Lock()
 

@@ -186,7 +186,9 @@ def save_model(compiled, path) -> int:
     """Write a ``CompiledModel`` to one file (``irc.load`` reads it); returns its size.
 
     The model is not modified. The calibration method (and sample count), when the model
-    was quantized with calibration data, goes into the metadata.
+    was quantized with calibration data, and the decision summary (strategy, budgets,
+    prediction, verification), when a strategy chose its precisions, go into the metadata;
+    per-layer reasons are annotations on the IR.
     """
     extra = {}
     calibration = getattr(compiled, "calibration", None)
@@ -195,6 +197,11 @@ def save_model(compiled, path) -> int:
         extra["calibration"] = {"method": method, "samples": getattr(calibration, "count", None)}
     elif getattr(compiled, "metadata", None):  # a loaded model keeps what its file said
         extra["calibration"] = compiled.metadata.get("calibration")
+    choice = getattr(compiled, "choice", None)
+    if choice is not None:
+        extra["decision"] = choice.summary()
+    elif getattr(compiled, "metadata", None) and compiled.metadata.get("decision"):
+        extra["decision"] = compiled.metadata["decision"]
     return write_graph_file(compiled.graph, path, extra)
 
 

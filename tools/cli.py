@@ -13,6 +13,14 @@ import argparse
 import sys
 
 from irc.errors import InputError, IrcError
+from irc.tools.cli_decision import (
+    add_inspect_parser,
+    add_strategy_args,
+    budgets_from_args,
+    cmd_inspect,
+    decision_lines,
+    write_decision_files,
+)
 
 EXIT_USAGE = 2
 
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_opt_parser(sub)
     _add_compile_parser(sub)
     _add_report_parser(sub)
+    add_inspect_parser(sub, _add_model_args)
     return parser
 
 
@@ -377,13 +386,13 @@ def _add_compile_parser(sub) -> None:
         "--threads", type=_positive, metavar="N",
         help="Numba threads for the warm-up run (irc run --threads sets a saved model's)",
     )  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="hide the calibration progress")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_strategy_args(p)
 
 
 def _add_report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        aliases=["inspect"],
         help="print a model's per-layer precision and size report",
         description=(
             "Print, per layer, the op, output shape, precision, parameters and bytes stored, "
@@ -441,16 +450,21 @@ def cmd_compile(args) -> int:
     if is_model_file(args.model):
         raise InputError(f"'{args.model}' is already a compiled model (irc run / report it)")
     start = time.perf_counter()
+    budgets = budgets_from_args(args)
     model = irc.compile(
         args.model, dict(args.input_shape) or None, num_threads=args.threads,
         precision=_precision_arg(args.precision), calibration=_calibration_arg(args.calib),
         calibration_method=args.calib_method, weight_clipping=args.weights,
         preprocess=args.preprocess, calibration_limit=args.calib_limit,
-        progress=not args.no_progress,
+        progress=not args.no_progress, strategy=args.strategy, budgets=budgets,
+        sensitivity_limit=args.sample,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model.save(args.output)
+    write_decision_files(model, args)
     print(model.report().to_text())
+    for line in decision_lines(model):
+        print(line)
     times = model.compile_seconds
     steps = [f"{k} {times[k]:.2f} s" for k in ("load", "calibrate") if k in times]
     rest = seconds - sum(times.get(k, 0.0) for k in ("load", "calibrate"))
@@ -487,7 +501,7 @@ _COMMANDS = {
     "opt": cmd_opt,
     "compile": cmd_compile,
     "report": cmd_report,
-    "inspect": cmd_report,
+    "inspect": lambda args: cmd_inspect(args, _load),
 }
 
 if __name__ == "__main__":

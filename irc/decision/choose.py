@@ -1,0 +1,314 @@
+"""From a calibrated float graph to a verified precision plan: measure, decide, check.
+
+    sensitivity table (``sensitivity.analyze``) + cost model (``build_cost_model``)
+      → ``strategies.decide(strategy, table, cost, budgets)``  (the plan, predicted costs)
+      → compile the plan and verify it: stored bytes, batch-1 latency, output SQNR against
+        FP32 and, given labelled data or an evaluation function, the top-1 drop
+      → ``auto`` only: a bounded back-off when a verified budget is missed (the missed
+        budget is tightened by the miss and the greedy decides again, at most
+        ``MAX_BACKOFF`` times); the other strategies are the papers' and run once.
+
+``choose`` returns a ``Choice``: the compiled model of the plan, the decision, the table,
+the cost model and every verification made, and writes annotations (``note_*``) on the
+compiled graph's layers: sensitivity at the chosen precision, predicted and measured
+latency, and the reason for the choice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from irc.decision.budgets import BudgetError, Budgets
+
+MAX_BACKOFF = 3
+DROP_TO_NSR = 0.01  # first accuracy cap for a top-1 budget: output NSR 0.01 (20 dB) per point
+
+
+@dataclass
+class Verification:
+    """What the compiled plan measured."""
+
+    bytes: int
+    latency: float  # seconds, batch 1, median
+    output_sqnr: float  # dB against FP32 on the sample data
+    top1: float | None = None
+    float_top1: float | None = None
+    int8_latency: float | None = None  # uniform INT8 of the same model, same run
+
+    @property
+    def drop(self) -> float | None:
+        """Top-1 points lost against FP32 (None without labels)."""
+        if self.top1 is None or self.float_top1 is None:
+            return None
+        return self.float_top1 - self.top1
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {"bytes": self.bytes, "latency_ms": self.latency * 1e3,
+                "output_sqnr_db": _finite(self.output_sqnr), "top1": self.top1,
+                "float_top1": self.float_top1, "drop": self.drop,
+                "int8_latency_ms": None if self.int8_latency is None
+                else self.int8_latency * 1e3}  # fmt: skip
+
+
+@dataclass
+class Choice:
+    """The result of ``choose``."""
+
+    model: object  # the CompiledModel of the plan
+    decision: object  # strategies.Decision
+    table: object  # SensitivityTable
+    cost: object  # CostModel
+    verification: Verification
+    attempts: list = field(default_factory=list)  # (Decision, Verification, missed) per try
+    budgets: Budgets | None = None  # as the user asked
+
+    def summary(self) -> dict:
+        """Strategy, budgets, prediction and verification (no per-layer data), JSON-ready."""
+        d, v = self.decision, self.verification
+        return {
+            "strategy": d.strategy,
+            "budgets": self.budgets.describe() if self.budgets else "no budget",
+            "predicted": {
+                "bytes": d.predicted_bytes,
+                "latency_ms": d.predicted_latency * 1e3,
+                "output_sqnr_db": _finite(d.predicted_sqnr),
+            },  # fmt: skip
+            "verified": v.to_dict(),
+            "tries": len(self.attempts),
+            "sensitivity_images": self.table.images,
+            "sensitivity_loss": self.table.loss,
+        }
+
+    def to_dict(self) -> dict:
+        """The decision, its prediction and verification, per layer, JSON-ready."""
+        out = self.decision.to_dict()
+        out["verification"] = self.verification.to_dict()
+        out["attempts"] = [
+            {"plan_bytes": d.predicted_bytes, "missed": missed, **v.to_dict()}
+            for d, v, missed in self.attempts
+        ]
+        out["sensitivity"] = self.table.to_dict()
+        return out
+
+
+def choose(
+    graph,
+    calibration,
+    sample: np.ndarray,
+    *,
+    strategy: str = "auto",
+    budgets: Budgets | None = None,
+    labels: np.ndarray | None = None,
+    evaluate=None,
+    input_shapes=None,
+    num_threads: int | None = 1,
+    measure: bool = True,
+    progress: bool = True,
+    table=None,
+    cost=None,
+    strategy_options: dict | None = None,
+) -> Choice:
+    """Measure, decide under ``budgets`` and verify; see the module docstring.
+
+    ``graph``: the float graph after the float pipeline (only read); ``calibration``: its
+    ``Calibration``; ``sample``: inputs [N, ...] for sensitivity and verification, with
+    ``labels`` [N] for Ω as a loss change and the top-1 check; ``evaluate``: a function
+    of a compiled model returning its top-1 (%), used instead of ``labels`` for the drop.
+    ``table`` / ``cost`` reuse earlier measurements.
+    """
+    from irc.decision.costs_measure import build_cost_model
+    from irc.decision.sensitivity import analyze
+    from irc.decision.strategies import decide
+
+    budgets = budgets or Budgets()
+    if budgets.max_drop is not None and labels is None and evaluate is None:
+        raise BudgetError(
+            "a top-1 drop budget needs labelled data (labels) or an evaluation function"
+        )
+    if table is None:
+        table = analyze(graph, calibration, sample, labels=labels, num_threads=num_threads,
+                        progress=progress)  # fmt: skip
+    if cost is None:
+        cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
+                                measure=measure, progress=progress)  # fmt: skip
+    checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads)
+    options = dict(strategy_options or {})
+    if budgets.max_drop is not None and "max_nsr" not in options:
+        options["max_nsr"] = DROP_TO_NSR * max(budgets.max_drop, 0.05)
+    attempts = []
+    tries = 1 + (MAX_BACKOFF if strategy == "auto" else 0)
+    asked = budgets
+    for _ in range(tries):
+        decision = decide(strategy, table, cost, budgets, **options)
+        model = checker.compile(decision.plan)
+        verification = checker.verify(model, budgets)
+        missed = _missed(asked, verification)
+        attempts.append((decision, verification, missed))
+        if not missed or strategy != "auto":
+            break
+        budgets, options = _tighten(budgets, options, asked, verification, decision)
+    else:
+        raise BudgetError(
+            f"{missed[0]} is not met after {tries} verified tries of auto (the last plan "
+            f"measured {_summary(verification)}); loosen that budget"
+        )
+    choice = Choice(model, decision, table, cost, verification, attempts, asked)
+    annotate(choice)
+    return choice
+
+
+def _missed(budgets: Budgets, v: Verification) -> list[str]:
+    """The budgets the verification shows missed, as phrases naming them."""
+    missed = []
+    if budgets.max_bytes is not None and v.bytes > budgets.max_bytes:
+        missed.append(f"size ≤ {budgets.max_bytes / 1e6:.3g} MB (measured {v.bytes / 1e6:.3g})")
+    limit = _latency_limit(budgets, v)
+    if limit is not None and v.latency > limit:
+        missed.append(f"latency ≤ {limit * 1e3:.3g} ms (measured {v.latency * 1e3:.3g})")
+    if budgets.min_sqnr is not None and v.output_sqnr < budgets.min_sqnr:
+        missed.append(f"output SQNR ≥ {budgets.min_sqnr:g} dB (measured {v.output_sqnr:.1f})")
+    if budgets.max_drop is not None and v.drop is not None and v.drop > budgets.max_drop:
+        missed.append(f"top-1 drop ≤ {budgets.max_drop:g} (measured {v.drop:.2f})")
+    return missed
+
+
+def _latency_limit(budgets: Budgets, v: Verification) -> float | None:
+    limits = []
+    if budgets.max_latency is not None:
+        limits.append(budgets.max_latency)
+    if budgets.max_latency_ratio is not None and v.int8_latency is not None:
+        limits.append(budgets.max_latency_ratio * v.int8_latency)
+    return min(limits) if limits else None
+
+
+def _tighten(budgets, options, asked, v: Verification, decision):
+    """Budgets and options for the next try: each missed budget shrunk by its miss."""
+    if asked.max_bytes is not None and v.bytes > asked.max_bytes:
+        budgets = replace(budgets, max_bytes=int(budgets.max_bytes * asked.max_bytes / v.bytes))
+    limit = _latency_limit(asked, v)
+    if limit is not None and v.latency > limit:
+        scale = limit / v.latency
+        if budgets.max_latency is not None:
+            budgets = replace(budgets, max_latency=budgets.max_latency * scale)
+        if budgets.max_latency_ratio is not None:
+            budgets = replace(budgets, max_latency_ratio=budgets.max_latency_ratio * scale)
+    accuracy_missed = (asked.min_sqnr is not None and v.output_sqnr < asked.min_sqnr) or (
+        asked.max_drop is not None and v.drop is not None and v.drop > asked.max_drop
+    )
+    if accuracy_missed:
+        predicted = 10.0 ** (-decision.predicted_sqnr / 10.0)
+        options = dict(options, max_nsr=min(options.get("max_nsr", predicted), predicted) / 2)
+    return budgets, options
+
+
+def _summary(v: Verification) -> str:
+    parts = [f"{v.bytes / 1e6:.3g} MB", f"{v.latency * 1e3:.3g} ms",
+             f"output SQNR {v.output_sqnr:.1f} dB"]  # fmt: skip
+    if v.drop is not None:
+        parts.append(f"top-1 drop {v.drop:.2f}")
+    return ", ".join(parts)
+
+
+def _finite(x: float):
+    return float(x) if np.isfinite(x) else None
+
+
+class _Checker:
+    """Compiles plans of one model and measures them against its FP32 build."""
+
+    def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads):
+        import irc
+
+        self.graph, self.calibration = graph, calibration
+        self.sample, self.labels, self.evaluate = sample, labels, evaluate
+        self.input_shapes, self.threads = input_shapes, threads
+        self.reference = irc.compile(graph, input_shapes, pipeline="", num_threads=threads)
+        self.float_outputs = self._outputs(self.reference)
+        self.float_top1 = self._top1(self.reference, self.float_outputs)
+        self._int8 = None
+
+    def compile(self, plan: dict[str, str]):
+        import irc
+
+        return irc.compile(self.graph, self.input_shapes, pipeline="", num_threads=self.threads,
+                           precision={"default": "fp32", **plan}, calibration=self.calibration,
+                           progress=False)  # fmt: skip
+
+    def verify(self, model, budgets: Budgets) -> Verification:
+        outputs = self._outputs(model)
+        noise = float(np.sum((outputs - self.float_outputs) ** 2))
+        signal = float(np.sum(self.float_outputs**2))
+        sqnr = np.inf if noise == 0 else 10 * np.log10(signal / noise)
+        int8 = None
+        if budgets.max_latency_ratio is not None:
+            if self._int8 is None:
+                self._int8 = self.compile({"default": "int8"})
+            latency, int8 = _interleaved_latency([model, self._int8], self._one())
+        else:
+            (latency,) = _interleaved_latency([model], self._one())
+        top1 = self._top1(model, outputs)
+        return Verification(model.report().totals.bytes, latency, sqnr, top1, self.float_top1,
+                            int8)  # fmt: skip
+
+    def _one(self) -> np.ndarray:
+        batch = self.reference.graph.inputs[0].type.shape[0]
+        return np.ascontiguousarray(self.sample[:batch])
+
+    def _outputs(self, model) -> np.ndarray:
+        batch = model.graph.inputs[0].type.shape[0]
+        rows = []
+        for start in range(0, len(self.sample) - batch + 1, batch):
+            rows.append(model(np.ascontiguousarray(self.sample[start : start + batch]))[0])
+        return np.concatenate(rows).astype(np.float64)
+
+    def _top1(self, model, outputs) -> float | None:
+        if self.evaluate is not None:
+            return float(self.evaluate(model))
+        if self.labels is None:
+            return None
+        labels = np.asarray(self.labels)[: len(outputs)]
+        return 100.0 * float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def _interleaved_latency(models, x, runs: int = 15) -> list[float]:
+    """Median seconds per call of each model, runs interleaved (fair on a noisy host)."""
+    for m in models:
+        m(x)
+    times = [[] for _ in models]
+    for _ in range(runs):
+        for i, m in enumerate(models):
+            t = time.perf_counter()
+            m(x)
+            times[i].append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times]
+
+
+def annotate(choice: Choice) -> None:
+    """Write the decision's reasons and numbers as ``note_*`` on the compiled layers."""
+    from irc.precision import layer_name
+
+    table, cost, decision = choice.table, choice.cost, choice.decision
+    x = np.zeros(choice.model.graph.inputs[0].type.shape, np.float32)
+    measured = {t.op: t.seconds for t in choice.model.profile(x, runs=5)}
+    for op in choice.model.graph.ops:
+        if op.kind not in ("conv2d", "gemm", "qconv2d", "qgemm"):
+            continue
+        name = layer_name(op)
+        if name not in decision.plan:
+            continue
+        p = decision.plan[name]
+        i = table.index(name)
+        op.attrs["note_precision"] = p
+        if p != "fp32":
+            op.attrs["note_output_nsr"] = float(table.get("output_nsr", name, p))
+            op.attrs["note_local_sqnr"] = float(table.get("sqnr", name, p))
+        op.attrs["note_predicted_us"] = round(float(cost.latency[i, cost.column(p)]) * 1e6, 2)
+        key = op.name or op.results[0].name
+        if key in measured:
+            op.attrs["note_measured_us"] = round(measured[key] * 1e6, 2)
+        if name in decision.reasons:
+            op.attrs["note_reason"] = decision.reasons[name]

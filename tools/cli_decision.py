@@ -1,0 +1,209 @@
+"""The ``irc`` command's precision-decision parts: ``compile --strategy`` and ``inspect``.
+
+``compile --strategy auto --max-size 2.5MB --max-drop 1.0`` chooses each layer's precision
+(``irc.decision``) instead of one ``--precision`` for all; ``--report FILE.json`` writes the
+decision, its prediction, verification and sensitivity table. ``inspect FILE`` prints per
+layer the precision, sensitivity, predicted and measured latency and bytes of a compiled
+model file (the decision's annotations on its IR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from irc.errors import InputError
+
+STRATEGY_NAMES = ("auto", "uniform-int8", "quantune", "sals", "profile-score", "sigma")
+
+
+def add_strategy_args(p: argparse.ArgumentParser) -> None:
+    """The compile command's decision options."""
+    g = p.add_argument_group(
+        "choosing precisions per layer",
+        "with --strategy, irc measures each layer's sensitivity (on the first --sample "
+        "calibration inputs) and cost on this machine, decides, and verifies the compiled "
+        "plan against the budgets",
+    )
+    g.add_argument(
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        help="how to choose each layer's precision (instead of --precision)",
+    )
+    g.add_argument("--max-size", metavar="SIZE", help="stored model size budget, e.g. 2.5MB")
+    g.add_argument(
+        "--max-latency",
+        metavar="TIME",
+        help="batch-1 latency budget: 12ms, or 0.9x (ratio to uniform INT8)",
+    )
+    g.add_argument(
+        "--min-sqnr",
+        type=float,
+        metavar="DB",
+        help="minimum SQNR of the model output against FP32 (dB)",
+    )
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="POINTS",
+        help="maximum top-1 drop against FP32; needs a --calib folder with labels.txt",
+    )
+    g.add_argument(
+        "--sample",
+        type=int,
+        default=16,
+        metavar="N",
+        help="calibration inputs used for sensitivity and verification (default 16)",
+    )
+    g.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="write the decision (plan, prediction, verification, sensitivity)",
+    )
+    g.add_argument("--sensitivity", metavar="FILE.csv|.json", help="write the sensitivity table")
+    # fmt: skip
+
+
+def budgets_from_args(args):
+    """A ``Budgets`` from the compile command's options (None when no strategy)."""
+    from irc.decision import Budgets, parse_latency, parse_size
+
+    if args.strategy is None:
+        given = [o for o in ("max_size", "max_latency", "min_sqnr", "max_drop", "report",
+                             "sensitivity") if getattr(args, o) is not None]  # fmt: skip
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise InputError(f"{flag} needs --strategy (e.g. --strategy auto)")
+        return None
+    if args.precision != "fp32":
+        raise InputError("give --precision or --strategy, not both")
+    seconds, ratio = parse_latency(args.max_latency) if args.max_latency else (None, None)
+    return Budgets(
+        max_bytes=parse_size(args.max_size) if args.max_size else None,
+        max_latency=seconds, max_latency_ratio=ratio,
+        min_sqnr=args.min_sqnr, max_drop=args.max_drop,
+    )  # fmt: skip
+
+
+def write_decision_files(model, args) -> None:
+    """``--report`` and ``--sensitivity`` files of a strategy-compiled model."""
+    choice = getattr(model, "choice", None)
+    if choice is None:
+        return
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(choice.to_dict(), f, indent=1)
+    if args.sensitivity:
+        choice.table.save(args.sensitivity)
+
+
+def decision_lines(model) -> list[str]:
+    """Lines on what the strategy chose and what the compiled plan measured."""
+    choice = getattr(model, "choice", None)
+    if choice is None:
+        return []
+    s = choice.summary()
+    v, p = s["verified"], s["predicted"]
+    drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points on the sample"
+    sqnr = "inf" if v["output_sqnr_db"] is None else f"{v['output_sqnr_db']:.1f}"
+    return [
+        f"strategy {s['strategy']} under {s['budgets']} ({s['tries']} verified tr"
+        f"{'y' if s['tries'] == 1 else 'ies'})",
+        f"  predicted {p['bytes'] / 1e6:.3f} MB, {p['latency_ms']:.2f} ms; measured "
+        f"{v['bytes'] / 1e6:.3f} MB, {v['latency_ms']:.2f} ms, output SQNR {sqnr} dB{drop}",
+    ]
+
+
+def inspect_rows(graph) -> list[dict]:
+    """Per layer: the report's row joined with the decision's annotations."""
+    from irc.precision import layer_name
+    from irc.report import model_report
+
+    notes = {}
+    for op in graph.ops:
+        found = {k[5:]: v for k, v in op.attrs.items() if k.startswith("note_")}
+        if found:
+            notes[layer_name(op)] = found
+    rows = []
+    for row in model_report(graph).layers:
+        n = notes.get(row.name, {})
+        rows.append({
+            "layer": row.name, "op": row.kind, "precision": row.precision,
+            "output_nsr": n.get("output_nsr"), "local_sqnr_db": n.get("local_sqnr"),
+            "predicted_us": n.get("predicted_us"), "measured_us": n.get("measured_us"),
+            "bytes": row.bytes, "fp32_bytes": row.fp32_bytes, "reason": n.get("reason"),
+        })  # fmt: skip
+    return rows
+
+
+def format_inspect(rows: list[dict], max_name: int = 48) -> str:
+    """An aligned table of ``inspect_rows``."""
+    header = ("layer", "precision", "out NSR", "SQNR dB", "pred µs", "meas µs", "bytes", "reason")
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    body = [
+        (
+            r["layer"] if len(r["layer"]) <= max_name else "…" + r["layer"][-max_name + 1 :],
+            r["precision"],
+            num(r["output_nsr"], ".2e"),
+            num(r["local_sqnr_db"], ".1f"),
+            num(r["predicted_us"], ".0f"),
+            num(r["measured_us"], ".0f"),
+            f"{r['bytes']:,}",
+            r["reason"] or "",
+        )  # fmt: skip
+        for r in rows
+    ]
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
+    right = {2, 3, 4, 5, 6}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()  # fmt: skip
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def add_inspect_parser(sub, add_model_args) -> None:
+    """``irc inspect FILE``."""
+    p = sub.add_parser(
+        "inspect",
+        help="per layer: precision, sensitivity, predicted and measured latency, bytes",
+        description=(
+            "Print, per layer of a compiled model file, the precision chosen, its sensitivity "
+            "(output noise-to-signal ratio with that layer alone quantized; local SQNR), the "
+            "latency the cost model predicted and the one measured in the compiled model, the "
+            "bytes stored and the reason for the choice; then the decision's summary. Models "
+            "compiled without --strategy show the precisions and bytes only."
+        ),
+    )
+    add_model_args(p, "a compiled model file (or an .onnx / text IR model)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def cmd_inspect(args, load) -> int:
+    """Run ``irc inspect``; ``load(args)`` gives the graph."""
+    from irc.report import model_report
+    from irc.serialize import is_model_file, read_graph_file
+
+    meta = None
+    if is_model_file(args.model):
+        graph, meta = read_graph_file(args.model)
+    else:
+        graph = load(args)
+    rows = inspect_rows(graph)
+    decision = (meta or {}).get("decision")
+    if args.json:
+        totals = model_report(graph).to_dict()["totals"]
+        print(json.dumps({"metadata": meta, "layers": rows, "totals": totals,
+                          "decision": decision}, indent=1))  # fmt: skip
+        return 0
+    print(format_inspect(rows))
+    t = model_report(graph).totals
+    print(f"\nsize {t.bytes / 1e6:.3f} MB vs FP32 {t.fp32_bytes / 1e6:.3f} MB "
+          f"({t.ratio:.2f}× smaller)")  # fmt: skip
+    if decision:
+        print(f"decision: {json.dumps(decision)}")
+    return 0
