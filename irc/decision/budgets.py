@@ -54,7 +54,9 @@ class Budgets:
         """The budgets as a short phrase (for messages and reports)."""
         parts = []
         if self.max_bytes is not None:
-            parts.append(f"size ≤ {self.max_bytes / 1e6:.3g} MB")
+            from irc.report import format_bytes
+
+            parts.append(f"size ≤ {format_bytes(self.max_bytes)}")
         if self.max_latency is not None:
             parts.append(f"latency ≤ {self.max_latency * 1e3:.3g} ms")
         if self.max_latency_ratio is not None:

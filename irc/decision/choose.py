@@ -137,7 +137,7 @@ def choose(
                                 measure=measure, progress=progress)  # fmt: skip
     checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads)
     options = dict(strategy_options or {})
-    if budgets.max_drop is not None and "max_nsr" not in options:
+    if budgets.max_drop is not None and "max_nsr" not in options and strategy in ("auto", "sals"):
         options["max_nsr"] = DROP_TO_NSR * max(budgets.max_drop, 0.05)
     attempts = []
     tries = 1 + (MAX_BACKOFF if strategy == "auto" else 0)

@@ -121,21 +121,34 @@ class SensitivityTable:
             "loss": self.loss,
             "seconds": self.seconds,
             "layers": [
-                {"name": x.name, "kind": x.kind, "weight_shape": list(x.weight_shape),
-                 "output_shape": list(x.output_shape), "macs": x.macs,
-                 "depthwise": x.depthwise}  # fmt: skip
+                {
+                    "name": x.name,
+                    "kind": x.kind,
+                    "weight_shape": list(x.weight_shape),
+                    "output_shape": list(x.output_shape),
+                    "macs": x.macs,
+                    "depthwise": x.depthwise,
+                }  # fmt: skip
                 for x in self.layers
             ],
-            "metrics": {m: [[_json_float(v) for v in row] for row in a.tolist()]
-                        for m, a in self.metrics.items()},  # fmt: skip
+            "metrics": {
+                m: [[_json_float(v) for v in row] for row in a.tolist()]
+                for m, a in self.metrics.items()
+            },  # fmt: skip
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> SensitivityTable:
         """The table ``to_dict`` wrote."""
         layers = [
-            LayerInfo(x["name"], x["kind"], tuple(x["weight_shape"]), tuple(x["output_shape"]),
-                      int(x["macs"]), bool(x.get("depthwise", False)))  # fmt: skip
+            LayerInfo(
+                x["name"],
+                x["kind"],
+                tuple(x["weight_shape"]),
+                tuple(x["output_shape"]),
+                int(x["macs"]),
+                bool(x.get("depthwise", False)),
+            )  # fmt: skip
             for x in data["layers"]
         ]
         metrics = {m: np.array(v, dtype=np.float64).reshape(len(layers), -1)
