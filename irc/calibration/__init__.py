@@ -87,6 +87,12 @@ class Calibration(Mapping):
         self.percentile = percentile
         self.entropy_bins = entropy_bins
 
+    def channel_mean(self, name: str):
+        """Mean per channel (axis 1) of value ``name`` over the calibration data (float64
+        [C]), or None when not recorded."""
+        observer = self.observers.get(name)
+        return None if observer is None else observer.channel_mean
+
     def __getitem__(self, name: str) -> tuple[float, float]:
         try:
             return self.ranges[name]

@@ -136,7 +136,8 @@ class Histogram:
 
 
 class TensorObserver:
-    """Running min/max of one tensor (finite values), plus a histogram if asked."""
+    """Running min/max of one tensor (finite values), plus a histogram if asked, and the
+    running sum per channel (axis 1) of tensors of rank ≥ 2 (for bias correction)."""
 
     def __init__(self, histogram: bool = False, bins: int = DEFAULT_BINS):
         self.min = math.inf
@@ -144,6 +145,16 @@ class TensorObserver:
         self.count = 0  # finite values seen
         self.nonfinite = 0  # NaN / inf values skipped
         self.histogram = Histogram(bins) if histogram else None
+        self.channel_sum: np.ndarray | None = None  # float64 [C]
+        self.channel_count = 0  # values summed per channel
+
+    @property
+    def channel_mean(self) -> np.ndarray | None:
+        """Mean of each channel (axis 1) over everything seen; None if never a finite
+        tensor of rank ≥ 2."""
+        if self.channel_sum is None or self.channel_count == 0:
+            return None
+        return self.channel_sum / self.channel_count
 
     @property
     def seen(self) -> bool:
@@ -156,6 +167,14 @@ class TensorObserver:
         if x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
+        if x.ndim >= 2 and math.isfinite(lo) and math.isfinite(hi):
+            axes = (0, *range(2, x.ndim))
+            sums = x.sum(axis=axes, dtype=np.float64)
+            if self.channel_sum is None:
+                self.channel_sum = sums
+            elif self.channel_sum.shape == sums.shape:
+                self.channel_sum = self.channel_sum + sums
+            self.channel_count += x.size // x.shape[1]
         if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = x[np.isfinite(x)]
             self.nonfinite += x.size - finite.size
