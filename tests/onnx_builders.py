@@ -78,3 +78,40 @@ def runner_input(model: onnx.ModelProto) -> np.ndarray:
     )
     n = int(np.prod(shape))
     return (np.arange(n).reshape(shape) / n).astype(np.float32)
+
+
+def small_convnet(batch="N", seed: int = 0) -> onnx.ModelProto:
+    """Four layers for the precision decision: a stem conv (stride 2), a depthwise conv, a
+    pointwise conv, each with ReLU, then GlobalAveragePool → Flatten → Gemm to 10 classes.
+    Input x [batch, 3, 16, 16]; seeded weights."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        data = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return numpy_helper.from_array(data, name)
+
+    inits = [
+        init("w0", 8, 3, 3, 3), init("b0", 8), init("w1", 8, 1, 3, 3), init("b1", 8),
+        init("w2", 32, 8, 1, 1), init("b2", 32), init("fc_w", 10, 32), init("fc_b", 10),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2]
+        ),  # fmt: skip
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node(
+            "Conv", ["r0", "w1", "b1"], ["c1"], name="depthwise", pads=[1, 1, 1, 1], group=8
+        ),  # fmt: skip
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="pointwise"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -100,17 +100,23 @@ def write_decision_files(model, args) -> None:
 def decision_lines(model) -> list[str]:
     """Lines on what the strategy chose and what the compiled plan measured."""
     choice = getattr(model, "choice", None)
-    if choice is None:
-        return []
-    s = choice.summary()
+    return [] if choice is None else summary_lines(choice.summary())
+
+
+def summary_lines(s: dict) -> list[str]:
+    """``decision_lines`` from a decision summary (``Choice.summary()``, or a model file's
+    metadata)."""
+    from irc.report import format_bytes
+
     v, p = s["verified"], s["predicted"]
-    drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points on the sample"
+    drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points"
     sqnr = "inf" if v["output_sqnr_db"] is None else f"{v['output_sqnr_db']:.1f}"
+    tries = f"{s['tries']} verified tr{'y' if s['tries'] == 1 else 'ies'}"
     return [
-        f"strategy {s['strategy']} under {s['budgets']} ({s['tries']} verified tr"
-        f"{'y' if s['tries'] == 1 else 'ies'})",
-        f"  predicted {p['bytes'] / 1e6:.3f} MB, {p['latency_ms']:.2f} ms; measured "
-        f"{v['bytes'] / 1e6:.3f} MB, {v['latency_ms']:.2f} ms, output SQNR {sqnr} dB{drop}",
+        f"strategy {s['strategy']} under {s['budgets']} ({tries}; sensitivity on "
+        f"{s['sensitivity_images']} inputs)",
+        f"  predicted {format_bytes(p['bytes'])}, {p['latency_ms']:.2f} ms; measured "
+        f"{format_bytes(v['bytes'])}, {v['latency_ms']:.2f} ms, output SQNR {sqnr} dB{drop}",
     ]
 
 
@@ -185,7 +191,7 @@ def add_inspect_parser(sub, add_model_args) -> None:
 
 def cmd_inspect(args, load) -> int:
     """Run ``irc inspect``; ``load(args)`` gives the graph."""
-    from irc.report import model_report
+    from irc.report import format_bytes, model_report
     from irc.serialize import is_model_file, read_graph_file
 
     meta = None
@@ -202,8 +208,8 @@ def cmd_inspect(args, load) -> int:
         return 0
     print(format_inspect(rows))
     t = model_report(graph).totals
-    print(f"\nsize {t.bytes / 1e6:.3f} MB vs FP32 {t.fp32_bytes / 1e6:.3f} MB "
+    print(f"\nsize {format_bytes(t.bytes)} vs FP32 {format_bytes(t.fp32_bytes)} "
           f"({t.ratio:.2f}× smaller)")  # fmt: skip
-    if decision:
-        print(f"decision: {json.dumps(decision)}")
+    for line in summary_lines(decision) if decision else []:
+        print(line)
     return 0

@@ -1,0 +1,115 @@
+"""irc.compile(strategy=...) end to end on a small model: budgets are met by the model that
+runs (its report, not a prediction), layers carry the decision's annotations, a budget that
+cannot be met names itself, and the CLI writes the decision and inspects it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+from onnx_builders import small_convnet
+
+import irc
+from irc.decision import BudgetError, Budgets
+from irc.decision.choose import annotate
+from irc.precision import layer_name
+
+DATA = np.random.default_rng(5).normal(size=(12, 3, 16, 16)).astype(np.float32)
+LABELS = np.arange(12) % 10
+STRATEGIES = ("uniform-int8", "quantune", "sals", "profile-score", "sigma", "auto")
+
+
+def compile_with(strategy, budgets=None, **kw):
+    return irc.compile(small_convnet(), calibration=DATA, strategy=strategy, budgets=budgets,
+                       sensitivity_limit=8, num_threads=1, progress=False, **kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def auto_model():
+    fp32 = irc.compile(small_convnet()).report().totals.fp32_bytes
+    budget = Budgets(max_bytes=fp32 * 2 // 5)
+    return compile_with("auto", budget), budget
+
+
+def test_auto_meets_a_size_budget_with_the_model_that_runs(auto_model):
+    model, budget = auto_model
+    report = model.report()
+    assert report.totals.bytes <= budget.max_bytes
+    assert model.choice.verification.bytes == report.totals.bytes
+    chosen = {row.name: row.precision for row in report.layers}
+    assert chosen == model.choice.decision.plan  # the report shows the kernels that run
+    assert any(p in ("int4", "int2") for p in chosen.values())
+
+
+def test_layers_carry_the_decision(auto_model):
+    model, _ = auto_model
+    layers = [op for op in model.graph.ops if op.kind in ("qconv2d", "qgemm", "conv2d", "gemm")]
+    assert len(layers) == 4
+    for op in layers:
+        assert op.attrs["note_precision"] == model.choice.decision.plan[layer_name(op)]
+        assert op.attrs["note_measured_us"] > 0 and op.attrs["note_predicted_us"] > 0
+        assert op.attrs["note_reason"]
+    text = irc.print_graph(model.graph)
+    assert "note_reason=" in text and irc.print_graph(irc.parse_graph(text)) == text
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_compiles_the_plan_it_reports(strategy):
+    model = compile_with(strategy, labels=LABELS[:8])
+    chosen = {row.name: row.precision for row in model.report().layers}
+    assert chosen == model.choice.decision.plan
+    if strategy == "uniform-int8":
+        assert set(chosen.values()) == {"int8"}
+
+
+def test_an_infeasible_size_budget_names_the_constraint():
+    with pytest.raises(BudgetError, match="size"):
+        compile_with("auto", Budgets(max_bytes=100))
+
+
+def test_a_top1_budget_needs_labels():
+    with pytest.raises(BudgetError, match="labelled data"):
+        compile_with("auto", Budgets(max_drop=1.0))
+
+
+def test_min_sqnr_is_verified_on_the_compiled_model():
+    model = compile_with("auto", Budgets(min_sqnr=25.0))
+    assert model.choice.verification.output_sqnr >= 25.0
+
+
+def test_annotate_is_idempotent(auto_model):
+    model, _ = auto_model
+    before = irc.print_graph(model.graph)
+    annotate(model.choice)
+    after = irc.print_graph(model.graph)
+    strip = [line.split(" {")[0] for line in before.splitlines()]
+    assert strip == [line.split(" {")[0] for line in after.splitlines()]
+
+
+def test_cli_compile_with_strategy_report_and_inspect(capsys, tmp_path):
+    model_file = tmp_path / "small.onnx"
+    model_file.write_bytes(small_convnet().SerializeToString())
+    calib = tmp_path / "calib.npy"
+    np.save(calib, DATA)
+    out, report, table = tmp_path / "m.ircm", tmp_path / "r.json", tmp_path / "s.csv"
+    code, stdout, stderr = run_cli(
+        capsys, "compile", model_file, "--calib", calib, "--strategy", "auto", "--max-size",
+        "1.6kB", "--sample", "8", "-o", out, "--report", report, "--sensitivity", table,
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "strategy auto under size ≤ 1.6 kB" in stdout
+    decision = json.loads(report.read_text())
+    assert set(decision["plan"]) == {"stem", "depthwise", "pointwise", "fc"}
+    assert decision["verification"]["bytes"] <= 1600
+    assert table.read_text().startswith("layer,kind,params,macs,precision,")
+    code, stdout, _ = run_cli(capsys, "inspect", out)
+    assert code == 0
+    header, _, *rows = stdout.splitlines()
+    assert header.split()[:3] == ["layer", "precision", "out"]
+    assert {r.split()[0] for r in rows[:4]} == {"stem", "depthwise", "pointwise", "fc"}
+    code, _, stderr = run_cli(capsys, "compile", model_file, "--calib", calib, "--max-size",
+                              "1kB", "-o", out)  # fmt: skip
+    assert code == 2 and "--max-size needs --strategy" in stderr
