@@ -8,6 +8,10 @@
         budget is tightened by the miss and the greedy decides again, at most
         ``MAX_BACKOFF`` times); the other strategies are the papers' and run once.
 
+A top-1 drop budget is not predicted: with a size or latency budget the plan is made for
+those and the drop verified; alone, it starts ``auto`` / ``sals`` at a noise cap of
+(1 + drop) × the uniform INT8 plan's predicted output NSR, halved on each verified miss.
+
 ``choose`` returns a ``Choice``: the compiled model of the plan, the decision, the table,
 the cost model and every verification made, and writes annotations (``note_*``) on the
 compiled graph's layers: sensitivity at the chosen precision, predicted and measured
@@ -24,7 +28,6 @@ import numpy as np
 from irc.decision.budgets import BudgetError, Budgets
 
 MAX_BACKOFF = 3
-DROP_TO_NSR = 0.01  # first accuracy cap for a top-1 budget: output NSR 0.01 (20 dB) per point
 
 
 @dataclass
@@ -137,13 +140,25 @@ def choose(
                                 measure=measure, progress=progress)  # fmt: skip
     checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads)
     options = dict(strategy_options or {})
-    if budgets.max_drop is not None and "max_nsr" not in options and strategy in ("auto", "sals"):
-        options["max_nsr"] = DROP_TO_NSR * max(budgets.max_drop, 0.05)
+    cost_budget = any(b is not None for b in (budgets.max_bytes, budgets.max_latency,
+                                               budgets.max_latency_ratio))  # fmt: skip
+    if budgets.max_drop is not None and strategy in ("auto", "sals") and not cost_budget:
+        # no size or latency budget: compress while the predicted noise stays within a cap
+        # that verification then checks (and halves on a miss)
+        int8 = float(np.sum(table.column("output_nsr", "int8")))
+        options.setdefault("max_nsr", int8 * (1.0 + budgets.max_drop))
     attempts = []
     tries = 1 + (MAX_BACKOFF if strategy == "auto" else 0)
     asked = budgets
     for _ in range(tries):
-        decision = decide(strategy, table, cost, budgets, **options)
+        try:
+            decision = decide(strategy, table, cost, budgets, **options)
+        except BudgetError as e:
+            if not attempts:
+                raise
+            raise BudgetError(
+                f"{attempts[-1][2][0]} is not met by the verified plan and tightening it fails: {e}"
+            ) from None
         model = checker.compile(decision.plan)
         verification = checker.verify(model, budgets)
         missed = _missed(asked, verification)

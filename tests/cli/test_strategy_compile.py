@@ -113,3 +113,10 @@ def test_cli_compile_with_strategy_report_and_inspect(capsys, tmp_path):
     code, _, stderr = run_cli(capsys, "compile", model_file, "--calib", calib, "--max-size",
                               "1kB", "-o", out)  # fmt: skip
     assert code == 2 and "--max-size needs --strategy" in stderr
+
+
+def test_a_top1_budget_is_verified_on_labelled_samples():
+    model = compile_with("auto", Budgets(max_drop=0.0), labels=LABELS[:8])
+    v = model.choice.verification
+    assert v.float_top1 is not None and v.drop <= 0.0
+    assert any(p != "fp32" for p in model.choice.decision.plan.values())
