@@ -352,6 +352,9 @@ def _add_compile_parser(sub) -> None:
             "  irc compile model.onnx --precision int8 --calib samples.npy -o model.ircm\n"
             "  irc compile model.onnx --precision plan.json --calib images/ \\\n"
             "      --preprocess torchvision --calib-limit 256 -o model.ircm\n"
+            "  irc compile model.onnx --calib images/ --preprocess torchvision \\\n"
+            "      --strategy auto --max-size 2.3MB --max-drop 1.0 -o model.ircm \\\n"
+            "      --report decision.json      # then: irc inspect model.ircm\n"
             'plan.json maps layer names to precisions: {"default": "int8", "fc": "fp32"}\n'
             "(irc report model.onnx lists the layer names)"
         ),
