@@ -477,17 +477,22 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _graph_and_metadata(args):
+    """(graph, metadata) of a compiled model file; (graph, None) of an ONNX / IR model."""
+    from irc.serialize import is_model_file, read_graph_file
+
+    if is_model_file(args.model):
+        return read_graph_file(args.model)
+    return _load(args), None
+
+
 def cmd_report(args) -> int:
     import json
 
     from irc.report import model_report
-    from irc.serialize import describe_metadata, is_model_file, read_graph_file
+    from irc.serialize import describe_metadata
 
-    meta = None
-    if is_model_file(args.model):
-        graph, meta = read_graph_file(args.model)
-    else:
-        graph = _load(args)
+    graph, meta = _graph_and_metadata(args)
     report = model_report(graph)
     if args.json:
         print(json.dumps({"metadata": meta, **report.to_dict()}, indent=1))
@@ -504,7 +509,7 @@ _COMMANDS = {
     "opt": cmd_opt,
     "compile": cmd_compile,
     "report": cmd_report,
-    "inspect": lambda args: cmd_inspect(args, _load),
+    "inspect": lambda args: cmd_inspect(args, _graph_and_metadata),
 }
 
 if __name__ == "__main__":

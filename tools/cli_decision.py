@@ -190,15 +190,10 @@ def add_inspect_parser(sub, add_model_args) -> None:
 
 
 def cmd_inspect(args, load) -> int:
-    """Run ``irc inspect``; ``load(args)`` gives the graph."""
+    """Run ``irc inspect``; ``load(args)`` gives (graph, metadata or None)."""
     from irc.report import format_bytes, model_report
-    from irc.serialize import is_model_file, read_graph_file
 
-    meta = None
-    if is_model_file(args.model):
-        graph, meta = read_graph_file(args.model)
-    else:
-        graph = load(args)
+    graph, meta = load(args)
     rows = inspect_rows(graph)
     decision = (meta or {}).get("decision")
     if args.json:
