@@ -124,11 +124,11 @@ def compile(  # noqa: A001 - the public name irc.compile
         options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress)
         calibrated = _quantize(graph, ctx, plan_of_precision, calibration, options, times)
         graph = _static_graph(specialize(graph, input_shapes) if input_shapes else graph)
-        key = graph_key(graph, "")  # after quantization: the data is in the constants
+        key = graph_key(graph, "") if cache else ""  # data now in the constants
     else:
         graph = _static_graph(_load(model, input_shapes))
         times["load"] = time.perf_counter() - start
-        key = graph_key(graph, pipeline)
+        key = graph_key(graph, pipeline) if cache else ""
     cached = cache and key in _CACHE
     if cached:
         _CACHE.move_to_end(key)
