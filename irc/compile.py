@@ -65,6 +65,7 @@ def compile(  # noqa: A001 - the public name irc.compile
     evaluate=None,
     sensitivity_limit: int = 16,
     strategy_options: dict | None = None,
+    rounding: str = "nearest",
 ) -> CompiledModel:
     """Compile ``model`` (an ONNX path, ModelProto or bytes, a text IR path, or a Graph).
 
@@ -109,7 +110,7 @@ def compile(  # noqa: A001 - the public name irc.compile
             calibration=calibration, calibration_method=calibration_method,
             preprocess=preprocess, calibration_limit=calibration_limit, progress=progress,
             labels=labels, evaluate=evaluate, sensitivity_limit=sensitivity_limit,
-            strategy_options=strategy_options,
+            strategy_options=strategy_options, rounding=rounding,
         )  # fmt: skip
     plan_of_precision = as_plan(precision)
     times = {}
@@ -121,7 +122,8 @@ def compile(  # noqa: A001 - the public name irc.compile
         graph = _load(model, None)
         times["load"] = time.perf_counter() - start
         PassManager(pipeline, ctx).run(graph)
-        options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress)
+        options = (calibration_method, weight_clipping, preprocess, calibration_limit, progress,
+                   rounding)  # fmt: skip
         calibrated = _quantize(graph, ctx, plan_of_precision, calibration, options, times)
         graph = _static_graph(specialize(graph, input_shapes) if input_shapes else graph)
         key = graph_key(graph, "") if cache else ""  # data now in the constants
@@ -164,7 +166,7 @@ def _quantize(graph, ctx, plan, calibration, options, times):
     """Calibrate (when a layer is integer) and run the quantization pipeline in place."""
     from irc.pass_manager import PassManager
 
-    method, weight_clipping, preprocess, limit, progress = options
+    method, weight_clipping, preprocess, limit, progress, rounding = options
     calibrated = {}
     if not plan.is_float:
         if calibration is None:
@@ -181,10 +183,33 @@ def _quantize(graph, ctx, plan, calibration, options, times):
             calibrated = calibrate(graph, calibration, method, preprocess=preprocess,
                                    limit=limit, progress=progress)  # fmt: skip
         times["calibrate"] = time.perf_counter() - t
+        if rounding != "nearest":
+            add_rounding_statistics(graph, calibrated, calibration, rounding, preprocess, progress)
     ctx.analyses["calibration"] = calibrated
     ctx.analyses["precision_plan"] = plan
     PassManager(QUANTIZE_PIPELINE.format(weights=weight_clipping), ctx).run(graph)
     return calibrated
+
+
+GPTQ_SAMPLES = 64  # calibration inputs whose statistics GPTQ rounding uses
+
+
+def add_rounding_statistics(graph, calibrated, data, rounding, preprocess, progress) -> None:
+    """For ``rounding="gptq"``: each layer's input statistics, on ``calibrated.hessians``."""
+    if rounding not in ("nearest", "gptq"):
+        raise InputError(f"rounding must be 'nearest' or 'gptq', got {rounding!r}")
+    if rounding == "nearest":
+        return
+    from irc.calibration import Calibration
+    from irc.decision.api import sample_inputs
+    from irc.gptq import layer_hessians
+
+    if isinstance(data, Calibration):
+        if data.hessians is None:
+            raise InputError("rounding='gptq' needs calibration data, not a bare Calibration")
+        return
+    sample, _ = sample_inputs(graph, data, preprocess, GPTQ_SAMPLES)
+    calibrated.hessians = layer_hessians(graph, sample, progress=progress)
 
 
 def clear_cache() -> None:

@@ -15,6 +15,10 @@ bias is shifted by the mean error its rounded weights add to each output channel
 E[(W_q − W)·x] (a layer without a bias gets one). Rounding errors then average out instead
 of shifting whole channels — what costs INT4/INT2 depthwise layers most.
 
+Rounding: nearest level, or GPTQ's error-compensating rounding (``irc.gptq``) for the
+layers whose input statistics the calibration carries (``Calibration.hessians``, made by
+``irc.compile(..., rounding="gptq")``); the levels stay on the same grid either way.
+
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
 to every layer). A layer whose form has no integer kernel (a fused hard_swish, a gemm with
@@ -30,11 +34,12 @@ import numpy as np
 
 from irc import quant
 from irc.errors import IrcError
+from irc.gptq import gptq_levels
 from irc.ir import Graph, Op, Value
 from irc.opdef import build
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import constant_array
-from irc.precision import PrecisionPlan, as_plan
+from irc.precision import PrecisionPlan, as_plan, layer_name
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
 PASS_THROUGH = ("reshape",)  # float kinds that move int8 levels unchanged
@@ -68,12 +73,14 @@ def integer_form_problem(op: Op) -> str | None:
 class _Rewriter:
     """Walks the graph once, replacing planned layers and glue by integer ops."""
 
-    def __init__(self, graph: Graph, ranges, plan: PrecisionPlan, weights: str, means=None):
+    def __init__(self, graph: Graph, ranges, plan: PrecisionPlan, weights: str, means=None,
+                 hessians=None):  # fmt: skip
         self.graph, self.ranges, self.plan, self.weights = graph, ranges, plan, weights
         self.means = means  # value name -> mean per channel (bias correction), or None
+        self.hessians = hessians  # layer name -> input Σxxᵀ per group (GPTQ), or None
         self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
         self.stats = {"int8": 0, "int4": 0, "int2": 0, "fp16": 0, "kept-float": 0,
-                      "bias-corrected": 0}  # fmt: skip
+                      "bias-corrected": 0, "gptq": 0}  # fmt: skip
         self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0})
 
     # -- values
@@ -170,7 +177,13 @@ class _Rewriter:
             scales = quant.weight_scales(w, bits, self.weights)
         except ValueError as e:
             raise ValueError(f"layer {op.label()}: {e}") from None
-        levels = quant.quantize_weights(w, scales, bits)
+        hessian = None if self.hessians is None else self.hessians.get(layer_name(op))
+        if hessian is not None:
+            group = op.attrs["group"] if op.kind == "conv2d" else 1
+            levels = gptq_levels(w, scales, bits, hessian, group)
+            self.stats["gptq"] += 1
+        else:
+            levels = quant.quantize_weights(w, scales, bits)
         shift = self.bias_shift(op, w, levels, scales)
         wq = build(graph, "qconstant", [], {
             "value": np.ascontiguousarray(levels), "dtype": f"i{bits}",
@@ -274,5 +287,6 @@ class Quantize(Pass):
                 )
         ranges = getattr(calibration, "ranges", calibration)
         means = getattr(calibration, "channel_mean", None) if self.bias_correction else None
-        stats = _Rewriter(graph, ranges, plan, self.weights, means).run()
+        hessians = getattr(calibration, "hessians", None)
+        stats = _Rewriter(graph, ranges, plan, self.weights, means, hessians).run()
         return {k: v for k, v in stats.items() if v}

@@ -25,10 +25,10 @@ from irc.errors import InputError
 def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strategy, budgets,
                           calibration, calibration_method, preprocess, calibration_limit,
                           progress, labels=None, evaluate=None, sensitivity_limit=16,
-                          strategy_options=None):  # fmt: skip
+                          strategy_options=None, rounding="nearest"):  # fmt: skip
     """See ``irc.compile``; returns the chosen plan's CompiledModel with ``.choice`` set."""
     from irc.calibration import Calibration, calibrate
-    from irc.compile import _load
+    from irc.compile import _load, add_rounding_statistics
     from irc.decision.choose import choose
     from irc.pass_manager import PassContext, PassManager
 
@@ -43,6 +43,7 @@ def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strateg
     calibrated = calibrate(graph, calibration, calibration_method, preprocess=preprocess,
                            limit=calibration_limit, progress=progress)  # fmt: skip
     calibrate_seconds = time.perf_counter() - start
+    add_rounding_statistics(graph, calibrated, calibration, rounding, preprocess, progress)
     sample, found = sample_inputs(graph, calibration, preprocess, sensitivity_limit)
     if found is not None and evaluate is None and budgets is not None and budgets.max_drop:
         evaluate = labelled_top1(calibration, preprocess, calibration_limit)

@@ -1,0 +1,133 @@
+"""Error-compensating weight rounding (GPTQ / OBQ): choose each layer's integer levels so
+that its *output* error on the calibration inputs stays small, without retraining.
+
+For a layer y = W·x (a conv's x is its input patch), the output error of rounded weights
+is (W_q − W)·X, whose squared norm is (W_q − W) H (W_q − W)ᵀ with H = Σ x xᵀ over the
+calibration inputs. GPTQ rounds one input column at a time, nearest level on the fixed
+per-channel grid (``irc.quant``'s scales), and spreads that column's error over the
+columns not yet rounded in proportion to H⁻¹ (its upper Cholesky factor), so later
+roundings compensate. The levels stay on the layer's grid (±127 / ±7 / {-1,0,1}), so
+kernels, packing and the bit-exact guarantees are unchanged.
+
+    >>> hessians = layer_hessians(graph, inputs)                 # layer name → [G, K, K]
+    >>> levels = gptq_levels(w, scales, bits, hessians[name], group=1)
+
+Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
+matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
+accumulates each layer's H from its input as the kernel sees it (padding, strides).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from irc import quant
+
+DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
+
+
+def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
+    """Input patches of a conv: [B·OH·OW, C, kh·kw] (the weight's (c, kh, kw) order)."""
+    top, left, bottom, right = op_attrs["pads"]
+    sh, sw = op_attrs["strides"]
+    dh, dw = op_attrs["dilations"]
+    kh, kw = kernel
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # [B, C, OH, OW, kh, kw]
+    b, c, oh, ow = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * oh * ow, c, kh * kw)
+
+
+def input_gram(op, x: np.ndarray) -> np.ndarray:
+    """Σ x xᵀ of one batch of layer ``op``'s input, per group: [G, K, K] (float64)."""
+    if op.kind == "gemm":
+        rows = x.reshape(x.shape[0], -1).astype(np.float64)
+        return (rows.T @ rows)[None]
+    w_shape = op.operands[1].type.shape
+    group = op.attrs["group"]
+    patches = conv_patches(x, op.attrs, tuple(w_shape[2:]))  # [N, C, k]
+    n, c, k = patches.shape
+    per_group = patches.reshape(n, group, (c // group) * k).astype(np.float64)
+    if group == 1:
+        p = per_group[:, 0]
+        return (p.T @ p)[None]
+    return np.einsum("ngi,ngj->gij", per_group, per_group, optimize=True)
+
+
+def gptq_levels(
+    w: np.ndarray, scales, bits: int, hessian: np.ndarray, group: int = 1
+) -> np.ndarray:
+    """Integer levels of ``w`` ([O, ...], output channels first) on the per-channel grid
+    ``scales``, rounded column by column with GPTQ's error feedback under ``hessian``
+    ([G, K, K], K = the weight's elements per output channel and group)."""
+    qmax = quant.weight_qmax(bits)
+    out = w.shape[0]
+    flat = w.reshape(out, -1).astype(np.float64)
+    k = flat.shape[1]
+    if hessian.shape != (group, k, k):
+        raise ValueError(f"hessian has shape {hessian.shape}, expected {(group, k, k)}")
+    work = flat.reshape(group, out // group, k).copy()
+    s = np.asarray(scales, np.float64).reshape(group, out // group)
+    h = hessian.astype(np.float64).copy()
+    index = np.arange(k)
+    diagonal = h[:, index, index].copy()
+    dead = diagonal == 0  # inputs that are always zero: their weights do not matter
+    work[np.broadcast_to(dead[:, None, :], work.shape)] = 0.0
+    diagonal[dead] = 1.0
+    h[:, index, index] = diagonal + DAMPING * diagonal.mean(axis=1, keepdims=True)
+    upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)  # H⁻¹ = Uᵀ U
+    levels = np.empty_like(work)
+    safe = np.where(s > 0, s, 1.0)
+    for j in range(k):
+        column = work[:, :, j]
+        q = np.clip(np.rint(column / safe), -qmax, qmax)
+        q[s == 0] = 0.0
+        levels[:, :, j] = q
+        error = (column - q * s) / upper[:, j, j][:, None]
+        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, None, j, j + 1 :]
+    return levels.reshape(w.shape).astype(np.int8)
+
+
+def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=None,
+                   progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+    """Layer name → mean Σ x xᵀ ([G, K, K]) over ``data`` ([N, ...], the graph's one input),
+    for every layer that can be quantized; ``graph`` (float, after the float pipeline) is
+    only read."""
+    import irc
+    from irc.calibration.progress import Progress
+    from irc.decision.sensitivity import _kernel_idents, _padded, quantizable_layers
+    from irc.precision import layer_name
+
+    ops = quantizable_layers(graph)
+    batch = min(batch_size, len(data))
+    name = graph.inputs[0].name
+    model = irc.compile(graph, {name: (batch, *data.shape[1:])}, pipeline="",
+                        num_threads=num_threads, cache=False)  # fmt: skip
+    kernel_of = _kernel_idents(model, [layer_name(op) for op in ops])
+    namespace = model._driver.namespace
+    sums: dict[str, np.ndarray] = {}
+    rows = {"n": 0}
+
+    def accumulate(op, kernel):
+        key = layer_name(op)
+
+        def run(x, *rest):
+            kernel(x, *rest)
+            gram = input_gram(op, x[: rows["n"]])
+            sums[key] = gram if key not in sums else sums[key] + gram
+
+        return run
+
+    for op in ops:
+        ident = kernel_of[layer_name(op)]
+        namespace[ident] = accumulate(op, namespace[ident])
+    count = 0
+    with Progress(len(data), label="gptq statistics", enabled=progress) as bar:
+        for start in range(0, len(data), batch):
+            x, rows["n"] = _padded(np.asarray(data, np.float32), start, batch)
+            model._driver.run(x)
+            count += rows["n"]
+            bar.update(rows["n"])
+    return {key: value / count for key, value in sums.items()}
