@@ -77,6 +77,12 @@ def gptq_levels(
     work[np.broadcast_to(dead[:, None, :], work.shape)] = 0.0
     diagonal[dead] = 1.0
     h[:, index, index] = diagonal + DAMPING * diagonal.mean(axis=1, keepdims=True)
+    # act order: round the columns with the most input energy first (per group), so the
+    # error feedback lands on the columns that matter least
+    order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
+    g_index = np.arange(group)[:, None]
+    h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
+    work = np.take_along_axis(work, order[:, None, :], axis=2)
     upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)  # H⁻¹ = Uᵀ U
     levels = np.empty_like(work)
     safe = np.where(s > 0, s, 1.0)
@@ -87,7 +93,9 @@ def gptq_levels(
         levels[:, :, j] = q
         error = (column - q * s) / upper[:, j, j][:, None]
         work[:, :, j + 1 :] -= error[:, :, None] * upper[:, None, j, j + 1 :]
-    return levels.reshape(w.shape).astype(np.int8)
+    unordered = np.empty_like(levels)
+    np.put_along_axis(unordered, order[:, None, :], levels, axis=2)
+    return unordered.reshape(w.shape).astype(np.int8)
 
 
 def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=None,
