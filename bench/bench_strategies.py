@@ -56,7 +56,7 @@ def strategy_runs(fp32_bytes: int):
     ]  # fmt: skip
 
 
-def prepare(name: str, sample: int, cache: Path | None):
+def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest"):
     """Float graph, calibration, labelled sample, sensitivity table and cost model."""
     import irc
     from irc.calibration import load_folder, load_labelled_folder
@@ -75,7 +75,12 @@ def prepare(name: str, sample: int, cache: Path | None):
     print(f"calibrated on {len(calib)} images in {time.perf_counter() - t:.1f} s", flush=True)
     xs, ys = zip(*load_labelled_folder(CALIB, preset))
     images, labels = np.concatenate(xs), np.concatenate(ys)
-    cached = cache / f"sensitivity-{name}-{sample}.json" if cache else None
+    if rounding == "gptq":  # statistics from other images than the sensitivity sample
+        from irc.gptq import layer_hessians
+
+        calibration.hessians = layer_hessians(graph, images[sample : sample + 64])
+    tag = "" if rounding == "nearest" else f"-{rounding}"
+    cached = cache / f"sensitivity-{name}-{sample}{tag}.json" if cache else None
     if cached and cached.exists():
         table = SensitivityTable.from_dict(json.loads(cached.read_text()))
     else:
@@ -100,6 +105,9 @@ def main(argv=None) -> None:
     parser.add_argument("--val-limit", type=int, default=1300)
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--table-cache", type=Path, help="reuse / keep sensitivity tables here")
+    parser.add_argument("--rounding", default="nearest", choices=("nearest", "gptq"),
+                        help="weight rounding of every integer layer (gptq: statistics from "
+                        "64 calibration images outside the sensitivity sample)")  # fmt: skip
     args = parser.parse_args(argv)
     if not CALIB.is_dir():
         sys.exit(f"needs {CALIB}")
@@ -108,7 +116,7 @@ def main(argv=None) -> None:
     from irc.decision.choose import choose
 
     graph, calib, calibration, images, labels, table, cost = prepare(
-        args.model, args.sample, args.table_cache
+        args.model, args.sample, args.table_cache, args.rounding
     )
     sample, sample_labels = images[: args.sample], labels[: args.sample]
 
@@ -162,7 +170,8 @@ def main(argv=None) -> None:
 def print_table(args, models, rows, top1, latency, fp32_bytes) -> None:
     """The markdown table of the README."""
     int8 = latency["uniform-int8"]
-    print(f"\n{args.model}: top-1 on {args.val_limit} val images; batch-1 latency, 1 thread, "
+    print(f"\n{args.model} ({args.rounding} rounding): top-1 on {args.val_limit} val images; "
+          "batch-1 latency, 1 thread, "
           f"medians of {args.runs} interleaved rounds\n")  # fmt: skip
     print(
         "| configuration | size (MB) | vs FP32 | latency (ms) | / irc INT8 | / ort INT8 "

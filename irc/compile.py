@@ -194,8 +194,11 @@ def _quantize(graph, ctx, plan, calibration, options, times):
 GPTQ_SAMPLES = 64  # calibration inputs whose statistics GPTQ rounding uses
 
 
-def add_rounding_statistics(graph, calibrated, data, rounding, preprocess, progress) -> None:
-    """For ``rounding="gptq"``: each layer's input statistics, on ``calibrated.hessians``."""
+def add_rounding_statistics(graph, calibrated, data, rounding, preprocess, progress,
+                            skip: int = 0) -> None:  # fmt: skip
+    """For ``rounding="gptq"``: each layer's input statistics, on ``calibrated.hessians``,
+    from the ``GPTQ_SAMPLES`` calibration inputs after the first ``skip`` (the sensitivity
+    sample, which must not judge rounding fitted to it) — or the last ones, if too few."""
     if rounding not in ("nearest", "gptq"):
         raise InputError(f"rounding must be 'nearest' or 'gptq', got {rounding!r}")
     if rounding == "nearest":
@@ -208,7 +211,8 @@ def add_rounding_statistics(graph, calibrated, data, rounding, preprocess, progr
         if data.hessians is None:
             raise InputError("rounding='gptq' needs calibration data, not a bare Calibration")
         return
-    sample, _ = sample_inputs(graph, data, preprocess, GPTQ_SAMPLES)
+    sample, _ = sample_inputs(graph, data, preprocess, skip + GPTQ_SAMPLES)
+    sample = sample[skip:] if len(sample) > skip else sample[-GPTQ_SAMPLES:]
     calibrated.hessians = layer_hessians(graph, sample, progress=progress)
 
 

@@ -386,6 +386,11 @@ def _add_compile_parser(sub) -> None:
         help="weight clipping per channel: least squared error (default) or the largest value",
     )  # fmt: skip
     p.add_argument(
+        "--rounding", default="nearest", choices=("nearest", "gptq"),
+        help="weight rounding: nearest level (default), or GPTQ's error-compensating rounding "
+        "from 64 calibration inputs' statistics",
+    )  # fmt: skip
+    p.add_argument(
         "--threads", type=_positive, metavar="N",
         help="Numba threads for the warm-up run (irc run --threads sets a saved model's)",
     )  # fmt: skip
@@ -460,7 +465,7 @@ def cmd_compile(args) -> int:
         calibration_method=args.calib_method, weight_clipping=args.weights,
         preprocess=args.preprocess, calibration_limit=args.calib_limit,
         progress=not args.no_progress, strategy=args.strategy, budgets=budgets,
-        sensitivity_limit=args.sample,
+        sensitivity_limit=args.sample, rounding=args.rounding,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model.save(args.output)

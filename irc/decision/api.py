@@ -43,7 +43,8 @@ def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strateg
     calibrated = calibrate(graph, calibration, calibration_method, preprocess=preprocess,
                            limit=calibration_limit, progress=progress)  # fmt: skip
     calibrate_seconds = time.perf_counter() - start
-    add_rounding_statistics(graph, calibrated, calibration, rounding, preprocess, progress)
+    add_rounding_statistics(graph, calibrated, calibration, rounding, preprocess, progress,
+                            skip=sensitivity_limit)  # fmt: skip
     sample, found = sample_inputs(graph, calibration, preprocess, sensitivity_limit)
     if found is not None and evaluate is None and budgets is not None and budgets.max_drop:
         evaluate = labelled_top1(calibration, preprocess, calibration_limit)

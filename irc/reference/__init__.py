@@ -40,7 +40,8 @@ def evaluate(
     ``types`` (the operands' TensorTypes) is needed by quantized ops, whose scales and zero
     points live in the types; ``evaluate_op`` passes them.
 
-    Raises TypeInferenceError for an op kind that has no reference semantics.
+    Annotations (``note_*`` attributes) are ignored. Raises TypeInferenceError for an op
+    kind that has no reference semantics.
     """
     try:
         fn = REFERENCE[kind]
@@ -49,6 +50,8 @@ def evaluate(
             f"the reference has no semantics for op kind '{kind}'; known: "
             + ", ".join(sorted(REFERENCE))
         ) from None
+    if any(key.startswith("note_") for key in attrs):  # annotations carry no meaning
+        attrs = {k: v for k, v in attrs.items() if not k.startswith("note_")}
     if kind in TYPED:
         if types is None:
             raise TypeInferenceError(f"op kind '{kind}' needs its operand types to evaluate")

@@ -120,3 +120,20 @@ def test_a_top1_budget_is_verified_on_labelled_samples():
     v = model.choice.verification
     assert v.float_top1 is not None and v.drop <= 0.0
     assert any(p != "fp32" for p in model.choice.decision.plan.values())
+
+
+def test_auto_with_gptq_rounding(capsys, tmp_path):
+    model_file = tmp_path / "small.onnx"
+    model_file.write_bytes(small_convnet().SerializeToString())
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.concatenate([DATA, DATA[::-1] * 0.5]))
+    out = tmp_path / "m.ircm"
+    code, stdout, stderr = run_cli(
+        capsys, "compile", model_file, "--calib", calib, "--strategy", "auto", "--max-size",
+        "1.6kB", "--sample", "8", "--rounding", "gptq", "-o", out, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, stderr
+    model = irc.load(out)
+    assert model.report().totals.bytes <= 1600
+    x = DATA[:1]
+    assert np.array_equal(model(x)[0], irc.run(model.graph, [x])[0])
