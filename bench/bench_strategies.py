@@ -13,9 +13,10 @@ same calibration images) in the same run, and top-1 on imagenet-val1300.
 
 Budgets: ``auto``, ``sals`` and ``sigma`` get size ≤ FP32 / 6; ``auto`` also latency ≤
 1.0× uniform INT8, and once more with a top-1 drop ≤ 1.0 verified on the 256 calibration
-images (a budget it may fail: the error is printed below the table); ``quantune`` and
-``profile-score`` run as their papers do (no size budget: they only choose between FP32,
-FP16 and INT8).
+images (a budget it may fail: the error is printed below the table), and at size ≤ FP32 / 8;
+``quantune`` and ``profile-score`` run as their papers do (no size budget: they only choose
+between FP32, FP16 and INT8). ``--rounding gptq`` rounds every integer layer with GPTQ,
+its statistics from 64 calibration images outside the sensitivity sample.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def strategy_runs(fp32_bytes: int):
          Budgets(max_bytes=six, max_latency_ratio=1.0)),
         ("auto (size ≤ FP32/6, ≤ INT8 latency, drop ≤ 1)", "auto",
          Budgets(max_bytes=six, max_drop=1.0, max_latency_ratio=1.0)),
+        ("auto (size ≤ FP32/8, ≤ INT8 latency)", "auto",
+         Budgets(max_bytes=int(fp32_bytes / 8), max_latency_ratio=1.0)),
     ]  # fmt: skip
 
 
