@@ -103,18 +103,13 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     """Layer name → mean Σ x xᵀ ([G, K, K]) over ``data`` ([N, ...], the graph's one input),
     for every layer that can be quantized; ``graph`` (float, after the float pipeline) is
     only read."""
-    import irc
     from irc.calibration.progress import Progress
-    from irc.decision.sensitivity import _kernel_idents, _padded, quantizable_layers
+    from irc.decision.sensitivity import _padded, float_driver, quantizable_layers
     from irc.precision import layer_name
 
     ops = quantizable_layers(graph)
     batch = min(batch_size, len(data))
-    name = graph.inputs[0].name
-    model = irc.compile(graph, {name: (batch, *data.shape[1:])}, pipeline="",
-                        num_threads=num_threads, cache=False)  # fmt: skip
-    kernel_of = _kernel_idents(model, [layer_name(op) for op in ops])
-    namespace = model._driver.namespace
+    model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
     sums: dict[str, np.ndarray] = {}
     rows = {"n": 0}
 

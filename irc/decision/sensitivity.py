@@ -98,7 +98,6 @@ def analyze(
     inputs [N, ...] of the graph's one input; ``labels`` [N] class indices make Ω the
     change of the cross-entropy loss. ``precisions``: the candidates measured.
     """
-    import irc
 
     start = time.perf_counter()
     data = np.asarray(data, dtype=np.float32)
@@ -112,11 +111,7 @@ def analyze(
     if not ops:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
     batch = min(batch_size, len(data))
-    name = graph.inputs[0].name
-    model = irc.compile(graph, {name: (batch, *data.shape[1:])}, pipeline="",
-                        num_threads=num_threads, cache=False)  # fmt: skip
-    kernel_of = _kernel_idents(model, [layer_name(op) for op in ops])
-    namespace = model._driver.namespace
+    model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
     float_kernels = {ident: namespace[ident] for ident in kernel_of.values()}
     steps = len(ops) * len(precisions)
     batches = (len(data) + batch - 1) // batch
@@ -200,6 +195,18 @@ def analyze(
         [layer_info(op) for op in ops], tuple(precisions), metrics, len(data),
         "cross-entropy" if labels is not None else "output", time.perf_counter() - start,
     )  # fmt: skip
+
+
+def float_driver(graph: Graph, ops: list[Op], batch: int, sample_shape, num_threads):
+    """The float model compiled at ``batch``; layer name → its kernel's identifier in the
+    driver; the driver's namespace (swap ``namespace[ident]`` to replace a layer's kernel)."""
+    import irc
+
+    name = graph.inputs[0].name
+    model = irc.compile(graph, {name: (batch, *sample_shape)}, pipeline="",
+                        num_threads=num_threads, cache=False)  # fmt: skip
+    kernel_of = _kernel_idents(model, [layer_name(op) for op in ops])
+    return model, kernel_of, model._driver.namespace
 
 
 def _kernel_idents(model, names: list[str]) -> dict[str, str]:
