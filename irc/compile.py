@@ -108,7 +108,8 @@ def compile(  # noqa: A001 - the public name irc.compile
         return compile_with_strategy(
             model, input_shapes, pipeline, threads, strategy=strategy, budgets=budgets,
             calibration=calibration, calibration_method=calibration_method,
-            preprocess=preprocess, calibration_limit=calibration_limit, progress=progress,
+            weight_clipping=weight_clipping, preprocess=preprocess,
+            calibration_limit=calibration_limit, progress=progress,
             labels=labels, evaluate=evaluate, sensitivity_limit=sensitivity_limit,
             strategy_options=strategy_options, rounding=rounding,
         )  # fmt: skip

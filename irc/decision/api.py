@@ -23,7 +23,8 @@ from irc.errors import InputError
 
 
 def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strategy, budgets,
-                          calibration, calibration_method, preprocess, calibration_limit,
+                          calibration, calibration_method, weight_clipping, preprocess,
+                          calibration_limit,
                           progress, labels=None, evaluate=None, sensitivity_limit=16,
                           strategy_options=None, rounding="nearest"):  # fmt: skip
     """See ``irc.compile``; returns the chosen plan's CompiledModel with ``.choice`` set."""
@@ -52,7 +53,7 @@ def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strateg
     choice = choose(graph, calibrated, sample, strategy=strategy, budgets=budgets or Budgets(),
                     labels=labels, evaluate=evaluate, input_shapes=input_shapes,
                     num_threads=num_threads, progress=progress,
-                    strategy_options=strategy_options)  # fmt: skip
+                    strategy_options=strategy_options, weights=weight_clipping)  # fmt: skip
     compiled = choice.model
     compiled.choice = choice
     compiled.calibration = calibrated

@@ -114,6 +114,7 @@ def choose(
     table=None,
     cost=None,
     strategy_options: dict | None = None,
+    weights: str = "mse",
 ) -> Choice:
     """Measure, decide under ``budgets`` and verify; see the module docstring.
 
@@ -121,7 +122,8 @@ def choose(
     ``Calibration``; ``sample``: inputs [N, ...] for sensitivity and verification, with
     ``labels`` [N] for Ω as a loss change and the top-1 check; ``evaluate``: a function
     of a compiled model returning its top-1 (%), used instead of ``labels`` for the drop.
-    ``table`` / ``cost`` reuse earlier measurements.
+    ``table`` / ``cost`` reuse earlier measurements. ``weights``: the weight clipping
+    (``mse`` or ``minmax``) of every integer layer, measured and compiled alike.
     """
     from irc.decision.costs_measure import build_cost_model
     from irc.decision.sensitivity import analyze
@@ -134,11 +136,12 @@ def choose(
         )
     if table is None:
         table = analyze(graph, calibration, sample, labels=labels, num_threads=num_threads,
-                        progress=progress)  # fmt: skip
+                        weights=weights, progress=progress)  # fmt: skip
     if cost is None:
         cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
-                                measure=measure, progress=progress)  # fmt: skip
-    checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads)
+                                measure=measure, weights=weights, progress=progress)  # fmt: skip
+    checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads,
+                       weights)  # fmt: skip
     options = dict(strategy_options or {})
     cost_budget = any(b is not None for b in (budgets.max_bytes, budgets.max_latency,
                                                budgets.max_latency_ratio))  # fmt: skip
@@ -235,12 +238,13 @@ def _finite(x: float):
 class _Checker:
     """Compiles plans of one model and measures them against its FP32 build."""
 
-    def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads):
+    def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads,
+                 weights="mse"):  # fmt: skip
         import irc
 
         self.graph, self.calibration = graph, calibration
         self.sample, self.labels, self.evaluate = sample, labels, evaluate
-        self.input_shapes, self.threads = input_shapes, threads
+        self.input_shapes, self.threads, self.weights = input_shapes, threads, weights
         self.reference = irc.compile(graph, input_shapes, pipeline="", num_threads=threads)
         self.float_outputs = self._outputs(self.reference)
         self.float_top1 = self._top1(self.reference, self.float_outputs)
@@ -251,7 +255,7 @@ class _Checker:
 
         return irc.compile(self.graph, self.input_shapes, pipeline="", num_threads=self.threads,
                            precision={"default": "fp32", **plan}, calibration=self.calibration,
-                           progress=False)  # fmt: skip
+                           weight_clipping=self.weights, progress=False)  # fmt: skip
 
     def verify(self, model, budgets: Budgets) -> Verification:
         outputs = self._outputs(model)

@@ -137,3 +137,19 @@ def test_auto_with_gptq_rounding(capsys, tmp_path):
     assert model.report().totals.bytes <= 1600
     x = DATA[:1]
     assert np.array_equal(model(x)[0], irc.run(model.graph, [x])[0])
+
+
+def test_a_strategy_compiles_with_the_weight_clipping_asked():
+    fp32 = irc.compile(small_convnet()).report().totals.fp32_bytes
+    budget = Budgets(max_bytes=fp32 * 2 // 5)  # needs 4-bit layers, where clipping matters
+    x = DATA[:1]
+    outputs = {}
+    for clipping in ("mse", "minmax"):
+        chosen = compile_with("sals", budget, weight_clipping=clipping)
+        plan = {"default": "fp32", **chosen.choice.decision.plan}
+        assert "int4" in plan.values() or "int2" in plan.values()
+        direct = irc.compile(small_convnet(), precision=plan, calibration=DATA,
+                             weight_clipping=clipping, progress=False)  # fmt: skip
+        assert np.array_equal(chosen(x)[0], direct(x)[0])  # the same integer model
+        outputs[clipping] = chosen(x)[0]
+    assert not np.array_equal(outputs["mse"], outputs["minmax"])  # the option took effect
