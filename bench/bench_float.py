@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from irc.benchmark.peers import ort_session
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO.parent / "shared" / "models"
 
@@ -58,20 +60,6 @@ def model_path(name: str) -> Path:
     if not path.exists():
         sys.exit(f"model {name} not found (looked in {MODELS_DIR})")
     return path
-
-
-def ort_session(path: Path, threads: int, spin: bool):
-    """An onnxruntime CPU session with ``threads`` intra-op threads and one inter-op."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def time_pair(irc_model, session, x: np.ndarray, runs: int, warmup: int):

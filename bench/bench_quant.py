@@ -19,48 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-from bench_float import ort_session
+from irc.benchmark.measure import interleaved
+from irc.benchmark.peers import ort_int8_model, ort_session
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
-
-
-def ort_int8_model(path: Path, calib: np.ndarray, out: Path) -> Path:
-    """onnxruntime's static INT8 quantization of ``path``: QDQ, per-channel weights."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True)  # fmt: skip
-    return out
-
-
-def interleaved(runners: dict, x: np.ndarray, runs: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each runner, called in turn once per round."""
-    for _ in range(warmup):
-        for run in runners.values():
-            run(x)
-    times = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            t = time.perf_counter()
-            run(x)
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def layer_times(model, x, runs: int) -> dict[str, float]:

@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_float import ort_session
-from bench_quant import interleaved, ort_int8_model
-from eval_accuracy import accuracy, load_val
+from eval_accuracy import load_val
+
+from irc.benchmark.measure import accuracy, interleaved
+from irc.benchmark.peers import ort_int8_model, ort_session
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from irc.benchmark.measure import accuracy
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
@@ -35,21 +37,6 @@ def load_val(preset: str, limit: int):
         images.append(batch)
         labels.append(label)
     return np.concatenate(images), np.concatenate(labels)
-
-
-def accuracy(run, images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, float]:
-    """Top-1 and top-5 in percent of ``run(batch) -> logits`` over the images."""
-    top1 = top5 = 0
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch]
-        if len(x) < batch:  # a compiled model has a static batch: pad the last one
-            x = np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
-        logits = run(x)[: len(images) - start]
-        want = labels[start : start + len(logits)]
-        best = np.argsort(-logits, axis=1)[:, :5]
-        top1 += int(np.sum(best[:, 0] == want))
-        top5 += int(np.sum(np.any(best == want[:, None], axis=1)))
-    return 100.0 * top1 / len(images), 100.0 * top5 / len(images)
 
 
 def main(argv=None) -> None:

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from irc.errors import InputError, IrcError
+from irc.tools.cli_bench import add_bench_parser, cmd_bench
 from irc.tools.cli_decision import (
     add_inspect_parser,
     add_strategy_args,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_parser(sub)
     _add_report_parser(sub)
     add_inspect_parser(sub, _add_model_args)
+    add_bench_parser(sub)
     return parser
 
 
@@ -515,6 +517,7 @@ _COMMANDS = {
     "compile": cmd_compile,
     "report": cmd_report,
     "inspect": lambda args: cmd_inspect(args, _graph_and_metadata),
+    "bench": cmd_bench,
 }
 
 if __name__ == "__main__":

@@ -174,9 +174,10 @@ def _stack(arrays: list[np.ndarray], files) -> np.ndarray:
     return np.stack(arrays)
 
 
-def read_labels(folder) -> list[tuple[str, int]]:
-    """(file name, label) pairs from ``folder/labels.txt``, sorted by file name."""
-    path = Path(folder) / "labels.txt"
+def read_labels(folder, labels_file=None) -> list[tuple[str, int]]:
+    """(file name, label) pairs from ``labels_file`` (default ``folder/labels.txt``),
+    sorted by file name; file names are relative to ``folder``."""
+    path = Path(labels_file) if labels_file is not None else Path(folder) / "labels.txt"
     if not path.is_file():
         raise InputError(f"data: {str(path)!r} does not exist (a labelled folder needs it)")
     pairs = []
@@ -196,9 +197,10 @@ def read_labels(folder) -> list[tuple[str, int]]:
 
 
 def load_labelled_folder(
-    path, preprocess, limit: int | None = None, batch_size: int = 32
+    path, preprocess, limit: int | None = None, batch_size: int = 32, labels_file=None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(batch [B, ...] float32, labels [B] int64) over the images listed in labels.txt.
+    """(batch [B, ...] float32, labels [B] int64) over the images listed in labels.txt
+    (or ``labels_file``).
 
     Images come in file-name order, at most ``limit`` of them; for accuracy evaluation.
     """
@@ -206,7 +208,7 @@ def load_labelled_folder(
     preprocess = resolve_preprocess(preprocess)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    pairs = read_labels(folder)
+    pairs = read_labels(folder, labels_file)
     if limit is not None:
         pairs = pairs[:limit]
     missing = [name for name, _ in pairs if not (folder / name).is_file()]
