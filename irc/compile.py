@@ -372,6 +372,13 @@ class CompiledModel:
 
         save_model(self, path)
 
+    def export_onnx(self, path=None, **options):
+        """The model as standard ONNX in QDQ form (an ``onnx.ModelProto``), also written to
+        ``path`` when given; ``options`` as for ``irc.export_onnx.export_onnx``."""
+        from irc.export_onnx import export_onnx
+
+        return export_onnx(self, path, **options)
+
     def profile(self, *inputs, runs: int = 20) -> list[OpTiming]:
         """Median time of every kernel call over ``runs`` runs, in op order."""
         arrays = self._check(inputs)

@@ -22,6 +22,7 @@ from irc.tools.cli_decision import (
     decision_lines,
     write_decision_files,
 )
+from irc.tools.cli_export import add_export_parser, cmd_export
 from irc.tools.cli_zoo import add_zoo_parser, cmd_zoo
 
 EXIT_USAGE = 2
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_parser(sub, _add_model_args)
     add_zoo_parser(sub)
     add_bench_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -521,6 +523,7 @@ _COMMANDS = {
     "inspect": lambda args: cmd_inspect(args, _graph_and_metadata),
     "zoo": cmd_zoo,
     "bench": cmd_bench,
+    "export": cmd_export,
 }
 
 if __name__ == "__main__":
