@@ -27,6 +27,12 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _floor(tops: list[float], span: float = 12.0) -> float:
+    """The lowest top-1 drawn: ``span`` points under the best, so that one collapsed
+    configuration does not flatten the others (points below are drawn on it, marked ▼)."""
+    return max(min(tops), max(tops) - span)
+
+
 def write_plots(result: BenchResult, out_dir, stem: str) -> tuple[list[Path], str | None]:
     """``{stem}-size.png`` and ``{stem}-latency.png`` in ``out_dir``; (files, why not)."""
     try:
@@ -43,19 +49,27 @@ def write_plots(result: BenchResult, out_dir, stem: str) -> tuple[list[Path], st
             continue
         points = [(getattr(r, attr) * scale, r.top1) for r in rows]
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        floor = _floor([y for _, y in points])
         front = pareto(points)
         fx, fy = zip(*sorted(points[i] for i in front))
         ax.step(fx, fy, where="post", color="0.7", zorder=1, label="Pareto front")
         for r, (x, y) in zip(rows, points):
             irc_row = r.runtime == "irc"
-            ax.scatter(x, y, marker="o" if irc_row else "s", zorder=2,
-                       color="tab:blue" if irc_row else "tab:orange")  # fmt: skip
-            ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            shown = max(y, floor)
+            text = r.name if y >= floor else f"{r.name} ({y:.1f}%)"
+            ax.scatter(x, shown, marker=("o" if irc_row else "s") if y >= floor else "v",
+                       zorder=2, color="tab:blue" if irc_row else "tab:orange",
+                       label=("irc" if irc_row else "onnxruntime"))  # fmt: skip
+            ax.annotate(text, (x, shown), textcoords="offset points", fontsize=7,
+                        xytext=(4, 3) if irc_row else (4, -9))  # fmt: skip
+        ax.set_ylim(bottom=floor - 0.5)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel(f"top-1 (%) on {result.eval_images} images")
         ax.set_title(f"{Path(result.model).name}: {label.split(' (')[0]} against top-1")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         path = Path(out_dir) / f"{stem}-{axis}.png"
         fig.savefig(path)
