@@ -1,7 +1,9 @@
-"""Reading model inputs from and writing outputs to .npy/.npz files, for the CLI."""
+"""Reading model inputs from and writing outputs to .npy/.npz files, for the CLI; argument
+types shared by its subcommands."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
@@ -60,3 +62,14 @@ def summarize(names: list[str], outputs: list[np.ndarray]) -> str:
                 line += f" argmax={y.argmax(axis=1).tolist()[:8]}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def positive_count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, got '{text}'")
+    return n

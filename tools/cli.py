@@ -1,7 +1,10 @@
-"""The ``irc`` command: dump, run, optimise, compile and report on models.
+"""The ``irc`` command: dump, run, optimise, compile, report on, benchmark and export models.
 
 ``dump``, ``run`` and ``opt`` take an ONNX model or irc text IR; ``compile`` writes a
-compiled model file (``irc.load`` reads it), which ``run`` and ``report`` also take.
+compiled model file (``irc.load`` reads it), which ``run``, ``report``, ``inspect`` and
+``export`` (to ONNX QDQ) also take. ``zoo`` writes pretrained models as ONNX; ``bench``
+measures every strategy beside onnxruntime (``cli_zoo``, ``cli_bench``, ``cli_export``,
+``cli_decision`` hold those parts).
 
 Errors caused by the input print one line on stderr and exit with code 2; ``--debug``
 shows the traceback instead.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from irc.cli_io import positive_count
 from irc.errors import InputError, IrcError
 from irc.tools.cli_bench import add_bench_parser, cmd_bench
 from irc.tools.cli_decision import (
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         ".npz for several); without it, print a summary",
     )
     run.add_argument(
-        "--threads", type=_positive, metavar="N", help="threads (compiled model files only)"
+        "--threads", type=positive_count, metavar="N", help="threads (compiled model files only)"
     )
     _add_opt_parser(sub)
     _add_compile_parser(sub)
@@ -165,16 +169,6 @@ def _add_opt_parser(sub) -> None:
         help="when a pass fails, write DIR/reproducer.irc: the IR it got, in full, under a "
         "'// pipeline:' line with the passes from it on (feed it back to irc opt)",
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a count >= 1, got '{text}'")
-    return n
 
 
 def _count(text: str) -> int:
@@ -378,7 +372,7 @@ def _add_compile_parser(sub) -> None:
         help="calibration data for integer layers: a .npy array [N, ...], a .npz of arrays "
         "by input name, or a folder of images (with --preprocess)",
     )  # fmt: skip
-    p.add_argument("--calib-limit", type=_positive, metavar="N", help="use at most N samples")
+    p.add_argument("--calib-limit", type=positive_count, metavar="N", help="use at most N samples")
     p.add_argument(
         "--calib-method", default="minmax", choices=("minmax", "percentile", "entropy", "mse"),
         help="how activation ranges are chosen from the statistics (default: minmax)",
@@ -397,7 +391,7 @@ def _add_compile_parser(sub) -> None:
         "from 64 calibration inputs' statistics",
     )  # fmt: skip
     p.add_argument(
-        "--threads", type=_positive, metavar="N",
+        "--threads", type=positive_count, metavar="N",
         help="Numba threads for the warm-up run (irc run --threads sets a saved model's)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from irc.calibration.images import PRESETS
+from irc.cli_io import positive_count
 from irc.errors import InputError
 
 EXAMPLES = """examples:
@@ -51,10 +52,10 @@ def add_bench_parser(sub) -> None:
     )
     p.add_argument("--preprocess", required=True, choices=sorted(PRESETS),
                    help="how images become input arrays")  # fmt: skip
-    p.add_argument("--limit", type=_positive, metavar="N", help="evaluate at most N images")
-    p.add_argument("--calib-limit", type=_positive, default=256, metavar="N",
+    p.add_argument("--limit", type=positive_count, metavar="N", help="evaluate at most N images")
+    p.add_argument("--calib-limit", type=positive_count, default=256, metavar="N",
                    help="calibrate on at most N images (default 256)")  # fmt: skip
-    p.add_argument("--sample", type=_positive, default=16, metavar="N",
+    p.add_argument("--sample", type=positive_count, default=16, metavar="N",
                    help="calibration images for the sensitivity table (default 16)")  # fmt: skip
     p.add_argument("--strategies", nargs="*", default=list(STRATEGIES), choices=STRATEGIES,
                    metavar="NAME",
@@ -69,9 +70,9 @@ def add_bench_parser(sub) -> None:
                    "none)")  # fmt: skip
     p.add_argument("--rounding", default="nearest", choices=("nearest", "gptq"),
                    help="weight rounding of the integer layers (default nearest)")  # fmt: skip
-    p.add_argument("--runs", type=_positive, default=30, metavar="N",
+    p.add_argument("--runs", type=positive_count, default=30, metavar="N",
                    help="latency rounds, each configuration once a round (default 30)")  # fmt: skip
-    p.add_argument("--threads", type=_positive, default=1, metavar="N",
+    p.add_argument("--threads", type=positive_count, default=1, metavar="N",
                    help="threads of every runtime (default 1)")  # fmt: skip
     p.add_argument("--no-peers", action="store_true", help="leave onnxruntime out")
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default bench-STEM)")
@@ -111,16 +112,6 @@ def cmd_bench(args) -> int:
 
 def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a count >= 1, got '{text}'")
-    return n
 
 
 def _ratio(text: str) -> float:
