@@ -16,7 +16,10 @@ Budgets: ``auto``, ``sals`` and ``sigma`` get size ≤ FP32 / 6; ``auto`` also l
 images (a budget it may fail: the error is printed below the table), and at size ≤ FP32 / 8;
 ``quantune`` and ``profile-score`` run as their papers do (no size budget: they only choose
 between FP32, FP16 and INT8). ``--rounding gptq`` rounds every integer layer with GPTQ,
-its statistics from 64 calibration images outside the sensitivity sample.
+its statistics from the calibration images outside the sensitivity sample; ``--rounding
+best`` measures the table with both roundings and keeps, per layer and precision, the one
+with the lower output NSR (``irc.decision.rounding``), which every strategy's plan then
+compiles with.
 """
 
 from __future__ import annotations
@@ -79,20 +82,39 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
     print(f"calibrated on {len(calib)} images in {time.perf_counter() - t:.1f} s", flush=True)
     xs, ys = zip(*load_labelled_folder(CALIB, preset))
     images, labels = np.concatenate(xs), np.concatenate(ys)
-    if rounding == "gptq":  # statistics from other images than the sensitivity sample
+    statistics = ""
+    if rounding != "nearest":  # statistics from other images than the sensitivity sample
+        from irc.compile import GPTQ_SAMPLES
         from irc.gptq import layer_hessians
 
-        calibration.hessians = layer_hessians(graph, images[sample : sample + 64])
-    tag = "" if rounding == "nearest" else f"-{rounding}"
-    cached = cache / f"sensitivity-{name}-{sample}{tag}.json" if cache else None
-    if cached and cached.exists():
-        table = SensitivityTable.from_dict(json.loads(cached.read_text()))
-    else:
+        rest = images[sample : sample + GPTQ_SAMPLES]
+        t = time.perf_counter()
+        calibration.hessians = layer_hessians(graph, rest)
+        statistics = str(len(rest))  # the tables' cache names say how many images
+        print(f"gptq statistics on {len(rest)} images in {time.perf_counter() - t:.1f} s",
+              flush=True)  # fmt: skip
+
+    def measured(tag: str, calibration) -> SensitivityTable:
+        cached = cache / f"sensitivity-{name}-{sample}{tag}.json" if cache else None
+        if cached and cached.exists():
+            return SensitivityTable.from_dict(json.loads(cached.read_text()))
         table = analyze(graph, calibration, images[:sample], labels=labels[:sample],
                         num_threads=1)  # fmt: skip
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
             table.save(cached)
+        return table
+
+    if rounding == "best":  # both tables (each cached as its own rounding's), merged
+        from irc.decision.rounding import merge, without_statistics
+
+        table = merge(measured("", without_statistics(calibration)),
+                      measured(f"-gptq{statistics}", calibration))  # fmt: skip
+        kept = np.mean(table.rounding == "gptq", axis=0)
+        print("gptq kept: " + ", ".join(f"{p} {100 * f:.0f}%"
+                                        for p, f in zip(table.precisions, kept)))  # fmt: skip
+    else:
+        table = measured("" if rounding == "nearest" else f"-gptq{statistics}", calibration)
     print(f"sensitivity: {len(table.layers)} layers × {len(table.precisions)} precisions on "
           f"{table.images} images in {table.seconds:.1f} s", flush=True)  # fmt: skip
     t = time.perf_counter()
@@ -109,9 +131,10 @@ def main(argv=None) -> None:
     parser.add_argument("--val-limit", type=int, default=1300)
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--table-cache", type=Path, help="reuse / keep sensitivity tables here")
-    parser.add_argument("--rounding", default="nearest", choices=("nearest", "gptq"),
+    parser.add_argument("--rounding", default="nearest", choices=("nearest", "gptq", "best"),
                         help="weight rounding of every integer layer (gptq: statistics from "
-                        "64 calibration images outside the sensitivity sample)")  # fmt: skip
+                        "the calibration images outside the sensitivity sample; best: per "
+                        "layer and precision, the one the table measures better)")  # fmt: skip
     args = parser.parse_args(argv)
     if not CALIB.is_dir():
         sys.exit(f"needs {CALIB}")
@@ -144,10 +167,12 @@ def main(argv=None) -> None:
         counts = {}
         for p in choice.decision.plan.values():
             counts[p] = counts.get(p, 0) + 1
-        print(f"{label}: {counts} in {time.perf_counter() - t:.1f} s, "
-              f"{len(choice.attempts)} tries", flush=True)  # fmt: skip
+        gptq = dict(choice.model.stats)["quantize"].get("gptq", 0)
+        print(f"{label}: {counts} ({gptq} layers GPTQ-rounded) in "
+              f"{time.perf_counter() - t:.1f} s, {len(choice.attempts)} tries",
+              flush=True)  # fmt: skip
         models[label] = choice.model
-        rows.append({"label": label, "strategy": strategy, "counts": counts,
+        rows.append({"label": label, "strategy": strategy, "counts": counts, "gptq_layers": gptq,
                      "tries": len(choice.attempts), **choice.summary()})  # fmt: skip
     val, val_labels = load_val(PRESETS[args.model], args.val_limit)
     top1 = {name: accuracy(lambda x, m=m: m(x)[0], val, val_labels, 1)[0]

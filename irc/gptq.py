@@ -26,8 +26,8 @@ from irc import quant
 DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
 
 
-def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
-    """Input patches of a conv: [B·OH·OW, C, kh·kw] (the weight's (c, kh, kw) order)."""
+def _windows(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
+    """A view of a conv's input windows: [B, C, OH, OW, kh, kw] (padding, strides, dilations)."""
     top, left, bottom, right = op_attrs["pads"]
     sh, sw = op_attrs["strides"]
     dh, dw = op_attrs["dilations"]
@@ -35,25 +35,32 @@ def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.n
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # [B, C, OH, OW, kh, kw]
+    return windows[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
+    """Input patches of a conv: [B·OH·OW, C, kh·kw] (the weight's (c, kh, kw) order)."""
+    windows = _windows(x, op_attrs, kernel)
     b, c, oh, ow = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * oh * ow, c, kh * kw)
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * oh * ow, c, kernel[0] * kernel[1])
 
 
 def input_gram(op, x: np.ndarray) -> np.ndarray:
-    """Σ x xᵀ of one batch of layer ``op``'s input, per group: [G, K, K] (float64)."""
+    """Σ x xᵀ of one batch of layer ``op``'s input, per group: [G, K, K] (float64; the
+    products are float32 matrix products, one per group, on [G, K, positions] columns)."""
+    x = np.asarray(x, np.float32)
     if op.kind == "gemm":
-        rows = x.reshape(x.shape[0], -1).astype(np.float64)
-        return (rows.T @ rows)[None]
-    w_shape = op.operands[1].type.shape
-    group = op.attrs["group"]
-    patches = conv_patches(x, op.attrs, tuple(w_shape[2:]))  # [N, C, k]
-    n, c, k = patches.shape
-    per_group = patches.reshape(n, group, (c // group) * k).astype(np.float64)
-    if group == 1:
-        p = per_group[:, 0]
-        return (p.T @ p)[None]
-    return np.einsum("ngi,ngj->gij", per_group, per_group, optimize=True)
+        rows = x.reshape(x.shape[0], -1)
+        return (rows.T @ rows).astype(np.float64)[None]
+    kernel = tuple(op.operands[1].type.shape[2:])
+    group, c = op.attrs["group"], x.shape[1]
+    pointwise = kernel == (1, 1) and not any(op.attrs["pads"])
+    if pointwise and tuple(op.attrs["strides"]) == (1, 1):
+        columns = x.transpose(1, 0, 2, 3).reshape(group, c // group, -1)  # [G, Cg, B·H·W]
+    else:  # [C, kh, kw, B, OH, OW]: each group's rows in the weight's (c, kh, kw) order
+        windows = _windows(x, op.attrs, kernel).transpose(1, 4, 5, 0, 2, 3)
+        columns = windows.reshape(group, (c // group) * kernel[0] * kernel[1], -1)
+    return (columns @ columns.transpose(0, 2, 1)).astype(np.float64)
 
 
 def gptq_levels(

@@ -386,9 +386,10 @@ def _add_compile_parser(sub) -> None:
         help="weight clipping per channel: least squared error (default) or the largest value",
     )  # fmt: skip
     p.add_argument(
-        "--rounding", default="nearest", choices=("nearest", "gptq"),
-        help="weight rounding: nearest level (default), or GPTQ's error-compensating rounding "
-        "from 64 calibration inputs' statistics",
+        "--rounding", default="nearest", choices=("nearest", "gptq", "best"),
+        help="weight rounding: nearest level (default), GPTQ's error-compensating rounding "
+        "from up to 256 calibration inputs' statistics, or (with --strategy) best: per layer and "
+        "precision whichever of the two the sensitivity table measures better",
     )  # fmt: skip
     p.add_argument(
         "--threads", type=positive_count, metavar="N",

@@ -161,8 +161,8 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
     models["irc fp32"] = fp32
     if strategies:
         runs_ = strategy_runs(fp32_bytes, strategies, sizes, max_drop, auto_latency)
-        _strategy_rows(graph, calibration, data, runs_, sample, threads, rows, models, shared,
-                       log)  # fmt: skip
+        _strategy_rows(graph, calibration, data, runs_, sample, threads, rounding, rows, models,
+                       shared, log)  # fmt: skip
     runners = {name: (lambda x, m=m: m(x)[0]) for name, m in models.items()}
     with tempfile.TemporaryDirectory() as tmp:
         if peers:
@@ -190,18 +190,19 @@ def _float_graph(model_path, data, rounding, sample, shared, log):
     PassManager(DEFAULT_FLOAT_PIPELINE, PassContext()).run(graph)
     start = time.perf_counter()
     calibration = irc.calibrate(graph, data.calib, "minmax", progress=False)
-    if rounding == "gptq":  # statistics from other images than the sensitivity sample
+    if rounding != "nearest":  # statistics from other images than the sensitivity sample
+        from irc.compile import GPTQ_SAMPLES
         from irc.gptq import layer_hessians
 
         rest = data.calib[sample:] if len(data.calib) > sample else data.calib
-        calibration.hessians = layer_hessians(graph, rest[:64])
+        calibration.hessians = layer_hessians(graph, rest[:GPTQ_SAMPLES])
     shared["calibrate"] = time.perf_counter() - start
     log(f"calibrated on {len(data.calib)} images in {shared['calibrate']:.1f} s")
     return graph, calibration
 
 
-def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, rows, models,
-                   shared, log):  # fmt: skip
+def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, rounding, rows,
+                   models, shared, log):  # fmt: skip
     """One row per strategy run, on one shared sensitivity table and cost model."""
     from irc.decision import BudgetError
     from irc.decision.choose import choose
@@ -210,7 +211,10 @@ def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, ro
 
     images, labels = data.calib[:sample], data.calib_labels[:sample]
     start = time.perf_counter()
-    table = analyze(graph, calibration, images, labels=labels, num_threads=threads)
+    measure = analyze
+    if rounding == "best":  # nearest and GPTQ measured, the better kept per layer and precision
+        from irc.decision.rounding import analyze_best as measure
+    table = measure(graph, calibration, images, labels=labels, num_threads=threads)
     shared["sensitivity"] = time.perf_counter() - start
     log(f"sensitivity: {len(table.layers)} layers × {len(table.precisions)} precisions on "
         f"{len(images)} images in {shared['sensitivity']:.1f} s")  # fmt: skip
@@ -232,7 +236,7 @@ def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, ro
         try:
             choice = choose(graph, calibration, images, strategy=strategy, budgets=budgets,
                             labels=labels, evaluate=calib_top1, table=table, cost=cost,
-                            num_threads=threads, progress=False)  # fmt: skip
+                            num_threads=threads, progress=False, rounding=rounding)  # fmt: skip
         except BudgetError as e:
             row.error = str(e)
             log(f"{name}: no plan: {e}")

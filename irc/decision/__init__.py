@@ -7,7 +7,8 @@
 
 Modules: ``table`` (the sensitivity table), ``sensitivity`` (measuring it),
 ``layer_programs`` (one layer compiled alone), ``cost`` / ``costs_measure`` (the cost
-model), ``budgets``, ``strategies`` (the papers' methods and irc's ``auto``), ``choose``
+model), ``budgets``, ``strategies`` (the papers' methods and irc's ``auto``), ``rounding``
+(``rounding="best"``: nearest or GPTQ per layer and precision, by measurement), ``choose``
 (decide, verify, back off), ``api`` (the ``irc.compile`` entry).
 """
 

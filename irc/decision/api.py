@@ -53,7 +53,8 @@ def compile_with_strategy(model, input_shapes, pipeline, num_threads, *, strateg
     choice = choose(graph, calibrated, sample, strategy=strategy, budgets=budgets or Budgets(),
                     labels=labels, evaluate=evaluate, input_shapes=input_shapes,
                     num_threads=num_threads, progress=progress,
-                    strategy_options=strategy_options, weights=weight_clipping)  # fmt: skip
+                    strategy_options=strategy_options, weights=weight_clipping,
+                    rounding=rounding)  # fmt: skip
     compiled = choice.model
     compiled.choice = choice
     compiled.calibration = calibrated

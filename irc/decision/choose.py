@@ -115,6 +115,7 @@ def choose(
     cost=None,
     strategy_options: dict | None = None,
     weights: str = "mse",
+    rounding: str = "nearest",
 ) -> Choice:
     """Measure, decide under ``budgets`` and verify; see the module docstring.
 
@@ -124,8 +125,13 @@ def choose(
     of a compiled model returning its top-1 (%), used instead of ``labels`` for the drop.
     ``table`` / ``cost`` reuse earlier measurements. ``weights``: the weight clipping
     (``mse`` or ``minmax``) of every integer layer, measured and compiled alike.
+    ``rounding="best"`` measures the table with nearest and GPTQ rounding and keeps the
+    better per layer and precision (``irc.decision.rounding``; ``calibration.hessians``
+    must hold the GPTQ statistics); otherwise the calibration's statistics decide. A table
+    that holds rounding choices (given or measured) compiles each plan by them.
     """
     from irc.decision.costs_measure import build_cost_model
+    from irc.decision.rounding import analyze_best
     from irc.decision.sensitivity import analyze
     from irc.decision.strategies import decide
 
@@ -135,13 +141,15 @@ def choose(
             "a top-1 drop budget needs labelled data (labels) or an evaluation function"
         )
     if table is None:
-        table = analyze(graph, calibration, sample, labels=labels, num_threads=num_threads,
-                        weights=weights, progress=progress)  # fmt: skip
+        measure_table = analyze_best if rounding == "best" else analyze
+        table = measure_table(graph, calibration, sample, labels=labels,
+                              num_threads=num_threads, weights=weights,
+                              progress=progress)  # fmt: skip
     if cost is None:
         cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
                                 measure=measure, weights=weights, progress=progress)  # fmt: skip
     checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads,
-                       weights)  # fmt: skip
+                       weights, table)  # fmt: skip
     options = dict(strategy_options or {})
     cost_budget = any(b is not None for b in (budgets.max_bytes, budgets.max_latency,
                                                budgets.max_latency_ratio))  # fmt: skip
@@ -239,10 +247,10 @@ class _Checker:
     """Compiles plans of one model and measures them against its FP32 build."""
 
     def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads,
-                 weights="mse"):  # fmt: skip
+                 weights="mse", table=None):  # fmt: skip
         import irc
 
-        self.graph, self.calibration = graph, calibration
+        self.graph, self.calibration, self.table = graph, calibration, table
         self.sample, self.labels, self.evaluate = sample, labels, evaluate
         self.input_shapes, self.threads, self.weights = input_shapes, threads, weights
         self.reference = irc.compile(graph, input_shapes, pipeline="", num_threads=threads)
@@ -251,10 +259,16 @@ class _Checker:
         self._int8 = None
 
     def compile(self, plan: dict[str, str]):
+        """The compiled ``plan``, each layer rounded as the table chose (if it chose)."""
         import irc
+        from irc.decision.rounding import plan_calibration
 
+        plan = {"default": "fp32", **plan}
+        calibration = self.calibration
+        if self.table is not None:
+            calibration = plan_calibration(calibration, self.table, plan)
         return irc.compile(self.graph, self.input_shapes, pipeline="", num_threads=self.threads,
-                           precision={"default": "fp32", **plan}, calibration=self.calibration,
+                           precision=plan, calibration=calibration,
                            weight_clipping=self.weights, progress=False)  # fmt: skip
 
     def verify(self, model, budgets: Budgets) -> Verification:
@@ -325,6 +339,9 @@ def annotate(choice: Choice) -> None:
         if p != "fp32":
             op.attrs["note_output_nsr"] = float(table.get("output_nsr", name, p))
             op.attrs["note_local_sqnr"] = float(table.get("sqnr", name, p))
+        rounding = table.rounding_of(name, p) if p.startswith("int") else None
+        if rounding is not None:
+            op.attrs["note_rounding"] = rounding
         op.attrs["note_predicted_us"] = round(float(cost.latency[i, cost.column(p)]) * 1e6, 2)
         key = op.name or op.results[0].name
         if key in measured:

@@ -104,11 +104,15 @@ LATENCY_PRICES = (0.0, 0.25, 1.0, 4.0, 16.0, 64.0)  # seconds against bytes, bot
 
 def _excess(state: State, targets: Limits) -> float:
     """How far ``state`` is over its size and latency budgets (relative, summed)."""
+    return _over(state.bytes, state.latency, targets)
+
+
+def _over(bytes_: float, latency: float, targets: Limits) -> float:
     over = 0.0
     if targets.max_bytes is not None:
-        over += max(0.0, state.bytes / targets.max_bytes - 1.0)
+        over += max(0.0, bytes_ / targets.max_bytes - 1.0)
     if targets.max_latency is not None:
-        over += max(0.0, state.latency / targets.max_latency - 1.0)
+        over += max(0.0, latency / targets.max_latency - 1.0)
     return over
 
 
@@ -158,6 +162,35 @@ def _greedy(prob: Problem, start_idx, targets: Limits, mode: str, weights, *, bl
     return state, rank, status, total, last
 
 
+def _repair(prob: Problem, state: State, targets: Limits) -> State:
+    """When hull moves end over a budget (transition costs make latency non-separable, so
+    the per-layer hulls can miss every plan that meets it): start from the fastest (or,
+    for size, the smallest) plan instead, then take back, one layer at a time, the change
+    that removes the most output noise while every budget stays met."""
+    if targets.max_latency is not None and state.latency > targets.max_latency:
+        start = prob.fastest_plan()
+    else:
+        start = [int(j) for j in np.where(prob.allowed, prob.bytes, np.iinfo(np.int64).max)
+                 .argmin(axis=1)]  # fmt: skip
+    repaired = State(prob, start)
+    if repaired.missed(targets):
+        return state  # nothing meets the budgets: finish names the closest
+    while True:
+        best = None
+        for i in range(len(prob)):
+            for j in range(len(prob.precisions)):
+                if j == repaired.idx[i] or not prob.allowed[i, j]:
+                    continue
+                db, dt, dn = delta = repaired.delta(i, j)
+                if dn < 0 and not repaired.missed(targets, repaired.bytes + db,
+                                                  repaired.latency + dt):  # fmt: skip
+                    if best is None or dn < best[0]:
+                        best = (dn, i, j, delta)
+        if best is None:
+            return repaired
+        repaired.move(best[1], best[2], best[3])
+
+
 def auto(
     table: SensitivityTable,
     cost: CostModel,
@@ -203,11 +236,19 @@ def auto(
         state, rank, status, applied, last = _greedy(prob, start_idx, targets, mode, None,
                                                      block_met=True, rounds=rounds,
                                                      details=details)  # fmt: skip
+    if mode == "budgets" and state.missed(targets):
+        state = _repair(prob, state, targets)
+        details["repaired"] = True
     details["moves_applied"] = applied
     details["last_move_damage"] = last
     reasons = {}
     for i, name in enumerate(prob.names):
         p, p0 = prob.precisions[state.idx[i]], prob.precisions[start_idx[i]]
+        if details.get("repaired"):
+            reasons[name] = (f"{p0} → {p}: the hull moves missed the budgets, so the plan "
+                             "was rebuilt from the fastest (smallest) one, taking back the "
+                             "changes that cut noise most")  # fmt: skip
+            continue
         if i not in rank:
             reasons[name] = f"kept at {p} (least output noise): {status[i]}"
             continue

@@ -172,6 +172,29 @@ class Problem:
             f, g = fmin[i] + min(f, g + t[i - 1][1]), imin[i] + min(g, f + t[i][0])
         return float(min(f, g + t[-1][1]) + self.cost.other_latency)
 
+    def fastest_plan(self) -> list[int]:
+        """The column per layer of a fastest allowed plan (``min_latency``'s programme with
+        its choices traced back)."""
+        lat = np.where(self.allowed, self.lat, np.inf)
+        fcol = np.where(~self.integer, lat, np.inf).argmin(axis=1).tolist()
+        icol = np.where(self.integer, lat, np.inf).argmin(axis=1).tolist()
+        fmin = [float(lat[i, j]) for i, j in enumerate(fcol)]
+        imin = [float(lat[i, j]) for i, j in enumerate(icol)]
+        t = self.trans_l
+        f, g = fmin[0], imin[0] + t[0][0]
+        back = []  # per layer ≥ 1: (float's predecessor is integer, integer's is float)
+        for i in range(1, len(fmin)):
+            back.append((g + t[i - 1][1] < f, f + t[i][0] < g))
+            f, g = fmin[i] + min(f, g + t[i - 1][1]), imin[i] + min(g, f + t[i][0])
+        integer = g + t[-1][1] < f
+        plan = []
+        for i in range(len(fmin) - 1, -1, -1):
+            plan.append(icol[i] if integer else fcol[i])
+            if i:
+                from_integer, from_float = back[i - 1]
+                integer = not from_float if integer else from_integer
+        return plan[::-1]
+
     def min_nsr(self) -> float:
         """The output NSR of the most accurate allowed plan."""
         return float(np.where(self.allowed, self.nsr, np.inf).min(axis=1).sum())

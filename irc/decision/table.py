@@ -13,6 +13,9 @@ Metrics (one array [layers, precisions] each; fp32 is the reference and is not a
 - ``output_nsr``: the model output's noise-to-signal power ratio with only that layer
   quantized (noise powers of independent layers add, so irc's ``auto`` predicts a plan's
   output SQNR as −10·log10 of their sum).
+
+A table measured under ``rounding="best"`` (``irc.decision.rounding``) also holds, per
+layer and precision, the weight rounding whose metrics it keeps (``nearest`` / ``gptq``).
 """
 
 from __future__ import annotations
@@ -62,11 +65,15 @@ class SensitivityTable:
     loss: str = "output"  # "cross-entropy" when labels were given
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    rounding: np.ndarray | None = None  # [layers, precisions] of "nearest" / "gptq", or None
 
     def __post_init__(self):
+        shape = (len(self.layers), len(self.precisions))
         for name, values in self.metrics.items():
-            if values.shape != (len(self.layers), len(self.precisions)):
+            if values.shape != shape:
                 raise ValueError(f"metric {name} has shape {values.shape}")
+        if self.rounding is not None and self.rounding.shape != shape:
+            raise ValueError(f"rounding has shape {self.rounding.shape}")
 
     @property
     def names(self) -> list[str]:
@@ -92,6 +99,13 @@ class SensitivityTable:
             return np.full(len(self.layers), _AT_REFERENCE[metric])
         return self.metrics[metric][:, self.precisions.index(precision)]
 
+    def rounding_of(self, layer: str, precision: str) -> str | None:
+        """The weight rounding chosen for ``layer`` at ``precision`` (None when the table
+        chose none: the calibration's statistics decide, as for every layer)."""
+        if self.rounding is None or precision not in self.precisions:
+            return None
+        return str(self.rounding[self.index(layer), self.precisions.index(precision)])
+
     # -- files
     def rows(self) -> list[dict]:
         """One dict per (layer, precision): layer facts and every metric."""
@@ -101,6 +115,8 @@ class SensitivityTable:
                 row = {"layer": layer.name, "kind": layer.kind, "params": layer.params,
                        "macs": layer.macs, "precision": p}  # fmt: skip
                 row.update({m: float(v[i, j]) for m, v in self.metrics.items()})
+                if self.rounding is not None:
+                    row["rounding"] = str(self.rounding[i, j])
                 out.append(row)
         return out
 
@@ -115,7 +131,7 @@ class SensitivityTable:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (``from_dict`` reads it back)."""
-        return {
+        out = {
             "precisions": list(self.precisions),
             "images": self.images,
             "loss": self.loss,
@@ -136,6 +152,9 @@ class SensitivityTable:
                 for m, a in self.metrics.items()
             },  # fmt: skip
         }
+        if self.rounding is not None:
+            out["rounding"] = self.rounding.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> SensitivityTable:
@@ -153,8 +172,12 @@ class SensitivityTable:
         ]
         metrics = {m: np.array(v, dtype=np.float64).reshape(len(layers), -1)
                    for m, v in data["metrics"].items()}  # fmt: skip
+        rounding = data.get("rounding")
+        if rounding is not None:
+            rounding = np.array(rounding, dtype=object)
         return cls(layers, tuple(data["precisions"]), metrics, int(data.get("images", 0)),
-                   data.get("loss", "output"), float(data.get("seconds", 0.0)))  # fmt: skip
+                   data.get("loss", "output"), float(data.get("seconds", 0.0)),
+                   rounding=rounding)  # fmt: skip
 
     def save(self, path) -> None:
         """Write ``.csv`` or ``.json`` (by the file's suffix)."""

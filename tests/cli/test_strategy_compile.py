@@ -122,7 +122,8 @@ def test_a_top1_budget_is_verified_on_labelled_samples():
     assert any(p != "fp32" for p in model.choice.decision.plan.values())
 
 
-def test_auto_with_gptq_rounding(capsys, tmp_path):
+@pytest.mark.parametrize("rounding", ["gptq", "best"])
+def test_auto_with_gptq_rounding(capsys, tmp_path, rounding):
     model_file = tmp_path / "small.onnx"
     model_file.write_bytes(small_convnet().SerializeToString())
     calib = tmp_path / "calib.npy"
@@ -130,7 +131,7 @@ def test_auto_with_gptq_rounding(capsys, tmp_path):
     out = tmp_path / "m.ircm"
     code, stdout, stderr = run_cli(
         capsys, "compile", model_file, "--calib", calib, "--strategy", "auto", "--max-size",
-        "1.6kB", "--sample", "8", "--rounding", "gptq", "-o", out, "--no-progress",
+        "1.6kB", "--sample", "8", "--rounding", rounding, "-o", out, "--no-progress",
     )  # fmt: skip
     assert code == 0, stderr
     model = irc.load(out)

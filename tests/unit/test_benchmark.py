@@ -160,3 +160,13 @@ def test_labels_file_elsewhere_and_small_folder(tmp_path):
     assert data.eval_labels.tolist() == [7, 8, 9]
     with pytest.raises(InputError, match="at least 4"):
         load_data(tmp_path / "imgs", pre)
+
+
+def test_best_rounding_rows_compile_and_keep_fp32(bench):
+    path, data, _ = bench
+    result = run_bench(path, data, strategies=("uniform-int8", "auto"), sizes=(2.0,),
+                       auto_latency=None, sample=8, runs=1, rounding="best", peers=False,
+                       log=lambda m: None)  # fmt: skip
+    assert result.rounding == "best" and result.row("irc fp32").top1 == 100.0
+    for name in ("uniform-int8", "auto ≤FP32/2"):
+        assert result.row(name).error is None and result.row(name).top1 is not None

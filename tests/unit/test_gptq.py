@@ -94,4 +94,4 @@ def test_compile_with_gptq_rounds_every_layer_and_runs_bit_exact():
     (y,) = model(data[:1])
     assert np.array_equal(y, irc.run(model.graph, [data[:1]])[0])  # Numba = reference
     with pytest.raises(irc.InputError, match="rounding"):
-        irc.compile(small_convnet(), precision="int4", calibration=data, rounding="best")
+        irc.compile(small_convnet(), precision="int4", calibration=data, rounding="floor")

@@ -148,6 +148,26 @@ def test_steering_strategies_meet_every_size_budget_they_can_reach(name, seed, n
 
 
 @FAST
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 30))
+def test_fastest_plan_has_the_minimum_latency(seed, n):
+    table, cost = random_problem(n, seed)
+    p = Problem(table, cost)
+    plan = p.fastest_plan()
+    assert all(p.allowed[i, j] for i, j in enumerate(plan))
+    assert p.latency_of(plan) == pytest.approx(p.min_latency(), rel=1e-12)
+
+
+def test_auto_repairs_a_latency_budget_its_hull_moves_miss():
+    # found by hypothesis: two layers whose transitions make the hull moves end too slow
+    table, cost = random_problem(2, 1702)
+    _, _, _, lo, hi = span(table, cost)
+    budgets = Budgets(max_latency=lo + 0.5 * (hi - lo))
+    decision = decide("auto", table, cost, budgets)
+    check_decision(decision, table, cost, budgets)
+    assert "rebuilt from the fastest" in next(iter(decision.reasons.values()))
+
+
+@FAST
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 30), level=st.floats(0.05, 1.0))
 def test_auto_meets_latency_budgets_down_to_near_the_fastest_plan(seed, n, level):
     table, cost = random_problem(n, seed)

@@ -1,0 +1,86 @@
+"""``rounding="best"``: the weight rounding chosen per layer and precision, by measurement.
+
+GPTQ's rounding (``irc.gptq``) lowers a layer's output error on the inputs its statistics
+came from, but whether that makes the *model* better differs by layer and bit width. So
+the sensitivity table is measured twice, with nearest rounding (the calibration without
+GPTQ statistics) and with GPTQ (with them), and each (layer, precision) keeps the rounding
+whose measured ``output_nsr`` (the model output's noise with that layer alone quantized)
+is lower; every metric of that cell comes from the kept rounding's measurement, and the
+table remembers the choice (``SensitivityTable.rounding``). The strategies decide on this
+one merged table; a plan is then compiled with each layer rounded as the table chose at
+the layer's planned precision (``plan_calibration``: GPTQ statistics only for the layers
+that keep GPTQ).
+
+    >>> table = analyze_best(graph, calibration, images, labels=labels)   # hessians set
+    >>> calibration_of_plan = plan_calibration(calibration, table, decision.plan)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from irc.decision.table import SensitivityTable
+
+ROUNDINGS = ("nearest", "gptq", "best")
+CHOSEN_BY = "output_nsr"  # the metric that picks a cell's rounding
+
+
+def without_statistics(calibration):
+    """A copy of ``calibration`` without GPTQ statistics: every layer rounds to nearest."""
+    plain = copy.copy(calibration)
+    plain.hessians = None
+    return plain
+
+
+def merge(nearest: SensitivityTable, gptq: SensitivityTable) -> SensitivityTable:
+    """One table: per (layer, precision), every metric of whichever rounding measured the
+    lower ``output_nsr`` (nearest on ties, and where ``gptq`` lacks the precision)."""
+    if nearest.names != gptq.names:
+        raise ValueError("the two sensitivity tables measure different layers")
+    metrics = {m: v.copy() for m, v in nearest.metrics.items()}
+    rounding = np.full(metrics[CHOSEN_BY].shape, "nearest", dtype=object)
+    for j, p in enumerate(nearest.precisions):
+        if p not in gptq.precisions:
+            continue
+        k = gptq.precisions.index(p)
+        better = gptq.metrics[CHOSEN_BY][:, k] < nearest.metrics[CHOSEN_BY][:, j]
+        for m, values in metrics.items():
+            values[better, j] = gptq.metrics[m][better, k]
+        rounding[better, j] = "gptq"
+    return SensitivityTable(list(nearest.layers), nearest.precisions, metrics, nearest.images,
+                            nearest.loss, nearest.seconds + gptq.seconds,
+                            rounding=rounding)  # fmt: skip
+
+
+def analyze_best(graph, calibration, data, **options) -> SensitivityTable:
+    """The merged table of ``graph``: ``sensitivity.analyze`` with nearest rounding, then
+    with GPTQ (``calibration.hessians``) at the integer precisions only (fp16 has no
+    rounding to choose), merged by ``merge``. ``options`` go to ``analyze``."""
+    from irc.decision.sensitivity import analyze
+    from irc.decision.table import CANDIDATES
+
+    precisions = tuple(options.pop("precisions", CANDIDATES))
+    nearest = analyze(graph, without_statistics(calibration), data, precisions=precisions,
+                      **options)  # fmt: skip
+    integer = tuple(p for p in precisions if p.startswith("int"))
+    gptq = analyze(graph, calibration, data, precisions=integer, **options)
+    return merge(nearest, gptq)
+
+
+def plan_calibration(calibration, table: SensitivityTable, plan: dict[str, str]):
+    """``calibration`` for compiling ``plan`` as ``table`` chose: its GPTQ statistics kept
+    only for the layers whose planned precision keeps GPTQ (itself when the table chose
+    no rounding)."""
+    if table.rounding is None or calibration is None:
+        return calibration
+    hessians = calibration.hessians or {}
+    default = plan.get("default", "fp32")
+    chosen = copy.copy(calibration)
+    chosen.hessians = {
+        name: hessians[name]
+        for name in table.names
+        if name in hessians and table.rounding_of(name, plan.get(name, default)) == "gptq"
+    }
+    return chosen
