@@ -95,3 +95,18 @@ def test_compile_with_gptq_rounds_every_layer_and_runs_bit_exact():
     assert np.array_equal(y, irc.run(model.graph, [data[:1]])[0])  # Numba = reference
     with pytest.raises(irc.InputError, match="rounding"):
         irc.compile(small_convnet(), precision="int4", calibration=data, rounding="floor")
+
+
+@pytest.mark.parametrize("kernel, group, pads", [((3, 3), 1, 1), ((3, 3), 6, 1), ((1, 1), 1, 0),
+                                                 ((1, 1), 2, 0)])  # fmt: skip
+def test_input_gram_equals_the_float64_sum_over_patches(kernel, group, pads):
+    x = np.random.default_rng(1).normal(size=(3, 6, 5, 5)).astype(np.float32)
+    op = _Op((12, 6 // group, *kernel), group)
+    op.attrs["pads"] = (pads,) * 4
+    patches = conv_patches(x.astype(np.float64), op.attrs, kernel)  # [n, C, k]
+    n, c, k = patches.shape
+    cols = patches.reshape(n, group, (c // group) * k)
+    want = np.stack([cols[:, g].T @ cols[:, g] for g in range(group)])
+    got = input_gram(op, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
