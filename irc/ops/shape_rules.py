@@ -113,6 +113,11 @@ def reshape_target(in_shape: tuple[Dim, ...], target: tuple[int, ...]) -> tuple[
         known = [d for d in out if d != -1]
         out_syms, out_prod = _factor(known)
         left = in_syms - out_syms
+        if out_prod == 0:
+            raise TypeInferenceError(
+                f"cannot reshape {list(in_shape)} to {list(target)}: -1 beside a "
+                "zero-size dimension is ambiguous"
+            )
         if out_syms - in_syms or out_prod == 0 or in_prod % out_prod or len(left) > 1:
             raise TypeInferenceError(
                 f"cannot reshape {list(in_shape)} to {list(target)}: sizes do not divide"

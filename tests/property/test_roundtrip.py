@@ -105,7 +105,11 @@ def random_graphs(draw) -> Graph:
             n = draw(st.integers(0, 40))
             data = np.arange(n).astype(dtype) if dtype is not np.bool_ else np.arange(n) % 2 == 0
             op = build(g, "constant", [], {"value": data}, name=loc, result_names=rname)
-        elif choice == "reshape" and all(isinstance(d, int) for d in shape[1:]):
+        elif (
+            choice == "reshape"
+            and all(isinstance(d, int) for d in shape[1:])
+            and 0 not in shape  # -1 beside a zero-size dimension is ambiguous (an error)
+        ):
             op = build(g, "reshape", [src], {"shape": (0, -1)}, name=loc, result_names=rname)
         elif choice == "transpose":
             perm = tuple(draw(st.permutations(range(len(shape)))))

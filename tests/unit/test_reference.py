@@ -530,6 +530,14 @@ def test_reshape(target):
     assert_matches(irc_result("reshape", [x], {"shape": target}), expected)
 
 
+def test_reshape_of_an_empty_tensor_with_minus_one_is_refused_by_name():
+    from irc.errors import TypeInferenceError
+    from irc.ops.shape_rules import reshape_target
+
+    with pytest.raises(TypeInferenceError, match="zero-size dimension is ambiguous"):
+        reshape_target((0,), (0, -1))
+
+
 @pytest.mark.parametrize("perm", [(0, 1, 2, 3), (0, 2, 3, 1), (3, 2, 1, 0), (1, 0, 3, 2)])
 def test_transpose(perm):
     x = normal(2, 3, 4, 5, seed=34)
