@@ -25,6 +25,11 @@ budgets are still missed once the moves are exhausted — a budget met early blo
 the other needed — the weights are recomputed from the plan reached and the pass repeats
 (at most ``rounds`` times). Sorting dominates: O(L log L) in the layers, no nested loops.
 
+Once the budgets are met, the last move may have overshot them by a whole layer's
+saving (an 8× size budget met at 8.4×). What is left over is spent back: the one-layer
+change that removes the most noise while every budget stays met, repeated until none
+fits (``details["taken_back"]``).
+
 Since with a size budget alone every hull move is applied in order, the plan's NSR is at
 most the LP optimum under the budget plus the last move's damage — so no plan made of the
 table's precisions under the same size budget (SALS's, say) predicts less noise than
@@ -175,20 +180,27 @@ def _repair(prob: Problem, state: State, targets: Limits) -> State:
     repaired = State(prob, start)
     if repaired.missed(targets):
         return state  # nothing meets the budgets: finish names the closest
+    return _take_back(prob, repaired, targets)
+
+
+def _take_back(prob: Problem, state: State, targets: Limits) -> State:
+    """Spend what the budgets leave over: repeatedly make the one-layer change that
+    removes the most output noise while every budget stays met (the last hull move can
+    overshoot a size budget by a whole layer's saving). Modifies and returns ``state``;
+    O(layers × precisions) per change."""
     while True:
         best = None
         for i in range(len(prob)):
             for j in range(len(prob.precisions)):
-                if j == repaired.idx[i] or not prob.allowed[i, j]:
+                if j == state.idx[i] or not prob.allowed[i, j]:
                     continue
-                db, dt, dn = delta = repaired.delta(i, j)
-                if dn < 0 and not repaired.missed(targets, repaired.bytes + db,
-                                                  repaired.latency + dt):  # fmt: skip
+                db, dt, dn = delta = state.delta(i, j)
+                if dn < 0 and not state.missed(targets, state.bytes + db, state.latency + dt):
                     if best is None or dn < best[0]:
                         best = (dn, i, j, delta)
         if best is None:
-            return repaired
-        repaired.move(best[1], best[2], best[3])
+            return state
+        state.move(best[1], best[2], best[3])
 
 
 def auto(
@@ -239,6 +251,11 @@ def auto(
     if mode == "budgets" and state.missed(targets):
         state = _repair(prob, state, targets)
         details["repaired"] = True
+    elif mode == "budgets":
+        before = list(state.idx)
+        state = _take_back(prob, state, targets)
+        taken_back = {i for i, (a, b) in enumerate(zip(before, state.idx)) if a != b}
+        details["taken_back"] = [prob.names[i] for i in sorted(taken_back)]
     details["moves_applied"] = applied
     details["last_move_damage"] = last
     reasons = {}
@@ -262,5 +279,7 @@ def auto(
             f"{p0} → {p}: saves {db / 1e3:.3g} kB and {dt * 1e3:.3g} ms for "
             f"{dn:.2g} output NSR (last move {n} of {m} by damage per gain)"
         )
+        if name in details.get("taken_back", ()):
+            reasons[name] += "; moved back up with what the budgets left over"
     details["mode"] = mode
     return finish(prob, limits, state.idx, "auto", reasons, start, details)
