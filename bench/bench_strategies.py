@@ -60,6 +60,8 @@ def strategy_runs(fp32_bytes: int):
          Budgets(max_bytes=six, max_drop=1.0, max_latency_ratio=1.0)),
         ("auto (size ≤ FP32/8, ≤ INT8 latency)", "auto",
          Budgets(max_bytes=int(fp32_bytes / 8), max_latency_ratio=1.0)),
+        ("auto (size ≤ FP32/6)", "auto", Budgets(max_bytes=six)),
+        ("auto (size ≤ FP32/8)", "auto", Budgets(max_bytes=int(fp32_bytes / 8))),
     ]  # fmt: skip
 
 
@@ -135,6 +137,8 @@ def main(argv=None) -> None:
                         help="weight rounding of every integer layer (gptq: statistics from "
                         "the calibration images outside the sensitivity sample; best: per "
                         "layer and precision, the one the table measures better)")  # fmt: skip
+    parser.add_argument("--strategies", nargs="+", metavar="NAME",
+                        help="only these strategies' rows (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
     if not CALIB.is_dir():
         sys.exit(f"needs {CALIB}")
@@ -155,6 +159,8 @@ def main(argv=None) -> None:
     fp32_bytes = fp32.report().totals.fp32_bytes
     models["irc fp32"] = fp32
     for label, strategy, budgets in strategy_runs(fp32_bytes):
+        if args.strategies and strategy not in args.strategies:
+            continue
         t = time.perf_counter()
         try:
             choice = choose(graph, calibration, sample, strategy=strategy, budgets=budgets,
