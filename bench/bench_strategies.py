@@ -194,17 +194,18 @@ def main(argv=None) -> None:
             top1[name] = accuracy(lambda x, s=s: s.run(None, {"input": x})[0], val,
                                   val_labels, 1)[0]  # fmt: skip
         latency = interleaved(runners, np.ascontiguousarray(val[:1]), args.runs, 3)
+    if args.json:  # first, so that the numbers outlive a failure to print them
+        Path(args.json).write_text(json.dumps({"rows": rows, "top1": top1,
+                                               "latency": latency}, indent=1))  # fmt: skip
     print_table(args, models, rows, top1, latency, fp32_bytes)
     for label, message in failed:
         print(f"\n{label}: no plan — {message}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "top1": top1,
-                                               "latency": latency}, indent=1))  # fmt: skip
+
 
 
 def print_table(args, models, rows, top1, latency, fp32_bytes) -> None:
     """The markdown table of the README."""
-    int8 = latency["uniform-int8"]
+    int8 = latency.get("uniform-int8", float("nan"))  # nan: that row was not run
     print(f"\n{args.model} ({args.rounding} rounding): top-1 on {args.val_limit} val images; "
           "batch-1 latency, 1 thread, "
           f"medians of {args.runs} interleaved rounds\n")  # fmt: skip
