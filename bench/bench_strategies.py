@@ -202,7 +202,6 @@ def main(argv=None) -> None:
         print(f"\n{label}: no plan — {message}")
 
 
-
 def print_table(args, models, rows, top1, latency, fp32_bytes) -> None:
     """The markdown table of the README."""
     int8 = latency.get("uniform-int8", float("nan"))  # nan: that row was not run

@@ -28,7 +28,8 @@ the other needed — the weights are recomputed from the plan reached and the pa
 Once the budgets are met, the last move may have overshot them by a whole layer's
 saving (an 8× size budget met at 8.4×). What is left over is spent back: the one-layer
 change that removes the most noise while every budget stays met, repeated until none
-fits (``details["taken_back"]``).
+fits (``details["taken_back"]``). Each change scans every layer and precision
+(O(L·P)); the leftover is under one move's saving, so in practice a handful fit.
 
 Since with a size budget alone every hull move is applied in order, the plan's NSR is at
 most the LP optimum under the budget plus the last move's damage — so no plan made of the

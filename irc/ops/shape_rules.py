@@ -118,7 +118,7 @@ def reshape_target(in_shape: tuple[Dim, ...], target: tuple[int, ...]) -> tuple[
                 f"cannot reshape {list(in_shape)} to {list(target)}: -1 beside a "
                 "zero-size dimension is ambiguous"
             )
-        if out_syms - in_syms or out_prod == 0 or in_prod % out_prod or len(left) > 1:
+        if out_syms - in_syms or in_prod % out_prod or len(left) > 1:
             raise TypeInferenceError(
                 f"cannot reshape {list(in_shape)} to {list(target)}: sizes do not divide"
             )

@@ -169,19 +169,19 @@ def test_auto_repairs_a_latency_budget_its_hull_moves_miss():
 
 @FAST
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 30), level=st.floats(0.0, 1.0))
-def test_auto_leaves_no_single_layer_change_that_cuts_noise_within_the_size_budget(
-    seed, n, level
-):
+def test_auto_leaves_no_single_layer_change_that_cuts_noise_within_the_size_budget(seed, n, level):
     table, cost = random_problem(n, seed)
-    p, lo, hi, _, _ = span(table, cost)
+    _, lo, hi, _, _ = span(table, cost)
     budgets = Budgets(max_bytes=int(lo + level * (hi - lo)))
     decision = decide("auto", table, cost, budgets)
     check_decision(decision, table, cost, budgets)
     plan, nsr = dict(decision.plan), nsr_of(decision)
     for name in cost.layers:
         for precision in cost.precisions:
-            if precision == plan[name] or not cost.allowed[cost.layers.index(name),
-                                                           cost.column(precision)]:
+            if (
+                precision == plan[name]
+                or not cost.allowed[cost.layers.index(name), cost.column(precision)]
+            ):
                 continue
             changed = {**plan, name: precision}
             if cost.plan_bytes(changed) <= budgets.max_bytes:
