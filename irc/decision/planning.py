@@ -176,10 +176,11 @@ class Problem:
         """The column per layer of a fastest allowed plan (``min_latency``'s programme with
         its choices traced back)."""
         lat = np.where(self.allowed, self.lat, np.inf)
-        fcol = np.where(~self.integer, lat, np.inf).argmin(axis=1).tolist()
-        icol = np.where(self.integer, lat, np.inf).argmin(axis=1).tolist()
-        fmin = [float(lat[i, j]) for i, j in enumerate(fcol)]
-        imin = [float(lat[i, j]) for i, j in enumerate(icol)]
+        flat, ilat = np.where(~self.integer, lat, np.inf), np.where(self.integer, lat, np.inf)
+        fcol, icol = flat.argmin(axis=1).tolist(), ilat.argmin(axis=1).tolist()
+        # a layer with no allowed float (integer) column has inf there, never a column's time
+        fmin = flat.min(axis=1).tolist()
+        imin = ilat.min(axis=1).tolist()
         t = self.trans_l
         f, g = fmin[0], imin[0] + t[0][0]
         back = []  # per layer ≥ 1: (float's predecessor is integer, integer's is float)

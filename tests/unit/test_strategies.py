@@ -157,6 +157,15 @@ def test_fastest_plan_has_the_minimum_latency(seed, n):
     assert p.latency_of(plan) == pytest.approx(p.min_latency(), rel=1e-12)
 
 
+def test_fastest_plan_with_a_layer_that_has_no_integer_form():
+    # found by hypothesis: layer 1 allows only float precisions; the trace-back took the
+    # time of its float column for its (missing) integer one
+    table, cost = random_problem(21, 4628)
+    p = Problem(table, cost)
+    assert not p.allowed[1, p.integer].any()
+    assert p.latency_of(p.fastest_plan()) == pytest.approx(p.min_latency(), rel=1e-12)
+
+
 def test_auto_repairs_a_latency_budget_its_hull_moves_miss():
     # found by hypothesis: two layers whose transitions make the hull moves end too slow
     table, cost = random_problem(2, 1702)
