@@ -162,19 +162,12 @@ class Problem:
         )
 
     def min_latency(self) -> float:
-        """The fastest allowed plan's latency (exact: a two-state dynamic programme over
-        float / integer neighbours, linear in the layers)."""
-        fmin = np.where(self.allowed & ~self.integer, self.lat, np.inf).min(axis=1).tolist()
-        imin = np.where(self.allowed & self.integer, self.lat, np.inf).min(axis=1).tolist()
-        t = self.trans_l
-        f, g = fmin[0], imin[0] + t[0][0]  # best time so far ending float / integer
-        for i in range(1, len(fmin)):
-            f, g = fmin[i] + min(f, g + t[i - 1][1]), imin[i] + min(g, f + t[i][0])
-        return float(min(f, g + t[-1][1]) + self.cost.other_latency)
+        """The fastest allowed plan's latency (``fastest_plan``'s)."""
+        return self.latency_of(self.fastest_plan())
 
     def fastest_plan(self) -> list[int]:
-        """The column per layer of a fastest allowed plan (``min_latency``'s programme with
-        its choices traced back)."""
+        """The column per layer of a fastest allowed plan: a two-state dynamic programme
+        over float / integer neighbours (linear in the layers), its choices traced back."""
         lat = np.where(self.allowed, self.lat, np.inf)
         flat, ilat = np.where(~self.integer, lat, np.inf), np.where(self.integer, lat, np.inf)
         fcol, icol = flat.argmin(axis=1).tolist(), ilat.argmin(axis=1).tolist()

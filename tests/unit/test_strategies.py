@@ -148,22 +148,28 @@ def test_steering_strategies_meet_every_size_budget_they_can_reach(name, seed, n
 
 
 @FAST
-@given(seed=st.integers(0, 10_000), n=st.integers(1, 30))
-def test_fastest_plan_has_the_minimum_latency(seed, n):
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 5))
+def test_fastest_plan_is_the_fastest_of_all_allowed_plans(seed, n):
     table, cost = random_problem(n, seed)
     p = Problem(table, cost)
     plan = p.fastest_plan()
     assert all(p.allowed[i, j] for i, j in enumerate(plan))
-    assert p.latency_of(plan) == pytest.approx(p.min_latency(), rel=1e-12)
+    choices = [np.flatnonzero(p.allowed[i]) for i in range(n)]
+    brute = min(p.latency_of(list(c)) for c in itertools.product(*choices))
+    assert p.latency_of(plan) == pytest.approx(brute, rel=1e-12)
 
 
 def test_fastest_plan_with_a_layer_that_has_no_integer_form():
     # found by hypothesis: layer 1 allows only float precisions; the trace-back took the
-    # time of its float column for its (missing) integer one
+    # time of its float column for its (missing) integer one and made layer 0 integer
     table, cost = random_problem(21, 4628)
     p = Problem(table, cost)
     assert not p.allowed[1, p.integer].any()
-    assert p.latency_of(p.fastest_plan()) == pytest.approx(p.min_latency(), rel=1e-12)
+    plan = p.fastest_plan()
+    for i in range(len(plan)):  # no single-layer change is faster
+        for j in np.flatnonzero(p.allowed[i]):
+            changed = [*plan[:i], j, *plan[i + 1 :]]
+            assert p.latency_of(changed) >= p.latency_of(plan) * (1 - 1e-12), (i, j)
 
 
 def test_auto_repairs_a_latency_budget_its_hull_moves_miss():
