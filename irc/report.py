@@ -9,9 +9,11 @@
 A *layer* is an op with a constant weight: ``conv2d`` / ``gemm`` (float: fp32, or fp16 when
 the weight is a ``cast`` of a float16 constant) and ``qconv2d`` / ``qgemm`` (integer: int8,
 int4, int2 from the weight's type). A layer's bytes are what a saved model stores for it:
-the weight payload as stored (packed bytes for int4/int2) plus 4 bytes per weight scale,
-the bias payload (plus 4 bytes per bias scale when it is an int32 ``qconstant``) and, for
-integer layers at L2/L3, the int32 requantization ``multiplier`` and ``shift`` operands.
+the weight payload as stored (packed bytes for int4/int2) plus 4 bytes per weight scale
+and the bias payload. What a file does not store is not counted: an integer layer's
+requantization ``multiplier`` and ``shift`` and its int32 bias's scales, which its other
+scales determine and loading recomputes (``irc.derived_constants``); were they hand-edited
+away from that, they are stored and counted (4 bytes an element).
 Its FP32 bytes are ``params * 4 + bias elements * 4``. Constants that belong to no layer
 count as *other* bytes in both totals. Works on elided graphs too (sizes come from types).
 """
@@ -23,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from irc.derived_constants import derived_payloads
 from irc.ir import Graph, Op, Value
 from irc.precision import PRECISIONS, layer_name
 from irc.tensor import ElidedTensor, tensor_value_type
@@ -45,7 +48,7 @@ class LayerRow:
     params: int
     weight_bytes: int  # weight payload + 4 per weight scale
     bias_bytes: int  # bias payload (+ 4 per bias scale)
-    requant_bytes: int  # multiplier + shift payloads of an integer layer
+    requant_bytes: int  # multiplier + shift payloads of an integer layer, where stored
     fp32_bytes: int  # params * 4 + bias elements * 4
 
     @property
@@ -209,20 +212,21 @@ def _weight_source(op: Op) -> tuple[Op, str] | None:
     return const, FLOAT_PRECISION.get(stored, stored)
 
 
-def _qconstant_bytes(op: Op) -> int:
-    """Payload bytes of a constant, counting a qconstant's scales at 4 bytes each."""
-    total = payload_nbytes(op.attrs["value"])
-    if op.kind == "qconstant":
+def _qconstant_bytes(op: Op, derived: set) -> int:
+    """Stored payload bytes of a constant, a qconstant's scales at 4 bytes each, leaving
+    out the ``derived`` payloads ((id(op), attribute) pairs)."""
+    total = 0 if (id(op), "value") in derived else payload_nbytes(op.attrs["value"])
+    if op.kind == "qconstant" and (id(op), "scales") not in derived:
         total += 4 * tensor_value_type(op.attrs["scales"]).num_elements
     return total
 
 
-def _layer_row(op: Op, const: Op, precision: str, counted: set[int]) -> LayerRow:
+def _layer_row(op: Op, const: Op, precision: str, counted: set[int], derived: set) -> LayerRow:
     def take(source: Op | None) -> int:
         if source is None or id(source) in counted:
             return 0
         counted.add(id(source))
-        return _qconstant_bytes(source)
+        return _qconstant_bytes(source, derived)
 
     params = _elements(op.operands[1])
     weight_bytes = take(const)
@@ -247,12 +251,13 @@ def model_report(graph: Graph) -> ModelReport:
     """The report of ``graph`` (any level; constants may be elided)."""
     rows: list[LayerRow] = []
     counted: set[int] = set()
+    derived = derived_payloads(graph)
     for op in graph.ops:
         if op.kind not in FLOAT_LAYERS + INT_LAYERS:
             continue
         source = _weight_source(op)
         if source is not None:
-            rows.append(_layer_row(op, *source, counted))
+            rows.append(_layer_row(op, *source, counted, derived))
     other = sum(
         constant_bytes(op)
         for op in graph.ops

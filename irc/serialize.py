@@ -13,7 +13,10 @@ payloads as raw bytes, so a packed INT4 model file is about 1/8 of its FP32 one.
     IR         the graph's text IR, constants printed as dense<...> (``print_graph``)
     index      JSON list, one entry per constant payload in op order (each ``constant``
                value, each ``qconstant`` value and scales): op index, kind, attribute,
-               value name, dtype name, shape, offset in the data block, nbytes, SHA-256
+               value name, dtype name, shape, offset in the data block, nbytes, SHA-256;
+               an integer layer's multiplier, shift and bias scales are not stored (its
+               other scales determine them, ``irc.derived_constants``): reading
+               recomputes them
                (flag bit 0: IR and index are zlib-compressed; always set by this writer)
     zero padding to a multiple of 64
     data       the payloads, raw little-endian bytes, each at a 64-byte-aligned offset
@@ -36,13 +39,14 @@ import zlib
 
 import numpy as np
 
+from irc.derived_constants import derived_payloads, rederive
 from irc.errors import IrcError
 from irc.ir import Graph
 from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType
 
 MAGIC = b"IRCMODEL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: derived requantization constants and bias scales not stored
 FLAG_ZLIB = 1  # the IR and index blocks are zlib streams
 ALIGN = 64
 _HEAD = struct.Struct("<8sII")  # magic, version, flags: the same in every format version
@@ -67,12 +71,14 @@ def _sha(data) -> bytes:
 
 # ------------------------------------------------------------------ writing
 def _payloads(graph: Graph):
-    """(op index, op, attribute, array) of every tensor attribute, in op order."""
+    """(op index, op, attribute, array) of every tensor attribute a file stores, in op
+    order: all but those an integer layer's scales determine (``irc.derived_constants``)."""
+    derived = derived_payloads(graph)
     for i, op in enumerate(graph.ops):
         for key, value in op.attrs.items():
             if isinstance(value, ElidedTensor):
                 value.require(f"%{op.results[0].name} ({op.kind} {key})")
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and (id(op), key) not in derived:
                 yield i, op, key, value
 
 
@@ -362,6 +368,10 @@ def _attach(path: str, graph: Graph, entries: list[dict], data) -> None:
         chunk = data[entry["offset"] : entry["offset"] + entry["nbytes"]]
         array = np.frombuffer(chunk, dtype.newbyteorder("<"), count).astype(dtype)
         op.attrs[entry["attr"]] = array.reshape(shape)
+    try:
+        rederive(graph)  # what an integer layer's scales determine is not stored
+    except ValueError as e:
+        raise ModelFileError(f"'{path}': {e}") from None
     for op in graph.ops:
         for key, value in op.attrs.items():
             if isinstance(value, ElidedTensor):

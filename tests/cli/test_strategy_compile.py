@@ -29,7 +29,7 @@ def compile_with(strategy, budgets=None, **kw):
 @pytest.fixture(scope="module")
 def auto_model():
     fp32 = irc.compile(small_convnet()).report().totals.fp32_bytes
-    budget = Budgets(max_bytes=fp32 * 2 // 5)
+    budget = Budgets(max_bytes=fp32 // 5)
     return compile_with("auto", budget), budget
 
 
@@ -142,7 +142,7 @@ def test_auto_with_gptq_rounding(capsys, tmp_path, rounding):
 
 def test_a_strategy_compiles_with_the_weight_clipping_asked():
     fp32 = irc.compile(small_convnet()).report().totals.fp32_bytes
-    budget = Budgets(max_bytes=fp32 * 2 // 5)  # needs 4-bit layers, where clipping matters
+    budget = Budgets(max_bytes=fp32 // 5)  # needs 4-bit layers, where clipping matters
     x = DATA[:1]
     outputs = {}
     for clipping in ("mse", "minmax"):

@@ -123,11 +123,68 @@ def test_file_size_is_its_payloads(tmp_path):
         _, meta = read_graph_file(path)
         assert meta["payload_bytes"] == irc.report.model_report(graph).totals.bytes
         assert sizes[plan] - meta["payload_bytes"] < 2000  # preamble, JSON, IR, alignment
-    # the weights: 512 rows of 1024 elements; per channel: scale, bias, bias scale, M, shift
+    # the weights: 512 rows of 1024 elements; per channel a weight scale and an int32 bias
+    # (the bias scales, multiplier and shift are recomputed on reading)
     assert sizes["fp32"] > 512 * 1024 * 4
-    assert sizes["int4"] < 512 * 1024 // 2 + 512 * 20 + 2000
-    assert sizes["int2"] < 512 * 1024 // 4 + 512 * 20 + 2000
+    assert sizes["int4"] < 512 * 1024 // 2 + 512 * 8 + 2000
+    assert sizes["int2"] < 512 * 1024 // 4 + 512 * 8 + 2000
     assert sizes["fp32"] / sizes["int4"] > 7.5 and sizes["fp32"] / sizes["fp16"] > 1.99
+
+
+def _index_entries(path):
+    """The payload index of a model file (its blocks read as the reader does)."""
+    from irc.serialize import _index, _split
+
+    data = path.read_bytes()
+    return _index(str(path), _split(str(path), data)[1])
+
+
+def test_derived_constants_are_recomputed_not_stored(tmp_path):
+    graph = quantized_graph("int4")
+    path = tmp_path / "q.ircm"
+    write_graph_file(graph, path)
+    stored = {(e["kind"], e["attr"], e["value"]) for e in _index_entries(path)}
+    layers = [op for op in graph.ops if op.kind in ("qconv2d", "qgemm")]
+    assert len(layers) == 2
+    for op in layers:
+        bias, multiplier, shift = (v.producer for v in op.operands[2:])
+        assert ("qconstant", "value", bias.results[0].name) in stored
+        assert ("qconstant", "scales", bias.results[0].name) not in stored
+        assert ("constant", "value", multiplier.results[0].name) not in stored
+        assert ("constant", "value", shift.results[0].name) not in stored
+        weight = op.operands[1].producer
+        assert ("qconstant", "scales", weight.results[0].name) in stored
+    loaded, _ = read_graph_file(path)  # recomputed exactly (the round trip test: bit-exact)
+    assert irc.print_graph(loaded, full=True) == irc.print_graph(graph, full=True)
+
+
+def test_a_hand_edited_multiplier_is_stored(tmp_path):
+    graph = quantized_graph("int8")
+    layer = next(op for op in graph.ops if op.kind == "qconv2d")
+    multiplier = layer.operands[3].producer
+    multiplier.attrs["value"] = multiplier.attrs["value"] // 2  # not its derivation
+    path = tmp_path / "q.ircm"
+    write_graph_file(graph, path)
+    names = {e["value"] for e in _index_entries(path)}
+    assert multiplier.results[0].name in names
+    loaded, _ = read_graph_file(path)
+    for got, want in zip(irc.run(loaded, [X]), irc.run(graph, [X])):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_format_1_file_with_every_payload_still_reads(tmp_path, monkeypatch):
+    import irc.serialize as serialize
+
+    graph = quantized_graph("int4")
+    monkeypatch.setattr(serialize, "derived_payloads", lambda graph: set())
+    monkeypatch.setattr(serialize, "FORMAT_VERSION", 1)
+    path = tmp_path / "v1.ircm"
+    write_graph_file(graph, path)
+    monkeypatch.undo()
+    assert struct.unpack_from("<8sI", path.read_bytes())[1] == 1
+    assert len(_index_entries(path)) > 2 * 4  # multipliers and shifts stored
+    loaded, _ = read_graph_file(path)
+    assert irc.print_graph(loaded, full=True) == irc.print_graph(graph, full=True)
 
 
 def test_compiled_float_model_round_trip(tmp_path):
