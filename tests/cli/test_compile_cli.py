@@ -59,7 +59,8 @@ def test_precision_plan_file_and_report(capsys, tmp_path, model_file):
     code, stdout, _ = run_cli(capsys, "report", out)
     assert code == 0
     head, table = stdout.split("\n\n", 1)
-    assert head.startswith(f"{out}: irc compiled model (format {FORMAT_VERSION}, irc {irc.__version__}")
+    version = f"(format {FORMAT_VERSION}, irc {irc.__version__}"
+    assert head.startswith(f"{out}: irc compiled model {version}")
     assert "inputs  x: f32[1,3,8,8]" in head and "outputs y: f32[1,5]" in head
     rows = {line.split()[0]: line.split()[3] for line in table.splitlines()[2:4]}
     assert rows == {"conv": "fp16", "fc": "fp32"}

@@ -122,9 +122,7 @@ def test_input_gram_equals_the_float64_sum_over_patches(kernel, group, pads):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("group", [1, 6])
 @pytest.mark.parametrize("bits", [8, 4, 2])
-def test_scale_search_is_never_worse_than_gptq_or_nearest_at_the_clipping_scale(
-    bits, group, seed
-):
+def test_scale_search_is_never_worse_than_gptq_or_nearest_at_the_clipping_scale(bits, group, seed):
     rng = np.random.default_rng(10 + seed)
     base = rng.normal(size=(32, 6, 1, 1))
     x = (base + 0.5 * rng.normal(size=(32, 6, 7, 7))).astype(np.float32)
