@@ -6,7 +6,7 @@ is (W_q − W)·X, whose squared norm is (W_q − W) H (W_q − W)ᵀ with H = �
 calibration inputs. GPTQ rounds one input column at a time, nearest level on the fixed
 per-channel grid (``irc.quant``'s scales), and spreads that column's error over the
 columns not yet rounded in proportion to H⁻¹ (its upper Cholesky factor), so later
-roundings compensate. The levels stay on the layer's grid (±127 / ±7 / {-1,0,1}), so
+roundings compensate. The levels stay on the layer's grid ([-127, 127] / [-8, 7] / [-2, 1]), so
 kernels, packing and the bit-exact guarantees are unchanged.
 
     >>> hessians = layer_hessians(graph, inputs)                 # layer name → [G, K, K]
@@ -18,7 +18,7 @@ runs at several multiples of the weight-error clipping scale at once (one pass, 
 candidates as extra rows), nearest rounding at that scale is one more candidate, and each
 channel keeps the candidate with the least (W_q − W) H (W_q − W)ᵀ. The weight-error clip
 is not the output-error one: on MobileNetV2 the choice lowers the layers' output error by
-0.6 dB on average at INT4 and by 0.2–5 dB at INT2 (INT2's ternary grid gains most).
+0.6 dB on average at INT4 and by 0.2–5 dB at INT2 (INT2's four levels gain most).
 
 Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
 matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
@@ -109,7 +109,7 @@ def gptq_levels(
         errors = np.empty(work.shape[:2] + (end - start,))
         for j in range(start, end):
             column = work[:, :, j]
-            q = np.clip(np.rint(column / safe), -qmax, qmax)
+            q = np.clip(np.rint(column / safe), quant.weight_qmin(bits), qmax)
             q[s == 0] = 0.0
             levels[:, :, j] = q
             error = (column - q * s) / upper[:, j, j][:, None]
@@ -123,7 +123,7 @@ def gptq_levels(
 
 
 # multiples of the weight-error clipping scale tried per channel, by bit width: INT2's
-# ternary grid wants a scale far from its weight-error optimum, INT8 barely moves
+# four levels want a scale far from their weight-error optimum, INT8 barely moves
 SCALE_MULTIPLES = {
     8: (0.95, 1.0, 1.05),
     4: tuple(np.round(np.linspace(0.7, 1.15, 10), 3)),

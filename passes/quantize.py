@@ -19,7 +19,7 @@ Rounding: nearest level, or GPTQ's error-compensating rounding (``irc.gptq``) fo
 layers whose input statistics the calibration carries (``Calibration.hessians``, made by
 ``irc.compile(..., rounding="gptq")``), which also picks each output channel's scale by
 that output error (``irc.gptq.gptq_rounding``); the levels stay on the layer's grid
-(±127 / ±7 / {-1,0,1}) either way.
+([-127, 127] / [-8, 7] / [-2, 1]) either way.
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies

@@ -6,7 +6,7 @@ requantization multiplier and shift ``constant`` ops. The kernel gets the payloa
 generated driver does (read-only arrays, packed bytes as stored), writes into a result
 pre-filled with junk, and must equal ``evaluate_op`` on the unpacked levels exactly.
 
-Draws reach the arithmetic's corners: activations at -128/127, weights at ±qmax, zero
+Draws reach the arithmetic's corners: activations at -128/127, weights at qmin and qmax, zero
 points at both ends, biases at the int32 limits, multipliers realistic, random, huge
 (everything saturates), tiny (M = 0) and tie-prone (M a power of two), per channel or one
 for all. Examples run on one or two Numba threads, and conv tiles are sometimes shrunk to
@@ -72,11 +72,11 @@ def activations(rng, shape, mode) -> np.ndarray:
 
 
 def weight_levels(rng, shape, bits, mode) -> np.ndarray:
-    """Weight levels in ±qmax at ``bits``; "extremes" draws only ±qmax."""
-    qmax = quant.weight_qmax(bits)
+    """Weight levels in [qmin, qmax] at ``bits``; "extremes" draws only qmin and qmax."""
+    qmin, qmax = quant.weight_qmin(bits), quant.weight_qmax(bits)
     if mode == "extremes":
-        return (rng.choice(np.array([-1, 1]), shape) * qmax).astype(np.int8)
-    return rng.integers(-qmax, qmax + 1, shape).astype(np.int8)
+        return rng.choice(np.array([qmin, qmax]), shape).astype(np.int8)
+    return rng.integers(qmin, qmax + 1, shape).astype(np.int8)
 
 
 class Layer:

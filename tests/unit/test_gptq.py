@@ -57,8 +57,8 @@ def test_gptq_output_error_is_below_nearest(bits, group, seed):
     scales = quant.weight_scales(w, bits, "mse")
     nearest = quant.quantize_weights(w, scales, bits)
     rounded = gptq_levels(w, scales, bits, hessian, group)
-    qmax = quant.weight_qmax(bits)
-    assert rounded.dtype == np.int8 and np.abs(rounded).max() <= qmax
+    assert rounded.dtype == np.int8
+    assert quant.weight_qmin(bits) <= rounded.min() and rounded.max() <= quant.weight_qmax(bits)
     patches = conv_patches(x, op.attrs, (3, 3))
     assert output_error(w, rounded, scales, patches, group) < output_error(
         w, nearest, scales, patches, group
@@ -133,12 +133,14 @@ def test_scale_search_is_never_worse_than_gptq_or_nearest_at_the_clipping_scale(
     clip = quant.weight_scales(w, bits, "mse")
     levels, scales = gptq_rounding(w, bits, hessian, group)
     assert levels.dtype == np.int8 and levels.shape == w.shape and scales.dtype == np.float32
-    assert np.abs(levels).max() <= quant.weight_qmax(bits)
+    assert quant.weight_qmin(bits) <= levels.min() and levels.max() <= quant.weight_qmax(bits)
+    if bits < 8:  # the full two's complement range is used
+        assert levels.min() == quant.weight_qmin(bits)
     chosen = output_error(w, levels, scales, patches, group)
     plain = output_error(w, gptq_levels(w, clip, bits, hessian, group), clip, patches, group)
     nearest = output_error(w, quant.quantize_weights(w, clip, bits), clip, patches, group)
     assert chosen <= plain * (1 + 1e-9) and chosen <= nearest * (1 + 1e-9)
-    if bits == 2:  # the ternary grid's weight-error clip is far from the output-error one
+    if bits == 2:  # four levels: the weight-error clip is far from the output-error one
         assert chosen < 0.95 * plain
     ratio = scales.astype(np.float64) / clip  # each scale one of the tried multiples
     assert np.all(np.min(np.abs(ratio[:, None] - SCALE_MULTIPLES[bits]), axis=1) < 1e-6)

@@ -102,7 +102,7 @@ def test_weight_scales_mse_never_worse_than_minmax(bits):
 
     def error(scales):
         levels = quant.quantize_weights(w, scales, bits)
-        assert np.abs(levels).max() <= qmax
+        assert quant.weight_qmin(bits) <= levels.min() and levels.max() <= qmax
         return float(np.sum((levels * scales[:, None, None, None] - w) ** 2))
 
     assert error(quant.weight_scales(w, bits, "mse")) <= error(
@@ -133,3 +133,16 @@ def test_add_multipliers_share_one_shift():
     assert (
         max(ma, mb) < 2**31 and abs(ma / 2**shift - 0.7) < 1e-9 and abs(mb / 2**shift - 1.3) < 1e-9
     )
+
+
+@pytest.mark.parametrize("bits, lo, hi", [(8, -127, 127), (4, -8, 7), (2, -2, 1)])
+def test_weight_levels_use_the_full_range_below_eight_bits(bits, lo, hi):
+    assert (quant.weight_qmin(bits), quant.weight_qmax(bits)) == (lo, hi)
+    scales = np.ones(1, np.float32)
+    w = np.array([[-200.0, lo - 0.6, lo - 0.4, -0.5, 0.5, hi + 0.4, 300.0]], np.float32)
+    levels = quant.quantize_weights(w, scales, bits)
+    # half to even at ±0.5; clamped to [lo, hi]; lo - 0.4 rounds to lo, not past it
+    assert levels.tolist() == [[lo, lo, lo, 0, 0, hi, hi]]
+    if bits < 8:
+        packed = quant.pack(levels, bits)
+        assert np.array_equal(quant.unpack(packed, bits, levels.shape), levels)
