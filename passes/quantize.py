@@ -18,7 +18,8 @@ of shifting whole channels — what costs INT4/INT2 depthwise layers most.
 Rounding: nearest level, or GPTQ's error-compensating rounding (``irc.gptq``) for the
 layers whose input statistics the calibration carries (``Calibration.hessians``, made by
 ``irc.compile(..., rounding="gptq")``), which also picks each output channel's scale by
-that output error (``irc.gptq.gptq_rounding``); the levels stay on the layer's grid
+that output error and its damping by the error on held-out inputs (``irc.gptq.round_layer``);
+the levels stay on the layer's grid
 ([-127, 127] / [-8, 7] / [-2, 1]) either way.
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
@@ -36,7 +37,7 @@ import numpy as np
 
 from irc import quant
 from irc.errors import IrcError
-from irc.gptq import gptq_rounding
+from irc.gptq import round_layer
 from irc.ir import Graph, Op, Value
 from irc.opdef import build
 from irc.pass_manager import Pass, PassContext, register_pass
@@ -182,7 +183,7 @@ class _Rewriter:
         hessian = None if self.hessians is None else self.hessians.get(layer_name(op))
         if hessian is not None:  # GPTQ rounding, each channel's scale by its output error
             group = op.attrs["group"] if op.kind == "conv2d" else 1
-            levels, scales = gptq_rounding(w, bits, hessian, group, self.weights)
+            levels, scales, _ = round_layer(w, bits, hessian, group, self.weights)
             self.stats["gptq"] += 1
         else:
             levels = quant.quantize_weights(w, scales, bits)

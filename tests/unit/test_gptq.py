@@ -8,12 +8,18 @@ import pytest
 
 from irc import quant
 from irc.gptq import (
+    DAMPING,
+    DAMPINGS,
     SCALE_MULTIPLES,
+    InputStatistics,
+    choose_damping,
     conv_patches,
     gptq_levels,
     gptq_rounding,
     input_gram,
+    layer_hessians,
     output_errors,
+    round_layer,
 )
 
 
@@ -163,3 +169,46 @@ def test_output_errors_equal_the_direct_sum():
         inputs = patches[:, 3 * (o // 2) : 3 * (o // 2) + 3]
         want = output_error(w[[o]], levels[[o]], scales[[o]], inputs, 1)
         np.testing.assert_allclose(got[0, o], want, rtol=1e-6)
+
+
+def _gemm_gram(x):
+    return (x.T.astype(np.float64) @ x)[None]
+
+
+def test_held_out_damping_beats_the_default_where_few_inputs_overfit():
+    rng = np.random.default_rng(7)
+    k, mix = 256, rng.normal(size=(256, 256)) / 16  # correlated inputs, 256 wide
+    draw = lambda n: (rng.normal(size=(n, k)) @ mix).astype(np.float32)  # noqa: E731
+    w = rng.normal(size=(64, k)).astype(np.float32)
+    fit, held, fresh = draw(24), draw(24), draw(4000)  # 48 inputs for 256 dimensions
+    statistics = InputStatistics(_gemm_gram(np.concatenate([fit, held])) / 48,
+                                 (_gemm_gram(fit) / 24, _gemm_gram(held) / 24))  # fmt: skip
+    damping = choose_damping(w, 4, statistics)
+    assert damping in DAMPINGS and damping > DAMPING
+    levels, scales, chosen = round_layer(w, 4, statistics)
+    assert chosen == damping
+    plain, plain_scales = gptq_rounding(w, 4, statistics.hessian, damping=DAMPING)
+    h = _gemm_gram(fresh) / len(fresh)
+    err = output_errors(w, levels.reshape(1, 64, k), scales[None], h, 1).sum()
+    err_plain = output_errors(w, plain.reshape(1, 64, k), plain_scales[None], h, 1).sum()
+    assert err < 0.9 * err_plain  # on inputs neither saw
+
+
+def test_layer_hessians_halves_average_to_the_whole():
+    from onnx_builders import small_convnet
+
+    import irc
+    from irc.pass_manager import PassManager
+    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+
+    graph = irc.import_onnx(small_convnet())
+    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
+    data = np.random.default_rng(4).normal(size=(20, 3, 16, 16)).astype(np.float32)
+    statistics = layer_hessians(graph, data, batch_size=8, progress=False)  # 3 batches
+    assert len(statistics) == 4
+    for s in statistics.values():
+        even, odd = s.halves  # batches 0 and 2 (12 inputs), batch 1 (8 inputs)
+        np.testing.assert_allclose((12 * even + 8 * odd) / 20, s.hessian, rtol=1e-6)
+        assert not np.allclose(even, odd)
+    one = layer_hessians(graph, data[:5], batch_size=8, progress=False)  # one batch
+    assert all(s.halves is None for s in one.values())
