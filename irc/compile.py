@@ -190,6 +190,10 @@ def _quantize(graph, ctx, plan, calibration, options, times):
         t = time.perf_counter()
         if isinstance(calibration, Calibration):
             calibrated = calibration  # already calibrated (on this model's float graph)
+            if rounding == "nearest" and calibrated.hessians is not None:
+                from irc.decision.rounding import without_statistics
+
+                calibrated = without_statistics(calibrated)  # nearest means nearest
         else:
             calibrated = calibrate(graph, calibration, method, preprocess=preprocess,
                                    limit=limit, progress=progress)  # fmt: skip

@@ -110,6 +110,29 @@ def test_compile_with_gptq_rounds_every_layer_and_runs_bit_exact():
         irc.compile(small_convnet(), precision="int4", calibration=data, rounding="floor")
 
 
+def test_a_calibration_with_statistics_rounds_as_asked():
+    from onnx_builders import small_convnet
+
+    import irc
+    from irc.pass_manager import PassManager
+    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+
+    data = np.random.default_rng(2).normal(size=(16, 3, 16, 16)).astype(np.float32)
+    graph = irc.import_onnx(small_convnet())
+    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
+    calibration = irc.calibrate(graph, data, "minmax")
+    plain = irc.compile(graph, precision="int4", calibration=calibration, progress=False)
+    calibration.hessians = layer_hessians(graph, data, progress=False)
+    models = {r: irc.compile(graph, precision="int4", calibration=calibration, rounding=r,
+                             progress=False) for r in ("nearest", "gptq")}  # fmt: skip
+    assert dict(models["nearest"].stats)["quantize"].get("gptq", 0) == 0
+    assert dict(models["gptq"].stats)["quantize"]["gptq"] == 4
+    x = data[:1]
+    assert np.array_equal(models["nearest"](x)[0], plain(x)[0])  # nearest means nearest
+    assert not np.array_equal(models["gptq"](x)[0], plain(x)[0])
+    assert calibration.hessians is not None  # the caller's calibration is untouched
+
+
 @pytest.mark.parametrize("kernel, group, pads", [((3, 3), 1, 1), ((3, 3), 6, 1), ((1, 1), 1, 0),
                                                  ((1, 1), 2, 0)])  # fmt: skip
 def test_input_gram_equals_the_float64_sum_over_patches(kernel, group, pads):
