@@ -80,7 +80,7 @@ class _Rewriter:
                  hessians=None):  # fmt: skip
         self.graph, self.ranges, self.plan, self.weights = graph, ranges, plan, weights
         self.means = means  # value name -> mean per channel (bias correction), or None
-        self.hessians = hessians  # layer name -> input Σxxᵀ per group (GPTQ), or None
+        self.hessians = hessians  # layer name -> InputStatistics or Σxxᵀ (GPTQ), or None
         self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
         self.stats = {"int8": 0, "int4": 0, "int2": 0, "fp16": 0, "kept-float": 0,
                       "bias-corrected": 0, "gptq": 0}  # fmt: skip

@@ -81,7 +81,7 @@ class Calibration(Mapping):
         entropy_bins: int = 256,
     ):
         self.ranges = MappingProxyType(dict(ranges))
-        self.hessians = None  # layer name -> input Σxxᵀ per group, for GPTQ rounding
+        self.hessians = None  # layer name -> irc.gptq.InputStatistics, for GPTQ rounding
         self.method = method
         self.count = count
         self.observers = observers
