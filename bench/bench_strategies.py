@@ -1,6 +1,7 @@
 """Every precision strategy on one model, on the same sensitivity table and cost model.
 
-For each model: calibrate on imagenet-calib256 (all 256 images, minmax), measure the
+For each model: calibrate on imagenet-calib256 (all 256 images, ``--method``: minmax by
+default), measure the
 sensitivity table on its first ``--sample`` images (with their labels: Ω is the change of
 the cross-entropy) and the cost model on this machine (1 thread), then let each strategy
 decide and verify (``irc.decision.choose``; auto's top-1 drop is verified on all 256
@@ -65,7 +66,8 @@ def strategy_runs(fp32_bytes: int):
     ]  # fmt: skip
 
 
-def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest"):
+def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest",
+            method: str = "minmax"):  # fmt: skip
     """Float graph, calibration, labelled sample, sensitivity table and cost model."""
     import irc
     from irc.calibration import load_folder, load_labelled_folder
@@ -80,7 +82,7 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
     PassManager(DEFAULT_FLOAT_PIPELINE, PassContext()).run(graph)
     t = time.perf_counter()
     calib = load_folder(CALIB, preset)
-    calibration = irc.calibrate(graph, calib, "minmax")
+    calibration = irc.calibrate(graph, calib, method)
     print(f"calibrated on {len(calib)} images in {time.perf_counter() - t:.1f} s", flush=True)
     xs, ys = zip(*load_labelled_folder(CALIB, preset))
     images, labels = np.concatenate(xs), np.concatenate(ys)
@@ -97,7 +99,8 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
               flush=True)  # fmt: skip
 
     def measured(tag: str, calibration) -> SensitivityTable:
-        cached = cache / f"sensitivity-{name}-{sample}{tag}.json" if cache else None
+        ranges = "" if method == "minmax" else f"-{method}"  # tables depend on the ranges
+        cached = cache / f"sensitivity-{name}-{sample}{ranges}{tag}.json" if cache else None
         if cached and cached.exists():
             return SensitivityTable.from_dict(json.loads(cached.read_text()))
         table = analyze(graph, calibration, images[:sample], labels=labels[:sample],
@@ -137,6 +140,8 @@ def main(argv=None) -> None:
                         help="weight rounding of every integer layer (gptq: statistics from "
                         "the calibration images outside the sensitivity sample; best: per "
                         "layer and precision, the one the table measures better)")  # fmt: skip
+    parser.add_argument("--method", default="minmax", help="activation calibration method "
+                        "(minmax, percentile, entropy, mse)")  # fmt: skip
     parser.add_argument("--strategies", nargs="+", metavar="NAME",
                         help="only these strategies' rows (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -147,7 +152,7 @@ def main(argv=None) -> None:
     from irc.decision.choose import choose
 
     graph, calib, calibration, images, labels, table, cost = prepare(
-        args.model, args.sample, args.table_cache, args.rounding
+        args.model, args.sample, args.table_cache, args.rounding, args.method
     )
     sample, sample_labels = images[: args.sample], labels[: args.sample]
 
