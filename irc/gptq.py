@@ -145,14 +145,14 @@ SCALE_MULTIPLES = {
 
 def gptq_rounding(
     w: np.ndarray, bits: int, hessian: np.ndarray, group: int = 1, clipping: str = "mse",
-    damping: float = DAMPING,
+    damping: float = DAMPING, clip_scales: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(int8 levels, float32 per-channel scales) of ``w`` that keep its output error
     under ``hessian`` small: GPTQ at each of ``SCALE_MULTIPLES[bits]`` times the
-    ``clipping`` scale (``irc.quant.weight_scales``), and nearest rounding at that scale,
-    the least output error kept per output channel. Never worse than nearest rounding on
-    the statistics H describes."""
-    base = quant.weight_scales(w, bits, clipping)
+    ``clipping`` scale (``irc.quant.weight_scales``, or ``clip_scales`` when given), and
+    nearest rounding at that scale, the least output error kept per output channel. Never
+    worse than nearest rounding on the statistics H describes."""
+    base = quant.weight_scales(w, bits, clipping) if clip_scales is None else clip_scales
     out = w.shape[0]
     multiples = np.asarray(SCALE_MULTIPLES[bits], np.float64)
     candidates = (base[None, :] * multiples[:, None].astype(np.float32)).astype(np.float32)
@@ -206,13 +206,14 @@ class InputStatistics:
 
 
 def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group: int = 1,
-                   clipping: str = "mse") -> float:  # fmt: skip
-    """The one of ``DAMPINGS`` under which GPTQ fitted on one half of the inputs leaves the
-    least output error on the other half (``DAMPING`` without halves)."""
+                   clipping: str = "mse", clip_scales=None) -> float:  # fmt: skip
+    """The one of ``DAMPINGS`` under which GPTQ (at the ``clipping`` scales, or
+    ``clip_scales``) fitted on one half of the inputs leaves the least output error on the
+    other half (``DAMPING`` without halves)."""
     if statistics.halves is None:
         return DAMPING
     fit, held = statistics.halves
-    scales = quant.weight_scales(w, bits, clipping)
+    scales = quant.weight_scales(w, bits, clipping) if clip_scales is None else clip_scales
     out = w.shape[0]
     errors = [
         output_errors(
@@ -227,13 +228,18 @@ def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group:
     return DAMPINGS[int(np.argmin(errors))]
 
 
-def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: str = "mse"):
+def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: str = "mse",
+                clip_scales=None):  # fmt: skip
     """(levels, scales, damping) of ``gptq_rounding`` with the damping ``choose_damping``
-    picks; ``statistics`` is an ``InputStatistics`` or a bare [G, K, K] mean Σ x xᵀ."""
+    picks; ``statistics`` is an ``InputStatistics`` or a bare [G, K, K] mean Σ x xᵀ;
+    ``clip_scales``: the ``clipping`` scales when the caller has them already."""
     if not isinstance(statistics, InputStatistics):
         statistics = InputStatistics(np.asarray(statistics))
-    damping = choose_damping(w, bits, statistics, group, clipping)
-    levels, scales = gptq_rounding(w, bits, statistics.hessian, group, clipping, damping)
+    if clip_scales is None:
+        clip_scales = quant.weight_scales(w, bits, clipping)
+    damping = choose_damping(w, bits, statistics, group, clipping, clip_scales)
+    levels, scales = gptq_rounding(w, bits, statistics.hessian, group, clipping, damping,
+                                   clip_scales)  # fmt: skip
     return levels, scales, damping
 
 

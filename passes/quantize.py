@@ -18,9 +18,9 @@ of shifting whole channels — what costs INT4/INT2 depthwise layers most.
 Rounding: nearest level, or GPTQ's error-compensating rounding (``irc.gptq``) for the
 layers whose input statistics the calibration carries (``Calibration.hessians``, made by
 ``irc.compile(..., rounding="gptq")``), which also picks each output channel's scale by
-that output error and its damping by the error on held-out inputs (``irc.gptq.round_layer``);
-the levels stay on the layer's grid
-([-127, 127] / [-8, 7] / [-2, 1]) either way.
+that output error and its damping by the error on held-out inputs
+(``irc.gptq.round_layer``); the levels stay on the layer's grid ([-127, 127] / [-8, 7] /
+[-2, 1]) either way.
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
@@ -183,7 +183,7 @@ class _Rewriter:
         hessian = None if self.hessians is None else self.hessians.get(layer_name(op))
         if hessian is not None:  # GPTQ rounding, each channel's scale by its output error
             group = op.attrs["group"] if op.kind == "conv2d" else 1
-            levels, scales, _ = round_layer(w, bits, hessian, group, self.weights)
+            levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
             self.stats["gptq"] += 1
         else:
             levels = quant.quantize_weights(w, scales, bits)
