@@ -8,7 +8,8 @@ simulation. onnxruntime FP32 on the same images is the reference row.
 
     python bench/eval_accuracy.py [--models mobilenetv2_bn efficientnet_lite0_bn]
         [--precisions fp32 int8 int4 int2] [--limit 1300] [--calib-limit 256]
-        [--method minmax] [--weights mse] [--batch 50] [--threads 2] [--json out.json]
+        [--method minmax] [--weights mse] [--rounding nearest] [--batch 50] [--threads 2]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def main(argv=None) -> None:
     parser.add_argument("--calib-limit", type=int, default=256, help="calibration images")
     parser.add_argument("--method", default="minmax", help="activation calibration method")
     parser.add_argument("--weights", default="mse", help="weight clipping: mse or minmax")
+    parser.add_argument(
+        "--rounding",
+        default="nearest",
+        choices=("nearest", "gptq"),
+        help="weight rounding (gptq: statistics from the calibration images)",
+    )
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the rows as JSON to this file")
@@ -73,6 +80,7 @@ def main(argv=None) -> None:
                 precision=precision, calibration=SHARED / "data" / "imagenet-calib256",
                 preprocess=preset, calibration_limit=args.calib_limit,
                 calibration_method=args.method, weight_clipping=args.weights,
+                rounding=args.rounding if precision != "fp32" else "nearest",
             )  # fmt: skip
             seconds = time.perf_counter() - start
             top1, top5 = accuracy(lambda x, m=model: m(x)[0], images, labels, args.batch)
@@ -82,7 +90,7 @@ def main(argv=None) -> None:
             print(f"{name} {precision}: top-1 {top1:.2f} top-5 {top5:.2f} ({seconds:.0f} s)",
                   file=sys.stderr)  # fmt: skip
     print(f"\n{args.limit} val images; calibration {args.calib_limit} images, {args.method}; "
-          f"weights {args.weights}")  # fmt: skip
+          f"weights {args.weights}, {args.rounding} rounding")  # fmt: skip
     print("\n| model | precision | top-1 | top-5 | Δ top-1 vs fp32 | weights MB | vs FP32 |")
     print("|---|---|---:|---:|---:|---:|---:|")
     base = {r["model"]: r["top1"] for r in rows if r["precision"] == "fp32"}

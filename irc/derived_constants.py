@@ -20,6 +20,7 @@ graph whose constants are elided, the structure alone decides.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -56,6 +57,7 @@ def derivations(graph: Graph) -> Iterator[tuple[Op, str, Op, Callable[[], np.nda
         def scales(x=x, weight_op=weight_op):
             return x.type.quant.scales[0], np.asarray(weight_op.attrs["scales"], np.float32)
 
+        @functools.cache  # multiplier and shift come from one computation
         def requant(op=op, scales=scales):
             x_scale, w_scales = scales()
             return quant.layer_multipliers(x_scale, w_scales, op.attrs["out_scale"])

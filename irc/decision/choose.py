@@ -267,7 +267,7 @@ class _Checker:
         calibration = self.calibration
         if self.table is not None:
             calibration = plan_calibration(calibration, self.table, plan)
-        rounding = "nearest" if calibration.hessians is None else "gptq"
+        rounding = "nearest" if getattr(calibration, "hessians", None) is None else "gptq"
         return irc.compile(self.graph, self.input_shapes, pipeline="", num_threads=self.threads,
                            precision=plan, calibration=calibration, rounding=rounding,
                            weight_clipping=self.weights, progress=False)  # fmt: skip
