@@ -3,8 +3,8 @@
 Reads a plan from ``bench_size_budgets.py``'s JSON (``--json``: budget → row with its
 ``plan``), compiles it as it is and once per ``--variant`` (a JSON object of layer →
 precision overrides) with the same calibration (min-max, all of imagenet-calib256) and
-GPTQ statistics (the 224 calibration images after the 32-image sensitivity sample, as
-``bench_strategies.prepare`` takes them), and prints each model's top-1 on
+GPTQ statistics (the 224 calibration images after the 32-image sensitivity sample:
+``bench_strategies.calibrated``), and prints each model's top-1 on
 imagenet-val1300 and its compression. ``--flip-statistics`` adds each statistics image's
 horizontal mirror (in the same batch, so the held-out damping choice never sees an
 image's twin).
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_strategies import CALIB, PRESETS, SHARED
+from bench_strategies import PRESETS, calibrated
 from eval_accuracy import load_val
 
 from irc.benchmark.measure import accuracy
@@ -29,14 +29,10 @@ from irc.benchmark.measure import accuracy
 SAMPLE = 32  # the sensitivity images bench_strategies keeps out of the GPTQ statistics
 
 
-def statistics_images(images: np.ndarray, flip: bool) -> np.ndarray:
-    """The GPTQ statistics inputs: ``images`` after the sensitivity sample, each followed
-    by its horizontal mirror when ``flip``."""
-    rest = images[SAMPLE:]
-    if not flip:
-        return rest
-    pairs = np.stack([rest, rest[..., ::-1]], axis=1)  # [N, 2, ...]: twins in one batch
-    return np.ascontiguousarray(pairs.reshape(-1, *rest.shape[1:]))
+def with_mirrors(images: np.ndarray) -> np.ndarray:
+    """Each of ``images`` followed by its horizontal mirror (twins in one batch)."""
+    pairs = np.stack([images, images[..., ::-1]], axis=1)  # [N, 2, ...]
+    return np.ascontiguousarray(pairs.reshape(-1, *images.shape[1:]))
 
 
 def main(argv=None) -> None:
@@ -46,13 +42,10 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", default="8", help="the JSON's row (FP32 bytes / N)")
     parser.add_argument("--variant", action="append", default=[], type=json.loads,
                         help="JSON layer → precision overrides (repeatable)")  # fmt: skip
-    parser.add_argument("--flip-statistics", action="store_true")
+    parser.add_argument("--flip-statistics", action="store_true",
+                        help="GPTQ statistics on each image and its mirror (measured twice)")  # fmt: skip
     args = parser.parse_args(argv)
     import irc
-    from irc.calibration import load_folder, load_labelled_folder
-    from irc.gptq import layer_hessians
-    from irc.pass_manager import PassContext, PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
     rows = json.loads(args.plans.read_text())
     key = next((k for k in rows if k != "fp32" and float(k) == float(args.budget)), None)
@@ -62,14 +55,14 @@ def main(argv=None) -> None:
     unknown = sorted({name for v in args.variant for name in v} - set(plan))
     if unknown:
         parser.error(f"no such layer in the plan: {', '.join(unknown)}")
-    preset = PRESETS[args.model]
-    graph = irc.import_onnx(SHARED / "models" / f"{args.model}.onnx")
-    PassManager(DEFAULT_FLOAT_PIPELINE, PassContext()).run(graph)
-    calibration = irc.calibrate(graph, load_folder(CALIB, preset), "minmax", progress=False)
-    images = np.concatenate([x for x, _ in load_labelled_folder(CALIB, preset)])
-    calibration.hessians = layer_hessians(graph, statistics_images(images, args.flip_statistics),
-                                          progress=False)  # fmt: skip
-    val, val_labels = load_val(preset, 1300)
+    graph, _, calibration, images, _, _ = calibrated(args.model, SAMPLE, "gptq")
+    if args.flip_statistics:
+        from irc.compile import GPTQ_SAMPLES
+        from irc.gptq import layer_hessians
+
+        rest = images[SAMPLE : SAMPLE + GPTQ_SAMPLES]
+        calibration.hessians = layer_hessians(graph, with_mirrors(rest), progress=False)
+    val, val_labels = load_val(PRESETS[args.model], 1300)
     for override in [{}] + args.variant:
         start = time.perf_counter()
         model = irc.compile(graph, precision={**plan, **override}, calibration=calibration,

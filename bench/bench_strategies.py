@@ -66,14 +66,12 @@ def strategy_runs(fp32_bytes: int):
     ]  # fmt: skip
 
 
-def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest",
-            method: str = "minmax"):  # fmt: skip
-    """Float graph, calibration, labelled sample, sensitivity table and cost model."""
+def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = "minmax"):
+    """Float graph, calibration images, their ``Calibration`` (with GPTQ statistics from
+    the images after the ``sample`` first unless ``rounding`` is nearest), the labelled
+    images and a tag naming how many statistics images there were ("" for none)."""
     import irc
     from irc.calibration import load_folder, load_labelled_folder
-    from irc.decision.costs_measure import build_cost_model
-    from irc.decision.sensitivity import analyze
-    from irc.decision.table import SensitivityTable
     from irc.pass_manager import PassContext, PassManager
     from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
@@ -97,6 +95,18 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
         statistics = str(len(rest))  # the tables' cache names say how many images
         print(f"gptq statistics on {len(rest)} images in {time.perf_counter() - t:.1f} s",
               flush=True)  # fmt: skip
+    return graph, calib, calibration, images, labels, statistics
+
+
+def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest",
+            method: str = "minmax"):  # fmt: skip
+    """Float graph, calibration, labelled sample, sensitivity table and cost model."""
+    from irc.decision.costs_measure import build_cost_model
+    from irc.decision.sensitivity import analyze
+    from irc.decision.table import SensitivityTable
+
+    graph, calib, calibration, images, labels, statistics = calibrated(name, sample, rounding,
+                                                                        method)  # fmt: skip
 
     def measured(tag: str, calibration) -> SensitivityTable:
         ranges = "" if method == "minmax" else f"-{method}"  # tables depend on the ranges
