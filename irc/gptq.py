@@ -28,6 +28,14 @@ on one half is judged on the other. A few hundred images overfit the wide late l
 on MobileNetV2's classifier (one 1280-wide input per image) damping 1.0 instead of 0.01
 lowers the held-out INT2 output error by 1.2 dB, while early layers keep 0.01.
 
+A gemm after a global average pool (the classifier) sees one input vector per image, so
+H from a few hundred images is a poor estimate of the statistics it will meet (rank 224
+for MobileNetV2's 1280 inputs). ``layer_hessians`` also keeps, for such a layer, the
+statistics of the pool's input, one vector per position (7·7 per image), and
+``round_layer`` mixes them into H (``InputStatistics.shrunk``), how much chosen with the
+damping on the held-out half. On MobileNetV2's classifier the per-position statistics
+alone are chosen, and they lower the held-out output error by 17% at INT2 and 37% at INT4.
+
 Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
 matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
 accumulates each layer's H from its input as the kernel sees it (padding, strides).
@@ -196,13 +204,37 @@ def output_errors(w, levels, scales, hessian, group: int) -> np.ndarray:
 DAMPINGS = (0.01, 0.1, 0.3, 1.0)
 
 
+# weights of the per-position statistics mixed into a pooled layer's H, chosen by held-out
+# output error: a gemm after a global average pool sees one input vector per image (224
+# for MobileNetV2's 1280-wide classifier), its pool's input 7·7 per image
+SPATIAL_MIXES = (0.0, 0.5, 1.0)
+
+
 @dataclass(frozen=True)
 class InputStatistics:
     """A layer's input statistics: mean Σ x xᵀ over all inputs ([G, K, K]), and over each
-    half of them (alternate batches), from which ``choose_damping`` judges overfitting."""
+    half of them (alternate batches), from which ``choose_damping`` judges overfitting.
+
+    For a gemm whose input is a global average pool, ``spatial`` (and ``spatial_halves``)
+    is the same for the pool's input, one vector per position: mean over images of the
+    mean f fᵀ over positions ([1, K, K]). Its shape is learned from many more vectors, and
+    ``shrunk`` mixes it into H, as a better estimate of the input statistics the layer
+    will meet than H from one vector per image."""
 
     hessian: np.ndarray
     halves: tuple[np.ndarray, np.ndarray] | None = None
+    spatial: np.ndarray | None = None
+    spatial_halves: tuple[np.ndarray, np.ndarray] | None = None
+
+    def shrunk(self, mix: float, half: int | None = None) -> np.ndarray:
+        """H (of one ``half``, or of all inputs) with ``mix`` of its trace moved to the
+        per-position statistics: (1 − mix)·H + mix·(tr H / tr S)·S."""
+        h = self.hessian if half is None else self.halves[half]
+        if mix == 0.0 or self.spatial is None:
+            return h
+        s = self.spatial if half is None else self.spatial_halves[half]
+        scale = np.trace(h, axis1=1, axis2=2) / np.maximum(np.trace(s, axis1=1, axis2=2), 1e-30)
+        return (1.0 - mix) * h + mix * scale[:, None, None] * s
 
 
 def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group: int = 1,
@@ -210,45 +242,82 @@ def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group:
     """The one of ``DAMPINGS`` under which GPTQ (at the ``clipping`` scales, or
     ``clip_scales``) fitted on one half of the inputs leaves the least output error on the
     other half (``DAMPING`` without halves)."""
+    return choose_statistics(w, bits, statistics, group, clipping, clip_scales)[0]
+
+
+def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, group: int = 1,
+                      clipping: str = "mse", clip_scales=None) -> tuple[float, float]:  # fmt: skip
+    """(damping, spatial mix) under which GPTQ fitted on one half of the inputs leaves the
+    least output error on the other half: the dampings of ``DAMPINGS``, and for a pooled
+    layer the ``SPATIAL_MIXES`` of ``InputStatistics.shrunk`` too, judged against the
+    held-out half's own H (both ways round for a pooled layer, whose held-out halves are
+    small). Without halves: (``DAMPING``, 0)."""
     if statistics.halves is None:
-        return DAMPING
-    fit, held = statistics.halves
+        return DAMPING, 0.0
     scales = quant.weight_scales(w, bits, clipping) if clip_scales is None else clip_scales
     out = w.shape[0]
-    errors = [
-        output_errors(
-            w,
-            gptq_levels(w, scales, bits, fit, group, d).reshape(1, out, -1),
-            scales[None],
-            held,
-            group,
-        ).sum()  # fmt: skip
-        for d in DAMPINGS
-    ]
-    return DAMPINGS[int(np.argmin(errors))]
+    pooled = statistics.spatial_halves is not None
+    mixes = SPATIAL_MIXES if pooled else (0.0,)
+    folds = ((0, 1), (1, 0)) if pooled else ((0, 1),)
+
+    def held_out_error(damping: float, mix: float) -> float:
+        total = 0.0
+        for fit, held in folds:
+            h = statistics.shrunk(mix, fit)
+            levels = gptq_levels(w, scales, bits, h, group, damping).reshape(1, out, -1)
+            total += output_errors(w, levels, scales[None], statistics.halves[held],
+                                   group).sum()  # fmt: skip
+        return total
+
+    grid = [(d, m) for m in mixes for d in DAMPINGS]
+    errors = [held_out_error(d, m) for d, m in grid]
+    return grid[int(np.argmin(errors))]
 
 
 def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: str = "mse",
                 clip_scales=None):  # fmt: skip
-    """(levels, scales, damping) of ``gptq_rounding`` with the damping ``choose_damping``
-    picks; ``statistics`` is an ``InputStatistics`` or a bare [G, K, K] mean Σ x xᵀ;
-    ``clip_scales``: the ``clipping`` scales when the caller has them already."""
+    """(levels, scales, damping) of ``gptq_rounding`` with the damping (and, for a pooled
+    layer, the mix of per-position statistics) ``choose_statistics`` picks; ``statistics``
+    is an ``InputStatistics`` or a bare [G, K, K] mean Σ x xᵀ; ``clip_scales``: the
+    ``clipping`` scales when the caller has them already."""
     if not isinstance(statistics, InputStatistics):
         statistics = InputStatistics(np.asarray(statistics))
     if clip_scales is None:
         clip_scales = quant.weight_scales(w, bits, clipping)
-    damping = choose_damping(w, bits, statistics, group, clipping, clip_scales)
-    levels, scales = gptq_rounding(w, bits, statistics.hessian, group, clipping, damping,
+    damping, mix = choose_statistics(w, bits, statistics, group, clipping, clip_scales)
+    levels, scales = gptq_rounding(w, bits, statistics.shrunk(mix), group, clipping, damping,
                                    clip_scales)  # fmt: skip
     return levels, scales, damping
+
+
+def pooled_source(op):
+    """The ``global_avg_pool`` op whose result (through reshapes) is gemm ``op``'s input,
+    or None."""
+    if op.kind != "gemm":
+        return None
+    value = op.operands[0]
+    while value.producer is not None and value.producer.kind == "reshape":
+        value = value.producer.operands[0]
+    producer = value.producer
+    return producer if producer is not None and producer.kind == "global_avg_pool" else None
+
+
+def spatial_gram(x: np.ndarray) -> np.ndarray:
+    """Σ over a batch of images ([B, C, H, W]) of the mean f fᵀ over their positions:
+    [1, C, C] (float64; float32 products)."""
+    b, c = x.shape[:2]
+    columns = np.asarray(x, np.float32).transpose(1, 0, 2, 3).reshape(c, -1)
+    positions = columns.shape[1] // max(b, 1)
+    return (columns @ columns.T).astype(np.float64)[None] / max(positions, 1)
 
 
 def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=None,
                    progress: bool = True) -> dict[str, InputStatistics]:  # fmt: skip
     """Layer name → ``InputStatistics`` over ``data`` ([N, ...], the graph's one input):
     mean Σ x xᵀ ([G, K, K]) over all of it and over each half (alternate batches; none
-    with fewer than two batches), for every layer that can be quantized; ``graph`` (float,
-    after the float pipeline) is only read."""
+    with fewer than two batches), for every layer that can be quantized, and for a gemm
+    fed by a global average pool the per-position statistics of the pool's input;
+    ``graph`` (float, after the float pipeline) is only read."""
     from irc.calibration.progress import Progress
     from irc.decision.sensitivity import _padded, float_driver, quantizable_layers
     from irc.precision import layer_name
@@ -257,22 +326,30 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     batch = min(batch_size, len(data))
     model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
     sums: list[dict[str, np.ndarray]] = [{}, {}]  # even batches, odd batches
+    spatial_sums: list[dict[str, np.ndarray]] = [{}, {}]
     rows = {"n": 0, "half": 0}
 
-    def accumulate(op, kernel):
-        key = layer_name(op)
-
+    def accumulate(key, kernel, gram_of, into):
         def run(x, *rest):
             kernel(x, *rest)
-            gram = input_gram(op, x[: rows["n"]])
-            half = sums[rows["half"]]
+            gram = gram_of(x[: rows["n"]])
+            half = into[rows["half"]]
             half[key] = gram if key not in half else half[key] + gram
 
         return run
 
     for op in ops:
         ident = kernel_of[layer_name(op)]
-        namespace[ident] = accumulate(op, namespace[ident])
+        gram_of = lambda x, op=op: input_gram(op, x)  # noqa: E731
+        namespace[ident] = accumulate(layer_name(op), namespace[ident], gram_of, sums)
+    pool_idents = {call.results[0].name: f"k{i}" for i, call in enumerate(model.program.calls)
+                   if call.kind == "global_avg_pool"}  # fmt: skip
+    for op in ops:
+        pool = pooled_source(op)
+        ident = pool_idents.get(pool.results[0].name) if pool is not None else None
+        if ident is not None:
+            namespace[ident] = accumulate(layer_name(op), namespace[ident], spatial_gram,
+                                          spatial_sums)  # fmt: skip
     counts = [0, 0]
     with Progress(len(data), label="gptq statistics", enabled=progress) as bar:
         for number, start in enumerate(range(0, len(data), batch)):
@@ -284,9 +361,17 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     statistics = {}
     for key, even in sums[0].items():
         odd = sums[1].get(key)
+        spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
         if odd is None:
-            statistics[key] = InputStatistics(even / counts[0])
+            whole = None if spatial[0] is None else spatial[0] / counts[0]
+            statistics[key] = InputStatistics(even / counts[0], spatial=whole)
             continue
         halves = (even / counts[0], odd / counts[1])
-        statistics[key] = InputStatistics((even + odd) / sum(counts), halves)
+        whole = (even + odd) / sum(counts)
+        if spatial[0] is None or spatial[1] is None:
+            statistics[key] = InputStatistics(whole, halves)
+            continue
+        spatial_halves = (spatial[0] / counts[0], spatial[1] / counts[1])
+        spatial_whole = (spatial[0] + spatial[1]) / sum(counts)
+        statistics[key] = InputStatistics(whole, halves, spatial_whole, spatial_halves)
     return statistics

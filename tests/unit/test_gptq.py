@@ -11,8 +11,10 @@ from irc.gptq import (
     DAMPING,
     DAMPINGS,
     SCALE_MULTIPLES,
+    SPATIAL_MIXES,
     InputStatistics,
     choose_damping,
+    choose_statistics,
     conv_patches,
     gptq_levels,
     gptq_rounding,
@@ -20,6 +22,7 @@ from irc.gptq import (
     layer_hessians,
     output_errors,
     round_layer,
+    spatial_gram,
 )
 
 
@@ -235,3 +238,81 @@ def test_layer_hessians_halves_average_to_the_whole():
         assert not np.allclose(even, odd)
     one = layer_hessians(graph, data[:5], batch_size=8, progress=False)  # one batch
     assert all(s.halves is None for s in one.values())
+
+
+def test_layer_hessians_keep_the_pool_inputs_per_position_statistics():
+    from onnx_builders import small_convnet
+
+    import irc
+    from irc.interpreter import run_graph
+    from irc.pass_manager import PassManager
+    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+
+    graph = irc.import_onnx(small_convnet())
+    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
+    data = np.random.default_rng(5).normal(size=(20, 3, 16, 16)).astype(np.float32)
+    statistics = layer_hessians(graph, data, batch_size=8, progress=False)
+    pooled = {k for k, s in statistics.items() if s.spatial is not None}
+    assert pooled == {"fc"}  # the gemm after GlobalAveragePool → Flatten, no conv
+    fc = statistics["fc"]
+    pool = next(op for op in graph.ops if op.kind == "global_avg_pool")
+    seen = {}  # the pool's input in the reference interpreter: [20, 32, 8, 8]
+
+    def observe(op, args, results):
+        if op is pool:
+            seen["features"] = args[0]
+
+    run_graph(graph, [data], observers=[observe])
+    features = seen["features"]
+    f = features.astype(np.float64).transpose(0, 2, 3, 1).reshape(20, 64, 32)
+    want = np.einsum("bpi,bpj->ij", f, f) / (20 * 64)
+    np.testing.assert_allclose(fc.spatial[0], want, rtol=1e-5, atol=1e-9)
+    pooled_x = f.mean(axis=1)
+    np.testing.assert_allclose(fc.hessian[0], pooled_x.T @ pooled_x / 20, rtol=1e-5, atol=1e-9)
+    even, odd = fc.spatial_halves
+    np.testing.assert_allclose((12 * even + 8 * odd) / 20, fc.spatial, rtol=1e-6)
+
+
+def test_shrunk_mixes_in_the_spatial_statistics_at_hs_trace():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(2, 50, 6))
+    h, s = (a.T @ a)[None], 3.0 * (b.T @ b)[None]
+    stats = InputStatistics(h, (h, h), s, (s, s))
+    np.testing.assert_array_equal(stats.shrunk(0.0), h)
+    full = stats.shrunk(1.0, half=1)
+    np.testing.assert_allclose(np.trace(full[0]), np.trace(h[0]))
+    np.testing.assert_allclose(full * np.trace(s[0]) / np.trace(h[0]), s)
+    np.testing.assert_allclose(stats.shrunk(0.5), 0.5 * h + 0.5 * full)
+    assert spatial_gram(np.ones((2, 3, 4, 4), np.float32)).shape == (1, 3, 3)
+
+
+def test_spatial_statistics_help_a_pooled_layer_with_few_images():
+    """Pooled inputs: 24 images per half for a 128-wide layer, each image 16 positions
+    of an image-level vector plus position noise of the same covariance shape: H from the
+    pooled vectors overfits, the per-position statistics carry 16× the vectors."""
+    rng = np.random.default_rng(9)
+    k, positions = 128, 16
+    mix = rng.normal(size=(k, k)) / np.sqrt(k)
+
+    def draw(images):
+        image = rng.normal(size=(images, 1, k))
+        noise = rng.normal(size=(images, positions, k))
+        return ((image + noise) @ mix).astype(np.float32)  # [images, positions, K]
+
+    def stats_of(f):
+        x = f.mean(axis=1).astype(np.float64)
+        flat = f.reshape(-1, k).astype(np.float64)
+        return (x.T @ x)[None] / len(f), (flat.T @ flat)[None] / flat.shape[0]
+
+    (h0, s0), (h1, s1) = stats_of(draw(24)), stats_of(draw(24))
+    statistics = InputStatistics((h0 + h1) / 2, (h0, h1), (s0 + s1) / 2, (s0, s1))
+    w = rng.normal(size=(32, k)).astype(np.float32)
+    damping, chosen_mix = choose_statistics(w, 2, statistics)
+    assert chosen_mix in SPATIAL_MIXES and chosen_mix > 0
+    levels, scales, _ = round_layer(w, 2, statistics)
+    plain, plain_scales, _ = round_layer(w, 2, InputStatistics(statistics.hessian,
+                                                               statistics.halves))  # fmt: skip
+    fresh, _ = stats_of(draw(4000))
+    err = output_errors(w, levels.reshape(1, 32, k), scales[None], fresh, 1).sum()
+    err_plain = output_errors(w, plain.reshape(1, 32, k), plain_scales[None], fresh, 1).sum()
+    assert err < 0.95 * err_plain  # on images neither saw
