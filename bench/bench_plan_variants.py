@@ -7,7 +7,10 @@ GPTQ statistics (the 224 calibration images after the 32-image sensitivity sampl
 ``bench_strategies.calibrated``), and prints each model's top-1 on
 imagenet-val1300 and its compression. ``--flip-statistics`` adds each statistics image's
 horizontal mirror (in the same batch, so the held-out damping choice never sees an
-image's twin).
+image's twin). ``--without-pooled-statistics`` drops the per-position statistics of the
+classifier's pool input (``InputStatistics.spatial``), as before they were kept. Beside
+top-1, each model's agreement with FP32's top-1 and its output SQNR against FP32 on the
+same images (less noisy than top-1: one image is 0.077 points).
 
     python bench/bench_plan_variants.py --plans results/rounding/mobilenetv2_bn-gptq-sizeonly.json
         --budget 8 --variant '{"/classifier/classifier.1/Gemm": "int4"}'
@@ -23,8 +26,6 @@ from pathlib import Path
 import numpy as np
 from bench_strategies import PRESETS, calibrated
 from eval_accuracy import load_val
-
-from irc.benchmark.measure import accuracy
 
 SAMPLE = 32  # the sensitivity images bench_strategies keeps out of the GPTQ statistics
 
@@ -42,8 +43,16 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", default="8", help="the JSON's row (FP32 bytes / N)")
     parser.add_argument("--variant", action="append", default=[], type=json.loads,
                         help="JSON layer → precision overrides (repeatable)")  # fmt: skip
-    parser.add_argument("--flip-statistics", action="store_true",
-                        help="GPTQ statistics on each image and its mirror (measured twice)")  # fmt: skip
+    parser.add_argument(
+        "--flip-statistics",
+        action="store_true",
+        help="GPTQ statistics on each image and its mirror (measured twice)",
+    )
+    parser.add_argument(
+        "--without-pooled-statistics",
+        action="store_true",
+        help="GPTQ statistics without the pooled layers' per-position ones",
+    )
     args = parser.parse_args(argv)
     import irc
 
@@ -62,16 +71,33 @@ def main(argv=None) -> None:
 
         rest = images[SAMPLE : SAMPLE + GPTQ_SAMPLES]
         calibration.hessians = layer_hessians(graph, with_mirrors(rest), progress=False)
+    if args.without_pooled_statistics:
+        from irc.gptq import InputStatistics
+
+        calibration.hessians = {name: InputStatistics(s.hessian, s.halves)
+                                for name, s in calibration.hessians.items()}  # fmt: skip
     val, val_labels = load_val(PRESETS[args.model], 1300)
+    reference = logits(irc.compile(graph, pipeline="", num_threads=1), val)
     for override in [{}] + args.variant:
         start = time.perf_counter()
         model = irc.compile(graph, precision={**plan, **override}, calibration=calibration,
                             rounding="gptq", progress=False)  # fmt: skip
-        top1 = accuracy(lambda x, m=model: m(x)[0], val, val_labels, 1)[0]
+        out = logits(model, val)
+        top1 = 100 * np.mean(out.argmax(1) == val_labels)
+        agree = 100 * np.mean(out.argmax(1) == reference.argmax(1))
+        sqnr = 10 * np.log10(np.sum(reference**2) / np.sum((out - reference) ** 2))
         ratio = model.report().totals.ratio
         label = json.dumps(override) if override else "the plan"
-        print(f"{label}: top-1 {top1:.2f}, {ratio:.3f}× ({time.perf_counter() - start:.0f} s)",
+        print(f"{label}: top-1 {top1:.2f}, agrees with FP32 on {agree:.2f}%, output SQNR "
+              f"{sqnr:.2f} dB, {ratio:.3f}× ({time.perf_counter() - start:.0f} s)",
               flush=True)  # fmt: skip
+
+
+def logits(model, images: np.ndarray) -> np.ndarray:
+    """``model``'s first output on each image at batch 1, stacked (float64)."""
+    return np.concatenate([model(images[i : i + 1])[0] for i in range(len(images))]).astype(
+        np.float64
+    )
 
 
 if __name__ == "__main__":

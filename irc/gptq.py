@@ -208,6 +208,9 @@ DAMPINGS = (0.01, 0.1, 0.3, 1.0)
 # output error: a gemm after a global average pool sees one input vector per image (224
 # for MobileNetV2's 1280-wide classifier), its pool's input 7·7 per image
 SPATIAL_MIXES = (0.0, 0.5, 1.0)
+# output channels a pooled layer's (damping, mix) grid is judged on: GPTQ rounds each row
+# on its own given H, so evenly spaced rows estimate the whole layer's held-out error
+CHOICE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -251,13 +254,16 @@ def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, gro
     least output error on the other half: the dampings of ``DAMPINGS``, and for a pooled
     layer the ``SPATIAL_MIXES`` of ``InputStatistics.shrunk`` too, judged against the
     held-out half's own H (both ways round for a pooled layer, whose held-out halves are
-    small). Without halves: (``DAMPING``, 0)."""
+    small, on ``CHOICE_ROWS`` of its output channels). Without halves: (``DAMPING``, 0)."""
     if statistics.halves is None:
         return DAMPING, 0.0
     scales = quant.weight_scales(w, bits, clipping) if clip_scales is None else clip_scales
     out = w.shape[0]
     pooled = statistics.spatial_halves is not None
     mixes = SPATIAL_MIXES if pooled else (0.0,)
+    if pooled and group == 1 and out > CHOICE_ROWS:
+        rows = np.linspace(0, out - 1, CHOICE_ROWS).round().astype(int)
+        w, scales, out = w[rows], np.asarray(scales)[rows], CHOICE_ROWS
     folds = ((0, 1), (1, 0)) if pooled else ((0, 1),)
 
     def held_out_error(damping: float, mix: float) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from irc import quant
+from irc import gptq, quant
 from irc.gptq import (
     DAMPING,
     DAMPINGS,
@@ -286,7 +286,7 @@ def test_shrunk_mixes_in_the_spatial_statistics_at_hs_trace():
     assert spatial_gram(np.ones((2, 3, 4, 4), np.float32)).shape == (1, 3, 3)
 
 
-def test_spatial_statistics_help_a_pooled_layer_with_few_images():
+def test_spatial_statistics_help_a_pooled_layer_with_few_images(monkeypatch):
     """Pooled inputs: 24 images per half for a 128-wide layer, each image 16 positions
     of an image-level vector plus position noise of the same covariance shape: H from the
     pooled vectors overfits, the per-position statistics carry 16× the vectors."""
@@ -309,6 +309,9 @@ def test_spatial_statistics_help_a_pooled_layer_with_few_images():
     w = rng.normal(size=(32, k)).astype(np.float32)
     damping, chosen_mix = choose_statistics(w, 2, statistics)
     assert chosen_mix in SPATIAL_MIXES and chosen_mix > 0
+    monkeypatch.setattr(gptq, "CHOICE_ROWS", 8)  # judged on 8 of the 32 rows
+    assert choose_statistics(w, 2, statistics)[1] > 0
+    monkeypatch.undo()
     levels, scales, _ = round_layer(w, 2, statistics)
     plain, plain_scales, _ = round_layer(w, 2, InputStatistics(statistics.hessian,
                                                                statistics.halves))  # fmt: skip
