@@ -368,6 +368,8 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     for key, even in sums[0].items():
         odd = sums[1].get(key)
         spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
+        if spatial[0] is not None and spatial[0].shape != even.shape:
+            spatial = [None, None]  # the gemm reads the pooled values reshaped: not per channel
         if odd is None:
             whole = None if spatial[0] is None else spatial[0] / counts[0]
             statistics[key] = InputStatistics(even / counts[0], spatial=whole)
