@@ -370,9 +370,8 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
         spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
         if spatial[0] is not None and spatial[0].shape != even.shape:
             spatial = [None, None]  # the gemm reads the pooled values reshaped: not per channel
-        if odd is None:
-            whole = None if spatial[0] is None else spatial[0] / counts[0]
-            statistics[key] = InputStatistics(even / counts[0], spatial=whole)
+        if odd is None:  # no halves to choose a mix on: the per-position statistics go unused
+            statistics[key] = InputStatistics(even / counts[0])
             continue
         halves = (even / counts[0], odd / counts[1])
         whole = (even + odd) / sum(counts)
