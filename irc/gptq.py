@@ -58,11 +58,26 @@ def _windows(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarr
     top, left, bottom, right = op_attrs["pads"]
     sh, sw = op_attrs["strides"]
     dh, dw = op_attrs["dilations"]
-    kh, kw = kernel
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    padded = x
+    if any(op_attrs["pads"]):
+        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    span_h, span_w = _spans(kernel, op_attrs)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
     return windows[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _spans(kernel: tuple[int, int], op_attrs: dict) -> tuple[int, int]:
+    """The input rows and columns one (dilated) window covers."""
+    (kh, kw), (dh, dw) = kernel, op_attrs["dilations"]
+    return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+
+def _output_size(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> tuple[int, int]:
+    """A conv's output rows and columns for input ``x`` [B, C, H, W]."""
+    top, left, bottom, right = op_attrs["pads"]
+    (sh, sw), (span_h, span_w) = op_attrs["strides"], _spans(kernel, op_attrs)
+    return ((x.shape[2] + top + bottom - span_h) // sh + 1,
+            (x.shape[3] + left + right - span_w) // sw + 1)  # fmt: skip
 
 
 def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
@@ -74,20 +89,28 @@ def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.n
 
 def input_gram(op, x: np.ndarray) -> np.ndarray:
     """Σ x xᵀ of one batch of layer ``op``'s input, per group: [G, K, K] (float64; the
-    products are float32 matrix products, one per group, on [G, K, positions] columns)."""
+    products are float32: matrix products, except for depthwise layers, whose C tiny
+    grams ``irc.backends.numba.statistics.depthwise_gram`` sums in place)."""
     x = np.asarray(x, np.float32)
     if op.kind == "gemm":
         rows = x.reshape(x.shape[0], -1)
         return (rows.T @ rows).astype(np.float64)[None]
     kernel = tuple(op.operands[1].type.shape[2:])
     group, c = op.attrs["group"], x.shape[1]
-    pointwise = kernel == (1, 1) and not any(op.attrs["pads"])
-    if pointwise and tuple(op.attrs["strides"]) == (1, 1):
-        columns = x.transpose(1, 0, 2, 3).reshape(group, c // group, -1)  # [G, Cg, B·H·W]
-    else:  # [C, kh, kw, B, OH, OW]: each group's rows in the weight's (c, kh, kw) order
-        windows = _windows(x, op.attrs, kernel).transpose(1, 4, 5, 0, 2, 3)
-        columns = windows.reshape(group, (c // group) * kernel[0] * kernel[1], -1)
-    return (columns @ columns.transpose(0, 2, 1)).astype(np.float64)
+    if group == c and kernel != (1, 1):  # depthwise
+        from irc.backends.numba.statistics import depthwise_gram
+
+        top, left, bottom, right = op.attrs["pads"]
+        padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (top, bottom), (left, right), (0, 0)))
+        oh, ow = _output_size(x, op.attrs, kernel)
+        return depthwise_gram(padded, *kernel, *op.attrs["strides"], *op.attrs["dilations"],
+                              oh, ow)  # fmt: skip
+    columns = _windows(x, op.attrs, kernel).transpose(1, 4, 5, 0, 2, 3)  # (c, kh, kw) order
+    if group == 1:  # [K, B·positions], one symmetric product
+        columns = columns.reshape(c * kernel[0] * kernel[1], -1)
+        return (columns @ columns.T).astype(np.float64)[None]
+    columns = columns.reshape(group, c // group * kernel[0] * kernel[1], -1)
+    return np.matmul(columns, columns.transpose(0, 2, 1)).astype(np.float64)
 
 
 def gptq_levels(
@@ -98,7 +121,7 @@ def gptq_levels(
     ``scales``, rounded column by column with GPTQ's error feedback under ``hessian``
     ([G, K, K], K = the weight's elements per output channel and group), ``damping``
     times its mean diagonal added to the diagonal."""
-    qmax = quant.weight_qmax(bits)
+    qmin, qmax = quant.weight_qmin(bits), quant.weight_qmax(bits)
     out = w.shape[0]
     flat = w.reshape(out, -1).astype(np.float64)
     k = flat.shape[1]
@@ -118,28 +141,46 @@ def gptq_levels(
     order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
     g_index = np.arange(group)[:, None]
     h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
-    work = np.take_along_axis(work, order[:, None, :], axis=2)
-    upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)  # H⁻¹ = Uᵀ U
-    levels = np.empty_like(work)
-    safe = np.where(s > 0, s, 1.0)
-    # GPTQ's lazy batches: within a block of columns the feedback is applied column by
-    # column; the block's errors reach the columns after it in one matrix product
+    feedback = _feedback(h).astype(np.float32)  # [G, K, K], strictly lower
+    # columns contiguous: [G, K, R] (R = O/G rows), in float32 for the matrix products
+    target = np.ascontiguousarray(
+        np.take_along_axis(work, order[:, None, :], axis=2).transpose(0, 2, 1), np.float32
+    )
+    row_scale = s.astype(np.float32)[:, None, :]  # [G, 1, R]
+    safe = np.where(row_scale > 0, row_scale, np.float32(1.0))
+    levels = np.empty(target.shape, np.float32)
+    errors = np.empty(target.shape, np.float32)  # w − q·s per column rounded so far
+    # lazy batches: a block's targets take the errors of every column before it in one
+    # matrix product; within the block, column by column
     for start in range(0, k, BLOCK):
         end = min(start + BLOCK, k)
-        errors = np.empty(work.shape[:2] + (end - start,))
+        block = target[:, start:end].copy()
+        if start:
+            block += np.matmul(feedback[:, start:end, :start], errors[:, :start])
         for j in range(start, end):
-            column = work[:, :, j]
-            q = np.clip(np.rint(column / safe), quant.weight_qmin(bits), qmax)
-            q[s == 0] = 0.0
-            levels[:, :, j] = q
-            error = (column - q * s) / upper[:, j, j][:, None]
-            errors[:, :, j - start] = error
-            work[:, :, j + 1 : end] -= error[:, :, None] * upper[:, None, j, j + 1 : end]
-        if end < k:
-            work[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
-    unordered = np.empty_like(levels)
-    np.put_along_axis(unordered, order[:, None, :], levels, axis=2)
-    return unordered.reshape(w.shape).astype(np.int8)
+            i = j - start
+            q = np.clip(np.rint(block[:, i] / safe[:, 0]), qmin, qmax)
+            levels[:, j] = q
+            errors[:, j] = target[:, j] - q * row_scale[:, 0]
+            if j + 1 < end:
+                block[:, i + 1 :] += feedback[:, j + 1 : end, j, None] * errors[:, j, None, :]
+    levels[np.broadcast_to(row_scale == 0, levels.shape)] = 0.0
+    ordered = levels.transpose(0, 2, 1)  # [G, R, K] in act order
+    unordered = np.empty(ordered.shape, np.int8)
+    np.put_along_axis(unordered, order[:, None, :], ordered.astype(np.int8), axis=2)
+    return unordered.reshape(w.shape)
+
+
+def _feedback(h: np.ndarray) -> np.ndarray:
+    """F [G, K, K], strictly lower triangular, for H = Bᵀ B with B lower triangular:
+    F[l, j] = B[l, j] / B[l, l]. Rounding the columns in order, column l's target is its
+    weight plus Σ_{j<l} F[l, j]·(w_j − q_j): the value that minimizes the output error
+    given the columns already rounded (Babai's nearest plane, which is GPTQ's error
+    feedback without H⁻¹). B comes from one Cholesky factor of H with its order reversed."""
+    reversed_lower = np.linalg.cholesky(h[:, ::-1, ::-1])  # J H J = L Lᵀ
+    lower = np.swapaxes(reversed_lower, 1, 2)[:, ::-1, ::-1]  # B = J Lᵀ J, H = Bᵀ B
+    diagonal = np.diagonal(lower, axis1=1, axis2=2)
+    return np.tril(lower / diagonal[:, :, None], -1)
 
 
 # multiples of the weight-error clipping scale tried per channel, by bit width: INT2's

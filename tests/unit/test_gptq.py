@@ -151,6 +151,25 @@ def test_input_gram_equals_the_float64_sum_over_patches(kernel, group, pads):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def _gram_over_patches(x, op, kernel, group):
+    """The float64 Σ x xᵀ per group over every patch."""
+    patches = conv_patches(x.astype(np.float64), op.attrs, kernel)  # [B·OH·OW, C, k]
+    c, k = patches.shape[1:]
+    flat = patches.reshape(len(patches), group, (c // group) * k)
+    return np.stack([flat[:, g].T @ flat[:, g] for g in range(group)])
+
+
+@pytest.mark.parametrize("group", [1, 2, 6])  # 6: depthwise (the Numba kernel)
+@pytest.mark.parametrize("strides, dilations", [((1, 1), (1, 1)), ((2, 2), (1, 1)),
+                                                ((1, 1), (2, 2))])  # fmt: skip
+def test_input_gram_reads_strides_and_dilations_like_the_patches(group, strides, dilations):
+    x = np.random.default_rng(2).normal(size=(2, 6, 9, 9)).astype(np.float32)
+    op = _Op((12, 6 // group, 3, 3), group)
+    op.attrs.update(strides=strides, dilations=dilations, pads=(1, 2, 2, 1))
+    want = _gram_over_patches(x, op, (3, 3), group)
+    np.testing.assert_allclose(input_gram(op, x), want, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("group", [1, 6])
 @pytest.mark.parametrize("bits", [8, 4, 2])
