@@ -6,7 +6,10 @@ is (W_q − W)·X, whose squared norm is (W_q − W) H (W_q − W)ᵀ with H = �
 calibration inputs. GPTQ rounds one input column at a time, nearest level on the fixed
 per-channel grid (``irc.quant``'s scales), and spreads that column's error over the
 columns not yet rounded in proportion to H⁻¹ (its upper Cholesky factor), so later
-roundings compensate. The levels stay on the layer's grid ([-127, 127] / [-8, 7] /
+roundings compensate. ``gptq_levels`` computes the same levels in the equivalent
+nearest-plane form: each column's target is its weight plus the errors of the columns
+rounded before it, weighted by one Cholesky factor of H itself (no inverse), in float32
+passes over column-contiguous rows (the classifier's 11,000 candidate rows in 2 s). The levels stay on the layer's grid ([-127, 127] / [-8, 7] /
 [-2, 1]), so kernels, packing and the bit-exact guarantees are unchanged.
 
     >>> statistics = layer_hessians(graph, inputs)   # layer name → InputStatistics
