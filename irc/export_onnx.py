@@ -8,8 +8,9 @@
 The compiled graph (any level: L1, L2 or the final L3) is written op by op, every integer
 in it exactly as irc stores it:
 
-- **INT8 / INT4 / INT2 layer** (qconv2d, qgemm): the weight is an INT8, INT4 or INT2
-  initializer holding irc's levels, read through a per-output-channel DequantizeLinear
+- **INT8 / INT4 / INT2 layer** (qconv2d, qgemm): the weight is an INT8 or INT4
+  initializer holding irc's levels (INT2's odd levels -3..3 as INT4: ONNX's INT2 holds
+  [-2, 1] only), read through a per-output-channel DequantizeLinear
   (axis 0, irc's scales, zero points 0 of the weight's type); the bias is the int32 irc
   adds, through a DequantizeLinear at scale s_x·s_w[c]; the input is the DequantizeLinear
   of the int8 activation; then the float Conv / Gemm, the fused activation (Relu, Clip) and
@@ -25,8 +26,7 @@ zero points + 128, the very same real values. That is the form onnxruntime fuses
 everywhere on x86; with INT8 activations (``activations="int8"``) it leaves every layer
 that touches a residual branch in float.
 
-The opset is 21 (the first with INT4 in DequantizeLinear), or 25 (IR version 13) when
-some weight is INT2. Tensor names are irc's value names (``.dq`` marks a dequantized
+The opset is 21 (the first with INT4 in DequantizeLinear). Tensor names are irc's value names (``.dq`` marks a dequantized
 twin), the inputs and outputs keep the model's names, and each layer's node carries its
 precision in its doc string (all of them in the ``irc.precision`` metadata entry).
 
@@ -35,10 +35,8 @@ QLinearAdd, QLinearGlobalAveragePool). On x86 CPUs without VNNI its u8×s8 kerne
 product pairs in saturating int16 (its documented ``reduce_range`` caveat), which corrupts
 layers with large weights and inputs; ``int8_weights="uint8"`` stores the INT8 weights
 as UINT8 (levels + 128, zero point 128, same reals), which its u8×u8 kernels compute
-exactly. INT4 weights are dequantized and their layers run in float (same results, float
-speed). INT2 weights load only at ``graph_optimization_level`` ORT_ENABLE_BASIC or lower:
-the default level's QDQ fusion hands the INT2 weight to QLinearConv, which rejects the
-type (INVALID_GRAPH); at the basic level the layers run in float.
+exactly. INT4 weights (and INT2, stored as INT4) are dequantized and their layers run in
+float (same results, float speed).
 """
 
 from __future__ import annotations
@@ -57,7 +55,6 @@ from irc.precision import layer_name
 from irc.types import DType
 
 OPSET = 21  # DequantizeLinear of INT4 (ONNX 1.16)
-OPSET_INT2 = 25  # INT2 tensors (ONNX 1.20)
 CONSTANT_KINDS = ("constant", "qconstant")
 # integer ops written as their float kind between DequantizeLinear and QuantizeLinear
 FLOAT_TWINS = {"qconv2d": "conv2d", "qgemm": "gemm", "qadd": "add",
@@ -78,8 +75,7 @@ def export_onnx(model, path=None, *, activations: str = "uint8",
 
     ``activations`` and ``int8_weights`` say how int8 activations and INT8 weights are
     stored: "int8" (irc's levels), or "uint8" (levels + 128 at zero points + 128, the same
-    reals). INT2 weights need opset 25, and onnxruntime 1.32 runs them only at graph
-    optimization level ORT_ENABLE_BASIC or lower (see the module docstring).
+    reals). INT2 weights are stored as INT4 initializers (see the module docstring).
     """
     for what, given in (("activations", activations), ("int8_weights", int8_weights)):
         if given not in STORAGE_TYPES:
@@ -110,7 +106,10 @@ def _levels(op) -> np.ndarray:
 
 def _storage_dtype(dtype) -> np.dtype:
     """The numpy dtype an ONNX initializer of irc DType ``dtype`` is built from (ml_dtypes'
-    int4 / int2 for the sub-byte types, so that onnx packs them)."""
+    int4 for the sub-byte types, so that onnx packs them). irc's INT2 levels are the odd
+    -3..3, which ONNX's INT2 ([-2, 1]) cannot hold and no integer zero point shifts to:
+    they are stored as INT4, the same levels and scales."""
+    dtype = DType.I4 if dtype == DType.I2 else dtype
     return np.dtype(helper.tensor_dtype_to_np_dtype(ONNX_DTYPES[dtype]))
 
 
@@ -300,8 +299,7 @@ class _Exporter:
                 name = alias
             seen.add(name)
             outputs.append(_value_info(name, value))
-        opset = OPSET_INT2 if any(op.kind == "qconstant" and op.attrs["dtype"] == "i2"
-                                  for op in graph.ops) else OPSET  # fmt: skip
+        opset = OPSET
         body = helper.make_graph(
             self.nodes, graph.name, [_value_info(v.name, v) for v in graph.inputs], outputs,
             self.initializers, doc_string="exported by irc (QDQ form)",
@@ -327,4 +325,4 @@ def _value_info(name: str, value: Value) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, ONNX_DTYPES[value.type.dtype], shape)
 
 
-__all__ = ["OPSET", "OPSET_INT2", "STORAGE_TYPES", "ExportError", "export_onnx"]
+__all__ = ["OPSET", "STORAGE_TYPES", "ExportError", "export_onnx"]

@@ -46,7 +46,10 @@ from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType
 
 MAGIC = b"IRCMODEL"
-FORMAT_VERSION = 2  # 2: derived requantization constants and bias scales not stored
+# 2: derived requantization constants and bias scales not stored; 3: INT2 levels are the
+# odd -3..3 (2-bit fields (level - 1) / 2), no longer two's complement [-2, 1]
+FORMAT_VERSION = 3
+FIRST_ODD_INT2 = 3  # older files' INT2 fields mean other levels: they are refused
 FLAG_ZLIB = 1  # the IR and index blocks are zlib streams
 ALIGN = 64
 _HEAD = struct.Struct("<8sII")  # magic, version, flags: the same in every format version
@@ -393,6 +396,20 @@ def _restore_types(path: str, graph: Graph) -> None:
             result.type = t
 
 
+def _refuse_old_int2(path: str, graph: Graph, version: int) -> None:
+    """ModelFileError if a file older than format 3 holds INT2 weights (whose fields meant
+    the levels [-2, 1], which this irc's kernels would read as -3..3)."""
+    if version >= FIRST_ODD_INT2:
+        return
+    for op in graph.ops:
+        if op.kind == "qconstant" and op.attrs.get("dtype") == "i2":
+            raise ModelFileError(
+                f"'{path}' has model format version {version}, whose INT2 weights ({op.label()}) "
+                "are levels [-2, 1]; this irc's INT2 levels are -3, -1, 1, 3: recompile the "
+                "model with this irc"
+            )
+
+
 def read_graph_file(path) -> tuple[Graph, dict]:
     """The graph (constants attached, verified) and the metadata of a model file."""
     from irc.parser import parse_graph
@@ -409,6 +426,7 @@ def read_graph_file(path) -> tuple[Graph, dict]:
     entries = _index(path, sections)
     try:
         graph = parse_graph(_text(path, sections, "IR"), verify=False)
+        _refuse_old_int2(path, graph, fields[1])
         _attach(path, graph, entries, sections["data"])
         _restore_types(path, graph)
         verify_graph(graph)

@@ -19,8 +19,8 @@ Rounding: nearest level, or GPTQ's error-compensating rounding (``irc.gptq``) fo
 layers whose input statistics the calibration carries (``Calibration.hessians``, made by
 ``irc.compile(..., rounding="gptq")``), which also picks each output channel's scale by
 that output error and its damping by the error on held-out inputs
-(``irc.gptq.round_layer``); the levels stay on the layer's grid ([-127, 127] / [-8, 7] /
-[-2, 1]) either way.
+(``irc.gptq.round_layer``); the levels stay on the layer's grid ([-127, 127], [-8, 7],
+{-3, -1, 1, 3}) either way.
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies

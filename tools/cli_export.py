@@ -18,11 +18,11 @@ def add_export_parser(sub) -> None:
         help="write a compiled model file as standard ONNX (QDQ form)",
         description=(
             "Write a compiled model file (irc compile -o) as a standard ONNX model in QDQ\n"
-            "form: INT8/INT4/INT2 weights as ONNX integer initializers with per-channel\n"
-            "DequantizeLinear, activations quantized between layers with irc's scales and\n"
-            "zero points, FP16 layers as float16 weights with a Cast (opset 21; 25 with\n"
-            "INT2 weights). onnxruntime fuses the INT8 layers into its integer kernels;\n"
-            "it runs INT2 weights only at graph optimization level ORT_ENABLE_BASIC."
+            "form: INT8/INT4 weights as ONNX integer initializers with per-channel\n"
+            "DequantizeLinear (INT2's odd levels -3..3 as INT4), activations quantized\n"
+            "between layers with irc's scales and zero points, FP16 layers as float16\n"
+            "weights with a Cast (opset 21). onnxruntime fuses the INT8 layers into its\n"
+            "integer kernels and runs INT4/INT2 layers in float."
         ),
         epilog=(
             "examples:\n"

@@ -145,13 +145,14 @@ def requantize_rows(acc, rows, cols, tail, c0, zp, lo, hi, of, off, pitch):
 @njit(cache=True, inline="always")
 def weight_level(w2, o, t, bits):
     """Level ``t`` of output channel ``o``: int8 rows at 8 bits, else ``irc.quant.pack`` bytes
-    (b-bit two's-complement fields, low bits first)."""
+    (b-bit two's-complement fields f, low bits first: the level f at 4 bits, 2f + 1 at 2)."""
     if bits == 8:
         return np.int64(w2[o, t])
     per_byte = 8 // bits
     field = (np.int64(w2[o, t // per_byte]) >> ((t % per_byte) * bits)) & ((1 << bits) - 1)
     sign = np.int64(1) << (bits - 1)
-    return (field ^ sign) - sign
+    value = (field ^ sign) - sign
+    return 2 * value + 1 if bits == 2 else value
 
 
 @njit(cache=True)

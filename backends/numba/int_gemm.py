@@ -34,5 +34,6 @@ def gemm_s8(a, w, bits, k, acc):
             total = 0
             for i in range(k):
                 field = (int(w[n, i // per_byte]) >> ((i % per_byte) * bits)) & mask
-                total += int(a[m, i]) * ((field ^ sign) - sign)
+                level = (field ^ sign) - sign
+                total += int(a[m, i]) * (2 * level + 1 if bits == 2 else level)
             acc[m, n] = total

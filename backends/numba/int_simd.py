@@ -23,13 +23,14 @@ sign-extended in a register (``vpmovsxbw``). Tile: 6 rows × 2 output channels (
 accumulators), 16 k per step; 1 row × 4 channels for a single row.
 
 **4- and 2-bit weights.** A packed byte holds ``p = 8 / bits`` fields; a 32-byte load of a
-row holds ``32 p`` weights. ``(byte ^ 0x88) >> 4s & 0xF`` (resp. ``^ 0xAA``, ``>> 2s & 3``)
-turns field ``s`` into the unsigned level ``w + 8`` (resp. ``w + 2``), so the weights feed
-``vpmaddubsw`` as its unsigned operand with no sign fix, and the activations as its signed
-operand, unchanged. Then ``Σ_k (w+c)·a = Σ_k w·a + c·Σ_k a``: the kernel subtracts
-``c · rowsum(a)`` (``c`` = 8 or 2), computed (``vpsadbw``) while preparing the row. No
-product can saturate: ``|2·15·128| = 3840`` per int16 lane, so 8 products (4-bit; 42 at 2
-bits) add in int16 before one ``vpmaddwd`` widens them (4 weight blocks per group). Field
+row holds ``32 p`` weights. ``(byte ^ 0x88) >> 4s & 0xF`` turns 4-bit field ``s`` into the
+unsigned level ``w + 8``; at 2 bits ``(byte ^ 0xAA) >> 2s & 3`` is ``f + 2`` for the field
+f of level w = 2f + 1, doubled to ``w + 3``. So the weights feed ``vpmaddubsw`` as its
+unsigned operand with no sign fix, and the activations as its signed operand, unchanged.
+Then ``Σ_k (w+c)·a = Σ_k w·a + c·Σ_k a``: the kernel subtracts ``c · rowsum(a)`` (``c`` =
+8 or 3), computed (``vpsadbw``) while preparing the row. No product can saturate:
+``|2·15·128| = 3840`` per int16 lane, so 8 products (4-bit; 21 at 2 bits, ``|2·6·128|``)
+add in int16 before one ``vpmaddwd`` widens them (4 weight blocks per group). Field
 ``s`` of byte ``j`` is weight ``p·j + s``, so the activations are deinterleaved into the
 same order while preparing (int8 scratch, s-major inside each block of 32 weight bytes;
 the K tail uses 16- and 8-byte blocks, so K pads to 32 only). Tile: 6 rows × 1 channel
@@ -58,6 +59,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
+
+from irc.quant import weight_qmax
 
 from .int_gemm import gemm_s8
 
@@ -113,6 +116,9 @@ TN8_ROW = 4  # output channels per tile, 8-bit weights, single-row tiles
 TNQ_ROW = 4  # output channels per tile, 4/2-bit weights, single-row tiles (else 1)
 STEP8 = 16  # k per step, 8-bit weights (one vpmovsxbw)
 GROUP = {4: 4, 2: 4}  # 32-byte weight blocks summed in int16 before widening
+# added to a 4/2-bit weight level so that vpmaddubsw reads it unsigned: [-8, 7] + 8, and
+# the odd INT2 levels {-3, -1, 1, 3} + 3
+OFFSET = {4: 8, 2: 3}
 SCRATCH_BYTES = 16384  # activation scratch budget per row block (L1 resident)
 PANEL_BYTES = 393216  # weight bytes per panel of output channels (L2 resident)
 
@@ -370,8 +376,16 @@ def _prep8(typingctx, src, src_stride, rows, dst, dst_stride, valid, steps):
 
 # ------------------------------------------------------------------ 4/2-bit kernels
 def _field_vectors(builder, x, bits, nbytes):
-    """The unsigned levels ``w + 2^(bits-1)`` of packed bytes ``x`` (<nbytes x i8>) as
+    """The unsigned levels ``w + OFFSET[bits]`` of packed bytes ``x`` (<nbytes x i8>) as
     <32 x i8> vectors: vector v holds the fields of 32 / nbytes consecutive s (s-major)."""
+    fields = _flipped_fields(builder, x, bits, nbytes)
+    if bits == 2:  # f + 2 → 2f + 4 = w + 3
+        fields = [builder.add(f, f) for f in fields]
+    return fields
+
+
+def _flipped_fields(builder, x, bits, nbytes):
+    """The b-bit fields of packed bytes ``x`` plus 2^(b-1) (sign bit flipped), unsigned."""
     per_byte = 8 // bits
     flip = 0x88 if bits == 4 else 0xAA
     mask = _splat(_V32I8, (1 << bits) - 1)
@@ -407,8 +421,8 @@ def _sumsq(bits, tm, tn):
     ``vpmaddubsw``, summed in int16 over up to GROUP blocks, widened by ``vpmaddwd``."""
     per_byte = 8 // bits
     group = GROUP[bits]
-    # vpmaddubsw results one int16 lane can sum: |2 · (2^bits - 1) · 128| each
-    limit = 32767 // (2 * ((1 << bits) - 1) * 128)
+    # vpmaddubsw results one int16 lane can sum: |2 · (largest unsigned level) · 128| each
+    limit = 32767 // (2 * (weight_qmax(bits) + OFFSET[bits]) * 128)
     assert group * per_byte <= limit and (group - 1) * per_byte + per_byte // 2 + 1 <= limit
 
     def tile_sums(builder, rows, chans, blocks, tail):
@@ -767,7 +781,7 @@ def _gemm_packed(a, w, bits, k, acc):
     scratch = np.zeros((TM, kc), np.int8)
     tmp = np.zeros((TM, kc), np.int8)
     corr = np.zeros(TM, np.int32)
-    offset = 1 << (bits - 1)  # the kernels' weights are w + offset
+    offset = 8 if bits == 4 else 3  # OFFSET[bits]: the kernels' weights are w + offset
     w_base, w_rs = w.ctypes.data, w.strides[0]
     s_base, s_rs = scratch.ctypes.data, scratch.strides[0]
     p_base, p_rs = pad.ctypes.data, pad.strides[0]

@@ -47,9 +47,8 @@ def integer_network(seed: int = 0) -> Graph:
     rng = np.random.default_rng(seed)
 
     def levels(shape, bits):
-        """Random weight levels in [qmin, qmax]."""
-        qmin, qmax = quant.weight_qmin(bits), quant.weight_qmax(bits)
-        return rng.integers(qmin, qmax + 1, shape).astype(np.int8)
+        """Random weight levels of the ``bits`` grid."""
+        return rng.choice(quant.weight_levels(bits), shape).astype(np.int8)
 
     graph = Graph()
     x = graph.add_input("x", TensorType(DType.F32, (2, 3, 13, 12)))

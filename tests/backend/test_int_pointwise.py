@@ -23,8 +23,7 @@ def pointwise_graph(cin, cout, height, width, bits, x_zero, seed):
     graph = Graph()
     x_type = TensorType(DType.I8, (2, cin, height, width), QuantParams.per_tensor(0.05, x_zero))
     x = graph.add_input("x", x_type)
-    qmin, qmax = quant.weight_qmin(bits), quant.weight_qmax(bits)
-    levels = rng.integers(qmin, qmax + 1, (cout, cin, 1, 1)).astype(np.int8)
+    levels = rng.choice(quant.weight_levels(bits), (cout, cin, 1, 1)).astype(np.int8)
     scales = rng.uniform(0.001, 0.02, cout).astype(np.float32)
     payload = quant.pack(levels, bits) if bits < 8 else levels
     w = build(graph, "qconstant", [], {"value": payload, "dtype": f"i{bits}",

@@ -3,7 +3,7 @@
 Every result must be bit-identical to numpy's int64 matrix product wrapped to int32 and to
 ``int_gemm.gemm_s8``: hypothesis draws shapes (1..300 on each axis, K mostly not a multiple
 of any vector step), weight widths and value mixes that hit the extremes (-128 and 127
-activations, ±qmax weights and the packed fields' -qmax-1). Fixed cases cover the K
+activations, each grid's lowest and highest weight levels). Fixed cases cover the K
 chunks and N panels of large layers, int32 wrap-around, strided views, the last rows'
 padded copy and the portable fallback; one test reads the kernels' assembly.
 """
@@ -18,10 +18,9 @@ from numba import njit
 
 from irc.backends.numba import int_simd
 from irc.backends.numba.int_gemm import gemm_s8
-from irc.quant import pack
+from irc.quant import pack, weight_levels
 
 needs_avx2 = pytest.mark.skipif(not int_simd.HAVE_AVX2, reason="no AVX2 on this CPU / target")
-QMAX = {8: 127, 4: 7, 2: 1}
 MIXES = ("uniform", "min", "max", "extremes", "sparse")
 
 
@@ -40,17 +39,20 @@ def activations(rng, m: int, k: int, mix: str) -> np.ndarray:
 
 
 def levels(rng, n: int, k: int, bits: int, mix: str) -> np.ndarray:
-    """int8 weight levels in [-qmax-1, qmax] (the fields' full two's-complement range)."""
-    q = QMAX[bits]
+    """int8 weight levels of the ``bits`` grid (``irc.quant.weight_levels``: at 8 and 4
+    bits every integer in [qmin, qmax], at 2 the odd -3..3): uniform, all qmin, all qmax,
+    only the extremes (and 0 where the grid has it), or mostly the level nearest 0."""
+    grid = weight_levels(bits).astype(np.int8)
+    small = grid[np.argmin(np.abs(grid))]
     if mix == "min":
-        return np.full((n, k), -q, np.int8)
+        return np.full((n, k), grid[0], np.int8)
     if mix == "max":
-        return np.full((n, k), q, np.int8)
+        return np.full((n, k), grid[-1], np.int8)
     if mix == "extremes":
-        return rng.choice(np.array([-q - 1, -q, q, 0], np.int8), (n, k))
-    w = rng.integers(-q - 1, q + 1, (n, k)).astype(np.int8)
+        return rng.choice(np.unique([grid[0], grid[1], grid[-1], small]).astype(np.int8), (n, k))
+    w = rng.choice(grid, (n, k))
     if mix == "sparse":
-        w[rng.random((n, k)) < 0.8] = 0
+        w[rng.random((n, k)) < 0.8] = small
     return w
 
 
@@ -132,8 +134,8 @@ def test_large_and_edge_shapes(bits, m, n, k):
 def test_int32_wraps_like_portable(bits, k):
     """Sums past int32 wrap exactly as gemm_s8's (int64 total stored into int32)."""
     a = np.full((1, k), -128, np.int8)
-    lv = np.full((2, k), -QMAX[bits] - 1, np.int8)
-    lv[1, ::2] = QMAX[bits]
+    lv = np.full((2, k), weight_levels(bits)[0], np.int8)
+    lv[1, ::2] = weight_levels(bits)[-1]
     got = run(int_simd.gemm_s8_fast, a, weights(lv, bits), bits, k)
     want = expected(a, lv, k)
     assert abs(int(a[0].astype(np.int64) @ lv[0].astype(np.int64))) > 2**31

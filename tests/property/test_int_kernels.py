@@ -72,11 +72,12 @@ def activations(rng, shape, mode) -> np.ndarray:
 
 
 def weight_levels(rng, shape, bits, mode) -> np.ndarray:
-    """Weight levels in [qmin, qmax] at ``bits``; "extremes" draws only qmin and qmax."""
+    """Weight levels of the ``bits`` grid (``quant.weight_levels``: every integer in [qmin,
+    qmax], the odd ones at 2 bits); "extremes" draws only qmin and qmax."""
     qmin, qmax = quant.weight_qmin(bits), quant.weight_qmax(bits)
     if mode == "extremes":
         return rng.choice(np.array([qmin, qmax]), shape).astype(np.int8)
-    return rng.integers(qmin, qmax + 1, shape).astype(np.int8)
+    return rng.choice(quant.weight_levels(bits), shape).astype(np.int8)
 
 
 class Layer:
@@ -410,7 +411,7 @@ def test_pack_unpack_identity(rows, inner, bits, seed):
     rng = np.random.default_rng(seed)
     shape = (rows, *inner)
     k = int(math.prod(inner))
-    levels = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8)
+    levels = rng.choice(quant.weight_levels(bits), shape).astype(np.int8)
     packed = quant.pack(levels, bits)
     assert packed.dtype == np.uint8 and packed.shape == (rows, quant.packed_row_bytes(k, bits))
     np.testing.assert_array_equal(quant.unpack(packed, bits, shape), levels)

@@ -122,10 +122,13 @@ def test_zero_channel_and_nan_weights():
 def test_pack_layout_is_low_bits_first_with_rows_padded():
     levels = np.array([[1, -1, 2], [-7, 7, 0]], np.int8)
     np.testing.assert_array_equal(quant.pack(levels, 4), [[0xF1, 0x02], [0x79, 0x00]])
-    two = np.array([[1, -1, 0, 1, -1]], np.int8)
-    np.testing.assert_array_equal(quant.pack(two, 2), [[0b01001101, 0b11]])
+    two = np.array([[1, -1, -3, 3, 1]], np.int8)  # fields (level - 1) / 2: 0, -1, -2, 1, 0
+    np.testing.assert_array_equal(quant.pack(two, 2), [[0b01101100, 0b00]])
+    np.testing.assert_array_equal(quant.unpack(quant.pack(two, 2), 2, two.shape), two)
     with pytest.raises(ValueError):
         quant.pack(np.array([[8]], np.int8), 4)
+    with pytest.raises(ValueError, match="grid"):  # even levels are not on the INT2 grid
+        quant.pack(np.array([[0]], np.int8), 2)
 
 
 def test_add_multipliers_share_one_shift():
@@ -135,8 +138,8 @@ def test_add_multipliers_share_one_shift():
     )
 
 
-@pytest.mark.parametrize("bits, lo, hi", [(8, -127, 127), (4, -8, 7), (2, -2, 1)])
-def test_weight_levels_use_the_full_range_below_eight_bits(bits, lo, hi):
+@pytest.mark.parametrize("bits, lo, hi", [(8, -127, 127), (4, -8, 7)])
+def test_weight_levels_use_the_full_range_at_four_bits(bits, lo, hi):
     assert (quant.weight_qmin(bits), quant.weight_qmax(bits)) == (lo, hi)
     scales = np.ones(1, np.float32)
     w = np.array([[-200.0, lo - 0.6, lo - 0.4, -0.5, 0.5, hi + 0.4, 300.0]], np.float32)
@@ -146,3 +149,17 @@ def test_weight_levels_use_the_full_range_below_eight_bits(bits, lo, hi):
     if bits < 8:
         packed = quant.pack(levels, bits)
         assert np.array_equal(quant.unpack(packed, bits, levels.shape), levels)
+
+
+def test_int2_levels_are_the_odd_ones_and_round_to_the_nearest():
+    assert quant.weight_levels(2).tolist() == [-3, -1, 1, 3]
+    assert (quant.weight_qmin(2), quant.weight_qmax(2)) == (-3, 3)
+    w = np.array([[-200.0, -2.1, -1.9, -0.1, 0.1, 1.9, 2.1, 300.0]], np.float32)
+    levels = quant.quantize_weights(w, np.ones(1, np.float32), 2)
+    assert levels.tolist() == [[-3, -3, -1, -1, 1, 1, 3, 3]]
+    # every weight's level is a nearest level of the grid (distance ≤ 1 inside [-3, 3])
+    x = np.random.default_rng(0).uniform(-3, 3, 1000)
+    assert np.all(np.abs(quant.round_levels(x, 2) - x) <= 1.0 + 1e-12)
+    # the per-channel scale maps the top level 3 to the clipping range
+    scales = quant.weight_scales(np.array([[0.3, -0.6, 0.9]], np.float32), 2, "minmax")
+    np.testing.assert_allclose(scales, [0.3], rtol=1e-6)

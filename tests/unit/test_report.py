@@ -26,8 +26,7 @@ from irc.types import DType, TensorType
 
 def _layer(graph, kind, x, shape, bits, rng, **attrs):
     """An L3 integer layer: qconstant weight (packed below 8 bits), i32 bias, M and shift."""
-    qmax = quant.weight_qmax(bits)
-    levels = rng.integers(-qmax, qmax + 1, shape).astype(np.int8)
+    levels = rng.choice(quant.weight_levels(bits), shape).astype(np.int8)
     channels = shape[0]
     x_scale = x.type.quant.scales[0]
     w_scales = (rng.random(channels) * 0.02 + 0.01).astype(np.float32)

@@ -187,6 +187,25 @@ def test_a_format_1_file_with_every_payload_still_reads(tmp_path, monkeypatch):
     assert irc.print_graph(loaded, full=True) == irc.print_graph(graph, full=True)
 
 
+@pytest.mark.parametrize("plan, refused", [("int2", True), ("int4", False)])
+def test_a_format_2_file_with_int2_weights_is_refused(tmp_path, monkeypatch, plan, refused):
+    """Format 2's INT2 fields were the levels [-2, 1]; read as -3..3 they would run a
+    different model, so such a file is refused, naming the weight (INT4 files still read)."""
+    import irc.serialize as serialize
+
+    graph = quantized_graph(plan)
+    monkeypatch.setattr(serialize, "FORMAT_VERSION", 2)
+    path = tmp_path / "v2.ircm"
+    write_graph_file(graph, path)
+    monkeypatch.undo()
+    if not refused:
+        loaded, _ = read_graph_file(path)
+        assert irc.print_graph(loaded, full=True) == irc.print_graph(graph, full=True)
+        return
+    message = _error(path)
+    assert "format version 2" in message and "qconstant" in message and "recompile" in message
+
+
 def test_compiled_float_model_round_trip(tmp_path):
     model = irc.compile(tiny_cnn(), warmup=False)
     key = graph_key(model.graph, "")
