@@ -26,9 +26,10 @@ zero points + 128, the very same real values. That is the form onnxruntime fuses
 everywhere on x86; with INT8 activations (``activations="int8"``) it leaves every layer
 that touches a residual branch in float.
 
-The opset is 21 (the first with INT4 in DequantizeLinear). Tensor names are irc's value names (``.dq`` marks a dequantized
-twin), the inputs and outputs keep the model's names, and each layer's node carries its
-precision in its doc string (all of them in the ``irc.precision`` metadata entry).
+The opset is 21 (the first with INT4 in DequantizeLinear). Tensor names are irc's value
+names (``.dq`` marks a dequantized twin), the inputs and outputs keep the model's names,
+and each layer's node carries its precision in its doc string (all of them in the
+``irc.precision`` metadata entry).
 
 onnxruntime 1.32 runs INT8 layers fused into its integer kernels (QLinearConv, QGemm,
 QLinearAdd, QLinearGlobalAveragePool). On x86 CPUs without VNNI its u8×s8 kernels add

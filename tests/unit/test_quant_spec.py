@@ -98,7 +98,6 @@ def test_activation_levels_fold_relu6_into_the_clamp():
 def test_weight_scales_mse_never_worse_than_minmax(bits):
     rng = np.random.default_rng(bits)
     w = rng.standard_t(3, size=(16, 8, 3, 3)).astype(np.float32)
-    qmax = quant.weight_qmax(bits)
 
     def error(scales):
         levels = quant.quantize_weights(w, scales, bits)
