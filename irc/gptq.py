@@ -167,7 +167,8 @@ def gptq_levels(
             errors[:, j] = target[:, j] - q * row_scale[:, 0]
             if j + 1 < end:
                 block[:, i + 1 :] += feedback[:, j + 1 : end, j, None] * errors[:, j, None, :]
-    levels[np.broadcast_to(row_scale == 0, levels.shape)] = 0.0
+    nearest_zero = quant.round_levels(np.zeros(1), bits)[0]  # 0, or 1 on the odd INT2 grid
+    levels[np.broadcast_to(row_scale == 0, levels.shape)] = nearest_zero
     ordered = levels.transpose(0, 2, 1)  # [G, R, K] in act order
     unordered = np.empty(ordered.shape, np.int8)
     np.put_along_axis(unordered, order[:, None, :], ordered.astype(np.int8), axis=2)

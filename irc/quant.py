@@ -48,6 +48,9 @@ MULTIPLIER_BITS = 31  # M in [2^30, 2^31)
 MAX_SHIFT = 62  # |acc| < 2^31 and M < 2^31, so acc * M fits int64 for every shift
 BIAS_LIMIT = 2**30
 MAX_REDUCTION = (2**30) // (255 * 127)  # 33,156 products: |Σ| < 2^30
+# an all-zero channel's INT2 scale, of the layer's smallest: small enough that its ±1
+# levels are near zero, large enough that its bias still fits int32 at s_x · s_w
+ZERO_CHANNEL_FRACTION = 2.0**-8
 
 
 def weight_qmax(bits: int) -> int:
@@ -150,7 +153,9 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
 
     ``minmax``: the channel's largest magnitude maps to the top level. ``mse``: the clip
     ratio in [0.2, 1] of that magnitude (a grid of 80) with the least squared error.
-    A channel of zeros gets scale 1.
+    A channel of zeros gets scale 1, except at 2 bits, whose grid has no zero level: there
+    it gets ``ZERO_CHANNEL_FRACTION`` of the smallest other channel's scale (of 1 when all
+    are zero), so that its levels ±1 stand for weights near zero.
     """
     qmax = weight_qmax(bits)
     rows = _as_rows(w)
@@ -171,7 +176,11 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
     else:
         raise ValueError(f"unknown weight clipping method {method!r}; use 'mse' or 'minmax'")
     best = best.astype(np.float32)
-    return np.where(best > 0, best, np.float32(1.0)).astype(np.float32)
+    empty = np.float32(1.0)
+    if bits == 2:
+        live = best[best > 0]
+        empty = np.float32((live.min() if live.size else 1.0) * ZERO_CHANNEL_FRACTION)
+    return np.where(best > 0, best, empty).astype(np.float32)
 
 
 def _weight_error(rows: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:

@@ -116,9 +116,9 @@ TN8_ROW = 4  # output channels per tile, 8-bit weights, single-row tiles
 TNQ_ROW = 4  # output channels per tile, 4/2-bit weights, single-row tiles (else 1)
 STEP8 = 16  # k per step, 8-bit weights (one vpmovsxbw)
 GROUP = {4: 4, 2: 4}  # 32-byte weight blocks summed in int16 before widening
-# added to a 4/2-bit weight level so that vpmaddubsw reads it unsigned: [-8, 7] + 8, and
-# the odd INT2 levels {-3, -1, 1, 3} + 3
-OFFSET = {4: 8, 2: 3}
+# OFFSET[bits] is added to a 4/2-bit weight level so that vpmaddubsw reads it unsigned:
+# [-8, 7] + 8, and the odd INT2 levels {-3, -1, 1, 3} + 3 (a tuple, so njit code reads it)
+OFFSET = (0, 0, 3, 0, 8)
 SCRATCH_BYTES = 16384  # activation scratch budget per row block (L1 resident)
 PANEL_BYTES = 393216  # weight bytes per panel of output channels (L2 resident)
 
@@ -781,7 +781,7 @@ def _gemm_packed(a, w, bits, k, acc):
     scratch = np.zeros((TM, kc), np.int8)
     tmp = np.zeros((TM, kc), np.int8)
     corr = np.zeros(TM, np.int32)
-    offset = 8 if bits == 4 else 3  # OFFSET[bits]: the kernels' weights are w + offset
+    offset = OFFSET[bits]  # the kernels' weights are w + offset
     w_base, w_rs = w.ctypes.data, w.strides[0]
     s_base, s_rs = scratch.ctypes.data, scratch.strides[0]
     p_base, p_rs = pad.ctypes.data, pad.strides[0]

@@ -162,3 +162,19 @@ def test_int2_levels_are_the_odd_ones_and_round_to_the_nearest():
     # the per-channel scale maps the top level 3 to the clipping range
     scales = quant.weight_scales(np.array([[0.3, -0.6, 0.9]], np.float32), 2, "minmax")
     np.testing.assert_allclose(scales, [0.3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["mse", "minmax"])
+def test_an_all_zero_channel_stays_near_zero_on_the_int2_grid(method):
+    """INT2 has no zero level: a channel of zeros gets a scale 2^-8 of the layer's
+    smallest, so its dequantized weights stay near zero (not ±1), and it packs."""
+    w = np.zeros((3, 5), np.float32)
+    w[1] = [0.3, -0.6, 0.9, 0.1, -0.2]
+    w[2] = [3.0, -1.0, 2.0, 0.5, 1.5]
+    scales = quant.weight_scales(w, 2, method)
+    levels = quant.quantize_weights(w, scales, 2)
+    assert scales[0] == np.float32(min(scales[1], scales[2]) * quant.ZERO_CHANNEL_FRACTION)
+    assert np.abs(levels[0] * scales[0]).max() <= scales[1] / 256 + 1e-12
+    np.testing.assert_array_equal(quant.unpack(quant.pack(levels, 2), 2, w.shape), levels)
+    assert quant.weight_scales(np.zeros((2, 3), np.float32), 2)[0] == np.float32(2.0**-8)
+    assert quant.weight_scales(np.zeros((2, 3), np.float32), 4)[0] == 1.0
