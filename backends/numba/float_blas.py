@@ -10,8 +10,9 @@ Operands are flat arrays plus an element offset and a leading dimension, so a ke
 multiply a sub-block of a larger matrix (a column tile of an image, one group's rows) in
 place. Without the library a plain loop computes the same product, slowly.
 
-OpenBLAS keeps its own thread pool; ``gemm_flat`` makes it use as many threads as Numba's
-current setting (``numba.set_num_threads``), so one knob sets both.
+``gemm_flat`` runs OpenBLAS single-threaded on fixed blocks of the product, the blocks over
+Numba's threads (``numba.set_num_threads``): one knob sets the threads, and the result is
+the same bits at any thread count.
 
 Numba invalidates a cached function when its own source file changes, not when a callee in
 another file does: after editing this module, delete the kernel modules' ``*.nbi``/``*.nbc``
@@ -26,8 +27,7 @@ import os
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
-from numba.np.ufunc import parallel
+from numba import njit, prange, types
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -98,54 +98,88 @@ def set_blas_threads(count: int) -> None:
 
 _set_threads = types.ExternalFunction("irc_blas_set_threads", types.void(_i32))
 _get_threads = types.ExternalFunction("irc_blas_get_threads", _i32())
-# numba.get_num_threads() inside njit reads a ctypes pointer, which disables caching; the
-# threading layer's own C symbol (registered when its pool starts) does not.
-parallel._launch_threads()
-_numba_threads = types.ExternalFunction("get_num_threads", types.intp())
 
 
-@njit(cache=True)
+# gemm_flat's fixed blocks of c: one per BLOCK_WORK multiply-adds, at most MAX_BLOCKS, cut
+# along c's longer side in multiples of BLOCK_ALIGN (see its docstring)
+BLOCK_WORK = 1 << 21
+MAX_BLOCKS = 8
+BLOCK_ALIGN = 16
+
+
+@njit(cache=True, parallel=True)
 def gemm_flat(a, a_off, lda, trans_a, b, b_off, ldb, trans_b, c, c_off, ldc, m, n, k, alpha, beta):
     """c[m×n] = alpha · op(a)[m×k] @ op(b)[k×n] + beta · c, row-major blocks of flat arrays.
 
     Each matrix starts at its element offset with its leading dimension (row stride);
     ``op`` transposes the stored matrix when ``trans_*`` is true. beta = 0 ignores c's
     previous contents (even nan). a, b and c share one float element type.
+
+    The same bits at every thread count: c is cut into blocks by the product's shape
+    alone (one per ``BLOCK_WORK`` multiply-adds, at most ``MAX_BLOCKS``, along its longer
+    side, so the operand each block copies again is the smaller), each block one
+    single-threaded OpenBLAS call, the blocks spread over Numba's threads. OpenBLAS's own
+    threads split a product by their number, and its kernels round differently per split
+    (up to 5e-5 on MobileNetV2's 960→160 convs), so a model's float layers, and the int8
+    roundings after them, changed with ``num_threads``.
     """
     if m == 0 or n == 0:
         return
     lda, ldb, ldc = max(1, lda), max(1, ldb), max(1, ldc)  # BLAS rejects 0 even when k = 0
-    if HAVE_BLAS:
-        threads = _numba_threads()
-        if _get_threads() != threads:
-            _set_threads(threads)
-        ta = _TRANS if trans_a else _NO_TRANS
-        tb = _TRANS if trans_b else _NO_TRANS
-        size = c.itemsize
-        pa = a.ctypes.data + a_off * size
-        pb = b.ctypes.data + b_off * size
-        pc = c.ctypes.data + c_off * size
-        # A single row or column of c is a matrix-vector product: sgemm would first copy
-        # (pack) the whole matrix, which for a classifier's weights costs more than the
-        # product itself.
-        if m == 1 and k > 0:  # c row = op(b)ᵀ · (row of op(a))
-            tv = _NO_TRANS if trans_b else _TRANS
-            rows, cols = (n, k) if trans_b else (k, n)
-            _gemv(size, tv, rows, cols, alpha, pb, ldb, pa, lda if trans_a else 1, beta, pc, 1)
-            return
-        if n == 1 and k > 0:  # c column = op(a) · (column of op(b))
-            tv = _TRANS if trans_a else _NO_TRANS
-            rows, cols = (k, m) if trans_a else (m, k)
-            _gemv(size, tv, rows, cols, alpha, pa, lda, pb, 1 if trans_b else ldb, beta, pc, ldc)
-            return
-        if size == 4:
-            _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb,
-                   np.float32(beta), pc, ldc)  # fmt: skip
-        else:
-            _dgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), pa, lda, pb, ldb,
-                   np.float64(beta), pc, ldc)  # fmt: skip
+    if not HAVE_BLAS:
+        _gemm_loops(a, a_off, lda, trans_a, b, b_off, ldb, trans_b, c, c_off, ldc, m, n, k,
+                    alpha, beta)  # fmt: skip
         return
-    _gemm_loops(a, a_off, lda, trans_a, b, b_off, ldb, trans_b, c, c_off, ldc, m, n, k, alpha, beta)
+    if _get_threads() != 1:
+        _set_threads(1)  # the driver restores the caller's count after the run
+    by_columns = n >= m
+    side = n if by_columns else m
+    wanted = min(MAX_BLOCKS, max(1, m * n * max(k, 1) // BLOCK_WORK))
+    size = -(-side // wanted)
+    size = min(side, -(-size // BLOCK_ALIGN) * BLOCK_ALIGN)
+    blocks = -(-side // size)
+    for block in prange(blocks):
+        first = block * size
+        if by_columns:
+            width = min(size, n - first)
+            _product(a, a_off, lda, trans_a,
+                     b, b_off + (first * ldb if trans_b else first), ldb, trans_b,
+                     c, c_off + first, ldc, m, width, k, alpha, beta)  # fmt: skip
+        else:
+            height = min(size, m - first)
+            _product(a, a_off + (first if trans_a else first * lda), lda, trans_a,
+                     b, b_off, ldb, trans_b,
+                     c, c_off + first * ldc, ldc, height, n, k, alpha, beta)  # fmt: skip
+
+
+@njit(cache=True)
+def _product(a, a_off, lda, trans_a, b, b_off, ldb, trans_b, c, c_off, ldc, m, n, k, alpha, beta):
+    """One block of ``gemm_flat``: one OpenBLAS call (gemv for a single row or column)."""
+    ta = _TRANS if trans_a else _NO_TRANS
+    tb = _TRANS if trans_b else _NO_TRANS
+    size = c.itemsize
+    pa = a.ctypes.data + a_off * size
+    pb = b.ctypes.data + b_off * size
+    pc = c.ctypes.data + c_off * size
+    # A single row or column of c is a matrix-vector product: sgemm would first copy
+    # (pack) the whole matrix, which for a classifier's weights costs more than the
+    # product itself.
+    if m == 1 and k > 0:  # c row = op(b)ᵀ · (row of op(a))
+        tv = _NO_TRANS if trans_b else _TRANS
+        rows, cols = (n, k) if trans_b else (k, n)
+        _gemv(size, tv, rows, cols, alpha, pb, ldb, pa, lda if trans_a else 1, beta, pc, 1)
+        return
+    if n == 1 and k > 0:  # c column = op(a) · (column of op(b))
+        tv = _TRANS if trans_a else _NO_TRANS
+        rows, cols = (k, m) if trans_a else (m, k)
+        _gemv(size, tv, rows, cols, alpha, pa, lda, pb, 1 if trans_b else ldb, beta, pc, ldc)
+        return
+    if size == 4:
+        _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb,
+               np.float32(beta), pc, ldc)  # fmt: skip
+    else:
+        _dgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), pa, lda, pb, ldb,
+               np.float64(beta), pc, ldc)  # fmt: skip
 
 
 @njit(cache=True)

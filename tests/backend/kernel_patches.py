@@ -56,9 +56,10 @@ def without_kernel(kind: str):
 def blas_threads_kept():
     """Restore OpenBLAS's thread count on exit.
 
-    The float kernels set it to the model's thread count, and numpy shares that OpenBLAS,
-    so without this a test's one-thread model would change the summation order of the
-    reference's matrix products in every later test of the same worker.
+    The float kernels set it to one thread (they spread fixed blocks over Numba's
+    threads), and numpy shares that OpenBLAS, so without this a test's model would change
+    the summation order of the reference's matrix products in every later test of the
+    same worker.
     """
     from irc.backends.numba import float_blas
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from kernel_patches import blas_threads_kept, patched_kernels, without_kernel
@@ -174,3 +175,26 @@ def test_a_kernel_numba_cannot_compile_is_named():
     graph, _ = graph_and_inputs()
     with patched_kernels(table), pytest.raises(BackendError, match=r"op %s \(softmax\): Numba"):
         irc.compile(graph, pipeline="")
+
+
+def test_a_float_model_gives_the_same_bits_at_one_and_two_threads():
+    """MobileNetV2's last 1×1 convs (960→160→1280 over 7×7, products of several blocks):
+    the float kernels' OpenBLAS products used to differ in the last bits by thread count."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.05, name)
+               for name, shape in (("w1", (160, 960, 1, 1)), ("w2", (1280, 160, 1, 1)))]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"]),
+             helper.make_node("Conv", ["h", "w2"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "late_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 960, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1280, 7, 7])], weights)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((1, 960, 7, 7)).astype(np.float32)
+    threads = (1, min(2, numba.config.NUMBA_NUM_THREADS))
+    one, two = (irc.compile(model, num_threads=t)(x)[0] for t in threads)
+    np.testing.assert_array_equal(one, two)
+    w1, w2 = (numpy_helper.to_array(w)[:, :, 0, 0].astype(np.float64) for w in weights)
+    want = np.einsum("oc,chw->ohw", w2, np.einsum("oc,chw->ohw", w1, x[0]))
+    np.testing.assert_allclose(one[0], want, rtol=1e-4, atol=1e-4)

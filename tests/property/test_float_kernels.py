@@ -283,6 +283,44 @@ def test_add_fused_activation(shapes, activation):
     check("add", [normal(rng, s) * 4 for s in shapes], activation)
 
 
+# c wide (two column blocks, ragged), tall (two row blocks), at the block cap, one row or
+# column (gemv), and the two late MobileNetV2 products whose bits OpenBLAS's own threads
+# used to change (m·n·k against float_blas.BLOCK_WORK = 2^21 sets the blocks)
+BLOCKED_SHAPES = [(8, 64, 9000), (2000, 64, 40), (64, 576, 3136), (1, 1280, 1000),
+                  (1000, 1280, 1), (160, 960, 49), (1280, 320, 49)]  # fmt: skip
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
+@pytest.mark.parametrize("m, k, n", BLOCKED_SHAPES)
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, True)])
+def test_gemm_flat_blocks_give_the_same_bits_at_every_thread_count(m, k, n, trans_a, trans_b):
+    """``gemm_flat`` on sub-blocks of larger arrays (offsets, leading dimensions, beta):
+    within float32 rounding of the float64 product, and the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(m + n)
+    a = normal(rng, (k, m + 2) if trans_a else (m, k + 2))  # padded rows: lda ≠ width
+    b = normal(rng, (n, k + 1) if trans_b else (k, n + 1))
+    c0 = normal(rng, (m, n + 3))
+    op_a = (a[:, 1 : m + 1].T if trans_a else a[:, 1 : k + 1]).astype(np.float64)
+    op_b = (b[:, :k].T if trans_b else b[:, :n]).astype(np.float64)
+    want = 0.5 * op_a @ op_b + 2.0 * c0[:, 2 : n + 2]
+    got = {}
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            c = c0.copy()
+            float_blas.gemm_flat(a.reshape(-1), 1, a.shape[1], trans_a, b.reshape(-1), 0,
+                                 b.shape[1], trans_b, c.reshape(-1), 2, c.shape[1], m, n, k,
+                                 0.5, 2.0)  # fmt: skip
+            got[threads] = c
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_allclose(got[1][:, 2 : n + 2], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_array_equal(got[1][:, :2], c0[:, :2])  # outside the block: untouched
+    np.testing.assert_array_equal(got[1][:, n + 2 :], c0[:, n + 2 :])
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 6), st.booleans(), st.booleans(), seeds)
 def test_gemm_fallback_loops(m, n, k, trans_a, trans_b, seed):
