@@ -183,13 +183,15 @@ def test_a_float_model_gives_the_same_bits_at_one_and_two_threads():
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.05, name)
-               for name, shape in (("w1", (160, 960, 1, 1)), ("w2", (1280, 160, 1, 1)))]  # fmt: skip
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.05, name)
+        for name, shape in (("w1", (160, 960, 1, 1)), ("w2", (1280, 160, 1, 1)))
+    ]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["h"]),
              helper.make_node("Conv", ["h", "w2"], ["y"])]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "late_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 960, 7, 7])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1280, 7, 7])], weights)  # fmt: skip
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 960, 7, 7])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1280, 7, 7])
+    graph = helper.make_graph(nodes, "late_convs", [x_info], [y_info], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     x = rng.standard_normal((1, 960, 7, 7)).astype(np.float32)
     threads = (1, min(2, numba.config.NUMBA_NUM_THREADS))
