@@ -40,6 +40,15 @@ statistics of the pool's input, one vector per position (7·7 per image), and
 damping on the held-out half. On MobileNetV2's classifier the per-position statistics
 alone are chosen, and they lower the held-out output error by 17% at INT2 and 37% at INT4.
 
+Bias correction (``passes/quantize.py``) then takes the mean output error (W_q − W)·μ away,
+so what is left is (W_q − W) C (W_q − W)ᵀ with C the input's covariance about its per-channel
+mean μ. ``layer_hessians`` keeps each layer's first moments (``input_moments``), and the
+quantize pass rounds a layer with no fused activation on ``InputStatistics.centered``: on
+MobileNetV2 its projections (after a ReLU6: inputs with a large mean) lose 5–15% of their
+INT4 output error. Behind a ReLU6 the output error counts only where the output is not
+clamped, where the input's mean is another; centered there, MobileNetV2's depthwise layers
+lost up to 60% at INT2, so those keep H.
+
 Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
 matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
 accumulates each layer's H from its input as the kernel sees it (padding, strides).
@@ -55,6 +64,8 @@ from irc import quant
 
 DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
 BLOCK = 64  # columns per lazy batch of error feedback
+# least diagonal of a centered H, as a fraction of the uncentered one (float cancellation)
+CENTERED_FLOOR = 1e-6
 
 
 def _windows(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
@@ -115,6 +126,51 @@ def input_gram(op, x: np.ndarray) -> np.ndarray:
         return (columns @ columns.T).astype(np.float64)[None]
     columns = columns.reshape(group, c // group * kernel[0] * kernel[1], -1)
     return np.matmul(columns, columns.transpose(0, 2, 1)).astype(np.float64)
+
+
+def input_moments(op, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First moments of one batch of layer ``op``'s input: the sum of its input vectors as
+    the kernel reads them (patches, padding's zeros included) per group, [G, K], and the
+    sum of ``x`` per channel, [C] (float64 both)."""
+    x = np.asarray(x, np.float32)
+    if op.kind == "gemm":
+        rows = x.reshape(x.shape[0], -1).sum(axis=0, dtype=np.float64)
+        return rows[None], rows
+    kernel = tuple(op.operands[1].type.shape[2:])
+    group = op.attrs["group"]
+    images = x.sum(axis=0, dtype=np.float64)  # [C, H, W]: the batch summed first
+    top, left, bottom, right = op.attrs["pads"]
+    padded = np.pad(images, ((0, 0), (top, bottom), (left, right)))
+    (sh, sw), (dh, dw) = op.attrs["strides"], op.attrs["dilations"]
+    oh, ow = _output_size(x, op.attrs, kernel)
+    taps = [padded[:, i * dh : i * dh + (oh - 1) * sh + 1 : sh,
+                   j * dw : j * dw + (ow - 1) * sw + 1 : sw].sum(axis=(1, 2))
+            for i in range(kernel[0]) for j in range(kernel[1])]  # fmt: skip
+    patch_sum = np.stack(taps, axis=1)  # [C, kh·kw]: the weight's (c, kh, kw) order
+    return patch_sum.reshape(group, -1), images.sum(axis=(1, 2))
+
+
+@dataclass(frozen=True)
+class InputMoments:
+    """What centers a layer's statistics: per image, the sum of its input vectors
+    (``patch_sum`` [G, K]) and their number (``positions``), and the input's mean per
+    channel laid out like a weight row (``channel_mean`` [G, K]: what bias correction
+    takes the rounding's mean error with)."""
+
+    patch_sum: np.ndarray
+    positions: int
+    channel_mean: np.ndarray
+
+    def center(self, h: np.ndarray) -> np.ndarray:
+        """Mean Σ (x − μ)(x − μ)ᵀ from H = mean Σ x xᵀ (per image, sums over positions)."""
+        s, mu = self.patch_sum, self.channel_mean
+        cross = s[:, :, None] * mu[:, None, :]
+        square = self.positions * mu[:, :, None] * mu[:, None, :]
+        centered = h - cross - cross.transpose(0, 2, 1) + square
+        index = np.arange(h.shape[1])  # cancellation must not leave a varying input at 0
+        floor = CENTERED_FLOOR * h[:, index, index]
+        centered[:, index, index] = np.maximum(centered[:, index, index], floor)
+        return centered
 
 
 def gptq_levels(
@@ -274,6 +330,26 @@ class InputStatistics:
     halves: tuple[np.ndarray, np.ndarray] | None = None
     spatial: np.ndarray | None = None
     spatial_halves: tuple[np.ndarray, np.ndarray] | None = None
+    moments: InputMoments | None = None  # of all inputs, for ``centered``
+    half_moments: tuple[InputMoments, InputMoments] | None = None
+
+    def centered(self) -> InputStatistics:
+        """The same statistics about the input's per-channel mean: mean Σ (x − μ)(x − μ)ᵀ
+        (each half about its own mean). With bias correction, which removes the mean
+        output error (W_q − W)·μ, this is the output error GPTQ should minimize; for
+        inputs after a ReLU, whose mean dominates x xᵀ, uncentered statistics spend the
+        rounding on an error the bias then cancels. Unchanged without moments."""
+        if self.moments is None:
+            return self
+        halves = spatial_halves = None
+        if self.halves is not None:
+            halves = tuple(m.center(h) for m, h in zip(self.half_moments, self.halves))
+        spatial = None if self.spatial is None else _minus_mean(self.spatial, self.moments)
+        if self.spatial_halves is not None:
+            spatial_halves = tuple(_minus_mean(s, m) for s, m in
+                                   zip(self.spatial_halves, self.half_moments))  # fmt: skip
+        return InputStatistics(self.moments.center(self.hessian), halves, spatial,
+                               spatial_halves)  # fmt: skip
 
     def shrunk(self, mix: float, half: int | None = None) -> np.ndarray:
         """H (of one ``half``, or of all inputs) with ``mix`` of its trace moved to the
@@ -284,6 +360,12 @@ class InputStatistics:
         s = self.spatial if half is None else self.spatial_halves[half]
         scale = np.trace(h, axis1=1, axis2=2) / np.maximum(np.trace(s, axis1=1, axis2=2), 1e-30)
         return (1.0 - mix) * h + mix * scale[:, None, None] * s
+
+
+def _minus_mean(spatial: np.ndarray, moments: InputMoments) -> np.ndarray:
+    """A pool input's per-position mean f fᵀ about its mean (the pooled value's): − μ μᵀ."""
+    mu = moments.channel_mean
+    return spatial - mu[:, :, None] * mu[:, None, :]
 
 
 def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group: int = 1,
@@ -367,9 +449,10 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
                    progress: bool = True) -> dict[str, InputStatistics]:  # fmt: skip
     """Layer name → ``InputStatistics`` over ``data`` ([N, ...], the graph's one input):
     mean Σ x xᵀ ([G, K, K]) over all of it and over each half (alternate batches; none
-    with fewer than two batches), for every layer that can be quantized, and for a gemm
-    fed by a global average pool the per-position statistics of the pool's input;
-    ``graph`` (float, after the float pipeline) is only read."""
+    with fewer than two batches), with the first moments that center them, for every layer
+    that can be quantized, and for a gemm fed by a global average pool the per-position
+    statistics of the pool's input; ``graph`` (float, after the float pipeline) is only
+    read."""
     from irc.calibration.progress import Progress
     from irc.decision.sensitivity import _padded, float_driver, quantizable_layers
     from irc.precision import layer_name
@@ -377,31 +460,40 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     ops = quantizable_layers(graph)
     batch = min(batch_size, len(data))
     model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
-    sums: list[dict[str, np.ndarray]] = [{}, {}]  # even batches, odd batches
-    spatial_sums: list[dict[str, np.ndarray]] = [{}, {}]
+    # per half (even batches, odd batches): layer name → summed arrays
+    sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
+    spatial_sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
+    shapes: dict[str, tuple[int, int]] = {}  # layer → (input vectors, pixels) per image
     rows = {"n": 0, "half": 0}
 
-    def accumulate(key, kernel, gram_of, into):
+    def accumulate(key, kernel, sums_of, into):
         def run(x, *rest):
             kernel(x, *rest)
-            gram = gram_of(x[: rows["n"]])
+            arrays = sums_of(x[: rows["n"]])
             half = into[rows["half"]]
-            half[key] = gram if key not in half else half[key] + gram
+            if key in half:
+                half[key] = [a + b for a, b in zip(half[key], arrays)]
+            else:
+                half[key] = list(arrays)
 
         return run
 
+    def layer_sums(x, op):
+        shapes[layer_name(op)] = _per_image_counts(op, x)
+        return (input_gram(op, x), *input_moments(op, x))
+
     for op in ops:
         ident = kernel_of[layer_name(op)]
-        gram_of = lambda x, op=op: input_gram(op, x)  # noqa: E731
-        namespace[ident] = accumulate(layer_name(op), namespace[ident], gram_of, sums)
+        namespace[ident] = accumulate(layer_name(op), namespace[ident],
+                                      lambda x, op=op: layer_sums(x, op), sums)  # fmt: skip
     pool_idents = {call.results[0].name: f"k{i}" for i, call in enumerate(model.program.calls)
                    if call.kind == "global_avg_pool"}  # fmt: skip
     for op in ops:
         pool = pooled_source(op)
         ident = pool_idents.get(pool.results[0].name) if pool is not None else None
         if ident is not None:
-            namespace[ident] = accumulate(layer_name(op), namespace[ident], spatial_gram,
-                                          spatial_sums)  # fmt: skip
+            namespace[ident] = accumulate(layer_name(op), namespace[ident],
+                                          lambda x: (spatial_gram(x),), spatial_sums)  # fmt: skip
     counts = [0, 0]
     with Progress(len(data), label="gptq statistics", enabled=progress) as bar:
         for number, start in enumerate(range(0, len(data), batch)):
@@ -410,21 +502,41 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
             model._driver.run(x)
             counts[rows["half"]] += rows["n"]
             bar.update(rows["n"])
-    statistics = {}
-    for key, even in sums[0].items():
-        odd = sums[1].get(key)
-        spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
-        if spatial[0] is not None and spatial[0].shape != even.shape:
-            spatial = [None, None]  # the gemm reads the pooled values reshaped: not per channel
-        if odd is None:  # no halves to choose a mix on: the per-position statistics go unused
-            statistics[key] = InputStatistics(even / counts[0])
-            continue
-        halves = (even / counts[0], odd / counts[1])
-        whole = (even + odd) / sum(counts)
-        if spatial[0] is None or spatial[1] is None:
-            statistics[key] = InputStatistics(whole, halves)
-            continue
-        spatial_halves = (spatial[0] / counts[0], spatial[1] / counts[1])
-        spatial_whole = (spatial[0] + spatial[1]) / sum(counts)
-        statistics[key] = InputStatistics(whole, halves, spatial_whole, spatial_halves)
-    return statistics
+    by_name = {layer_name(op): op for op in ops}
+    return {key: _statistics(by_name[key], shapes[key], sums, spatial_sums, key, counts)
+            for key in sums[0]}  # fmt: skip
+
+
+def _per_image_counts(op, x: np.ndarray) -> tuple[int, int]:
+    """(input vectors, pixels per channel) of one image of layer ``op``'s input ``x``."""
+    if op.kind == "gemm":
+        return 1, 1
+    oh, ow = _output_size(x, op.attrs, tuple(op.operands[1].type.shape[2:]))
+    return oh * ow, x.shape[2] * x.shape[3]
+
+
+def _statistics(op, per_image, sums, spatial_sums, key, counts) -> InputStatistics:
+    """One layer's ``InputStatistics`` from its sums over the even and odd batches."""
+    positions, pixels = per_image
+    group = op.attrs["group"] if op.kind == "conv2d" else 1
+    taps = int(np.prod(op.operands[1].type.shape[2:])) if op.kind == "conv2d" else 1
+
+    def finish(arrays, images):
+        gram, patch_sum, channel_sum = (a / images for a in arrays)
+        mean = (channel_sum / pixels).reshape(group, -1)
+        return gram, InputMoments(patch_sum, positions, np.repeat(mean, taps, axis=1))
+
+    even, odd = sums[0][key], sums[1].get(key)
+    spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
+    if spatial[0] is not None and spatial[0][0].shape != even[0].shape:
+        spatial = [None, None]  # the gemm reads the pooled values reshaped: not per channel
+    if odd is None:  # no halves to choose a mix on: the per-position statistics go unused
+        gram, moments = finish(even, counts[0])
+        return InputStatistics(gram, moments=moments)
+    whole, moments = finish([a + b for a, b in zip(even, odd)], sum(counts))
+    (h0, m0), (h1, m1) = finish(even, counts[0]), finish(odd, counts[1])
+    if spatial[0] is None or spatial[1] is None:
+        return InputStatistics(whole, (h0, h1), moments=moments, half_moments=(m0, m1))
+    spatial_halves = (spatial[0][0] / counts[0], spatial[1][0] / counts[1])
+    spatial_whole = (spatial[0][0] + spatial[1][0]) / sum(counts)
+    return InputStatistics(whole, (h0, h1), spatial_whole, spatial_halves, moments, (m0, m1))
