@@ -10,7 +10,9 @@ horizontal mirror (in the same batch, so the held-out damping choice never sees 
 image's twin). ``--without-pooled-statistics`` drops the per-position statistics of the
 classifier's pool input (``InputStatistics.spatial``), as before they were kept. Beside
 top-1, each model's agreement with FP32's top-1 and its output SQNR against FP32 on the
-same images (less noisy than top-1: one image is 0.077 points).
+same images (less noisy than top-1: one image is 0.077 points), and its output SQNR on the
+32-image sensitivity sample. ``--rounding nearest`` compiles a nearest-rounding plan;
+``--threads`` sets ``irc.compile``'s thread count.
 
     python bench/bench_plan_variants.py --plans results/rounding/mobilenetv2_bn-gptq-sizeonly.json
         --budget 8 --variant '{"/classifier/classifier.1/Gemm": "int4"}'
@@ -48,6 +50,10 @@ def main(argv=None) -> None:
         action="store_true",
         help="GPTQ statistics on each image and its mirror (measured twice)",
     )
+    parser.add_argument("--rounding", default="gptq", choices=("gptq", "nearest"),
+                        help="the plan's weight rounding")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="irc.compile's num_threads (default: its own)")  # fmt: skip
     parser.add_argument(
         "--without-pooled-statistics",
         action="store_true",
@@ -77,20 +83,27 @@ def main(argv=None) -> None:
         calibration.hessians = {name: InputStatistics(s.hessian, s.halves)
                                 for name, s in calibration.hessians.items()}  # fmt: skip
     val, val_labels = load_val(PRESETS[args.model], 1300)
-    reference = logits(irc.compile(graph, pipeline="", num_threads=1), val)
+    fp32 = irc.compile(graph, pipeline="", num_threads=1)
+    reference, sample_reference = logits(fp32, val), logits(fp32, images[:SAMPLE])
     for override in [{}] + args.variant:
         start = time.perf_counter()
         model = irc.compile(graph, precision={**plan, **override}, calibration=calibration,
-                            rounding="gptq", progress=False)  # fmt: skip
+                            rounding=args.rounding, num_threads=args.threads,
+                            progress=False)  # fmt: skip
         out = logits(model, val)
+        on_sample = sqnr(logits(model, images[:SAMPLE]), sample_reference)
         top1 = 100 * np.mean(out.argmax(1) == val_labels)
         agree = 100 * np.mean(out.argmax(1) == reference.argmax(1))
-        sqnr = 10 * np.log10(np.sum(reference**2) / np.sum((out - reference) ** 2))
         ratio = model.report().totals.ratio
         label = json.dumps(override) if override else "the plan"
         print(f"{label}: top-1 {top1:.2f}, agrees with FP32 on {agree:.2f}%, output SQNR "
-              f"{sqnr:.2f} dB, {ratio:.3f}× ({time.perf_counter() - start:.0f} s)",
-              flush=True)  # fmt: skip
+              f"{sqnr(out, reference):.2f} dB (on the sample: {on_sample:.2f} dB), "
+              f"{ratio:.3f}× ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+
+
+def sqnr(out: np.ndarray, reference: np.ndarray) -> float:
+    """The logits' SQNR against FP32's, in dB."""
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((out - reference) ** 2)))
 
 
 def logits(model, images: np.ndarray) -> np.ndarray:
