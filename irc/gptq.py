@@ -463,7 +463,6 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
     # per half (even batches, odd batches): layer name → summed arrays
     sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
     spatial_sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
-    shapes: dict[str, tuple[int, int]] = {}  # layer → (input vectors, pixels) per image
     rows = {"n": 0, "half": 0}
 
     def accumulate(key, kernel, sums_of, into):
@@ -478,14 +477,10 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
 
         return run
 
-    def layer_sums(x, op):
-        shapes[layer_name(op)] = _per_image_counts(op, x)
-        return (input_gram(op, x), *input_moments(op, x))
-
     for op in ops:
         ident = kernel_of[layer_name(op)]
-        namespace[ident] = accumulate(layer_name(op), namespace[ident],
-                                      lambda x, op=op: layer_sums(x, op), sums)  # fmt: skip
+        sums_of = lambda x, op=op: (input_gram(op, x), *input_moments(op, x))  # noqa: E731
+        namespace[ident] = accumulate(layer_name(op), namespace[ident], sums_of, sums)
     pool_idents = {call.results[0].name: f"k{i}" for i, call in enumerate(model.program.calls)
                    if call.kind == "global_avg_pool"}  # fmt: skip
     for op in ops:
@@ -503,23 +498,18 @@ def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=
             counts[rows["half"]] += rows["n"]
             bar.update(rows["n"])
     by_name = {layer_name(op): op for op in ops}
-    return {key: _statistics(by_name[key], shapes[key], sums, spatial_sums, key, counts)
+    return {key: _statistics(by_name[key], sums, spatial_sums, key, counts)
             for key in sums[0]}  # fmt: skip
 
 
-def _per_image_counts(op, x: np.ndarray) -> tuple[int, int]:
-    """(input vectors, pixels per channel) of one image of layer ``op``'s input ``x``."""
-    if op.kind == "gemm":
-        return 1, 1
-    oh, ow = _output_size(x, op.attrs, tuple(op.operands[1].type.shape[2:]))
-    return oh * ow, x.shape[2] * x.shape[3]
-
-
-def _statistics(op, per_image, sums, spatial_sums, key, counts) -> InputStatistics:
+def _statistics(op, sums, spatial_sums, key, counts) -> InputStatistics:
     """One layer's ``InputStatistics`` from its sums over the even and odd batches."""
-    positions, pixels = per_image
-    group = op.attrs["group"] if op.kind == "conv2d" else 1
-    taps = int(np.prod(op.operands[1].type.shape[2:])) if op.kind == "conv2d" else 1
+    conv = op.kind == "conv2d"
+    group = op.attrs["group"] if conv else 1
+    taps = int(np.prod(op.operands[1].type.shape[2:])) if conv else 1
+    # per image: input vectors (output positions) and pixels per input channel
+    positions = int(np.prod(op.result.type.shape[2:])) if conv else 1
+    pixels = int(np.prod(op.operands[0].type.shape[2:])) if conv else 1
 
     def finish(arrays, images):
         gram, patch_sum, channel_sum = (a / images for a in arrays)

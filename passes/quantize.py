@@ -21,7 +21,7 @@ layers whose input statistics the calibration carries (``Calibration.hessians``,
 that output error and its damping by the error on held-out inputs
 (``irc.gptq.round_layer``), on statistics centered about the input's mean where bias
 correction applies and the layer has no fused activation (``InputStatistics.centered``:
-MobileNetV2's projections lose 5–15% of their INT4/INT2 output error; behind a ReLU6,
+MobileNetV2's projections lose 5–15% of their INT4 output error; behind a ReLU6,
 centering cost its depthwise layers up to 60% at INT2); the levels stay on the layer's grid
 ([-127, 127], [-8, 7], {-3, -1, 1, 3}) either way.
 
@@ -193,8 +193,8 @@ class _Rewriter:
         hessian = None if self.hessians is None else self.hessians.get(layer_name(op))
         if hessian is not None:  # GPTQ rounding, each channel's scale by its output error
             group = op.attrs["group"] if op.kind == "conv2d" else 1
-            centered = self.corrects_bias(op) and linear_output(op)
-            if centered and isinstance(hessian, InputStatistics):
+            corrected = self.input_means(op, w) is not None
+            if corrected and linear_output(op) and isinstance(hessian, InputStatistics):
                 hessian = hessian.centered()  # the bias takes the mean error away
             levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
             self.stats["gptq"] += 1
@@ -240,27 +240,25 @@ class _Rewriter:
         self.replace(op, new)
         self.stats[precision] += 1
 
-    def corrects_bias(self, op: Op) -> bool:
-        """Whether bias correction applies to ``op`` (its input's means were recorded)."""
-        return self.means is not None and self.means(op.operands[0].name) is not None
+    def input_means(self, op: Op, w: np.ndarray) -> np.ndarray | None:
+        """The per-channel means of ``op``'s input that bias correction uses, or None
+        (none recorded, or not one per input channel of ``w``)."""
+        mu = None if self.means is None else self.means(op.operands[0].name)
+        group = op.attrs["group"] if op.kind == "conv2d" else 1
+        return mu if mu is not None and mu.shape == (w.shape[1] * group,) else None
 
     def bias_shift(self, op: Op, w: np.ndarray, levels: np.ndarray, scales) -> np.ndarray | None:
         """Bias correction: the mean output error the rounded weights add per output
         channel, E[(W_q − W)·x] with x's per-channel means from calibration (padding's
         zeros ignored); None without recorded means."""
-        if self.means is None:
-            return None
-        mu = self.means(op.operands[0].name)
+        mu = self.input_means(op, w)
         if mu is None:
             return None
         s = np.asarray(scales, np.float64).reshape((-1,) + (1,) * (levels.ndim - 1))
         error = levels.astype(np.float64) * s - w.astype(np.float64)
         if op.kind == "gemm":
-            return error @ mu if mu.shape == (error.shape[1],) else None
-        out, per_group = error.shape[0], error.shape[1]
-        group = op.attrs["group"]
-        if mu.shape != (per_group * group,):
-            return None
+            return error @ mu
+        out, per_group, group = error.shape[0], error.shape[1], op.attrs["group"]
         # input channels of output channel o: its group's slice of mu
         mu_of = mu.reshape(group, per_group)[np.arange(out) // (out // group)]  # [O, Cg]
         return np.einsum("ochw,oc->o", error, mu_of)
