@@ -384,7 +384,9 @@ def test_centered_statistics_are_the_sums_about_each_layers_input_mean():
         checked += 1
     assert checked == 4
     fc = statistics["fc"]
-    mu = fc.moments.channel_mean  # [1, 32]
+    mu = fc.moments.channel_mean  # [1, 32]: the pooled features' mean over the images
+    pooled = next(x for op, x in inputs.items() if op.kind == "gemm")
+    np.testing.assert_allclose(mu[0], pooled.mean(axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(fc.centered().spatial, fc.spatial - mu[:, :, None] * mu[:, None])
 
 
