@@ -66,10 +66,14 @@ def strategy_runs(fp32_bytes: int):
     ]  # fmt: skip
 
 
-def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = "minmax"):
+def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = "minmax",
+               split: int = 0):  # fmt: skip
     """Float graph, calibration images, their ``Calibration`` (with GPTQ statistics from
     the images after the ``sample`` first unless ``rounding`` is nearest), the labelled
-    images and a tag naming how many statistics images there were ("" for none)."""
+    images and a tag naming how many statistics images there were ("" for none).
+    ``split`` k rotates the labelled images by k·``sample`` first, so that another
+    ``sample`` of them is the sensitivity sample and the rest feed the statistics (the
+    activation ranges always come from all of them)."""
     import irc
     from irc.calibration import load_folder, load_labelled_folder
     from irc.pass_manager import PassContext, PassManager
@@ -84,6 +88,8 @@ def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = 
     print(f"calibrated on {len(calib)} images in {time.perf_counter() - t:.1f} s", flush=True)
     xs, ys = zip(*load_labelled_folder(CALIB, preset))
     images, labels = np.concatenate(xs), np.concatenate(ys)
+    if split:
+        images, labels = np.roll(images, -split * sample, 0), np.roll(labels, -split * sample)
     statistics = ""
     if rounding != "nearest":  # statistics from other images than the sensitivity sample
         from irc.compile import GPTQ_SAMPLES
@@ -99,18 +105,21 @@ def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = 
 
 
 def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest",
-            method: str = "minmax"):  # fmt: skip
-    """Float graph, calibration, labelled sample, sensitivity table and cost model."""
+            method: str = "minmax", split: int = 0):  # fmt: skip
+    """Float graph, calibration, labelled sample, sensitivity table and cost model
+    (``split``: ``calibrated``'s rotation of the calibration images)."""
     from irc.decision.costs_measure import build_cost_model
     from irc.decision.sensitivity import analyze
     from irc.decision.table import SensitivityTable
 
     graph, calib, calibration, images, labels, statistics = calibrated(name, sample, rounding,
-                                                                        method)  # fmt: skip
+                                                                        method, split)  # fmt: skip
 
     def measured(tag: str, calibration) -> SensitivityTable:
         ranges = "" if method == "minmax" else f"-{method}"  # tables depend on the ranges
-        cached = cache / f"sensitivity-{name}-{sample}{ranges}{tag}.json" if cache else None
+        rotated = f"-split{split}" if split else ""
+        file = f"sensitivity-{name}-{sample}{ranges}{rotated}{tag}.json"
+        cached = cache / file if cache else None
         if cached and cached.exists():
             return SensitivityTable.from_dict(json.loads(cached.read_text()))
         table = analyze(graph, calibration, images[:sample], labels=labels[:sample],

@@ -412,3 +412,22 @@ def test_centered_gptq_leaves_less_error_after_bias_correction(bits, seed):
     plain = error_after_bias_correction(*round_layer(w, bits, stats)[:2])
     centered = error_after_bias_correction(*round_layer(w, bits, stats.centered())[:2])
     assert centered < 0.99 * plain
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_weights_of_an_input_the_statistics_never_saw_keep_their_nearest_level(bits):
+    """An input channel that was zero on every statistics image (a ReLU channel that
+    rarely opens) may fire later: GPTQ must not zero its weights, and the other columns
+    are rounded as if it were absent."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    x[:, 2] = 0.0  # channel 2 never fires in the statistics
+    h = (x.T.astype(np.float64) @ x / len(x))[None]
+    w = rng.normal(size=(10, 6)).astype(np.float32)
+    scales = quant.weight_scales(w, bits, "mse")
+    levels = gptq_levels(w, scales, bits, h, 1)
+    nearest = quant.quantize_weights(w, scales, bits)
+    assert np.array_equal(levels[:, 2], nearest[:, 2])
+    alive = [0, 1, 3, 4, 5]
+    without = gptq_levels(w[:, alive], scales, bits, h[:, alive][:, :, alive], 1)
+    assert np.array_equal(levels[:, alive], without)
