@@ -26,15 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_plan_variants import logits, sqnr
 from bench_strategies import PRESETS, prepare
 from eval_accuracy import load_val
 
 BOOTSTRAP_DRAWS = 2000
-
-
-def logits(model, images: np.ndarray) -> np.ndarray:
-    """float64 logits [N, classes] of ``model`` run at batch 1."""
-    return np.concatenate([np.asarray(model(images[i : i + 1])[0]) for i in range(len(images))])
 
 
 def paired_interval(plan_right: np.ndarray, fp32_right: np.ndarray, seed: int = 0):
@@ -52,10 +48,9 @@ def score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict:
     top-1 (%) and output SQNR against FP32 (dB)."""
     right, ref_right = out.argmax(1) == labels, ref.argmax(1) == labels
     low, high = paired_interval(right, ref_right)
-    noise = np.sum((out.astype(np.float64) - ref) ** 2)
     return dict(top1=100.0 * right.mean(), delta=100.0 * (right.mean() - ref_right.mean()),
                 delta_90=[low, high], agreement=100.0 * np.mean(out.argmax(1) == ref.argmax(1)),
-                sqnr_db=float(10 * np.log10(np.sum(ref**2) / noise)))  # fmt: skip
+                sqnr_db=sqnr(out, ref))  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -81,7 +76,7 @@ def main(argv=None) -> None:
     float_model = irc.compile(graph, pipeline="", num_threads=1)
     fp32 = float_model.report().totals.fp32_bytes
     val, val_labels = load_val(PRESETS[args.model], 1300)
-    ref = logits(float_model, val).astype(np.float64)
+    ref = logits(float_model, val)
     base = 100.0 * np.mean(ref.argmax(1) == val_labels)
     rows = {"fp32": {"top1": base}, "split": args.split}
     for ratio in args.sizes:
