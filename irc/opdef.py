@@ -50,6 +50,7 @@ class OpDef:
     attrs: dict[str, Attr] = field(default_factory=dict)
     infer: InferFn | None = None
     doc: str = ""
+    traits: frozenset[str] = frozenset()
 
     @property
     def min_operands(self) -> int:
@@ -134,13 +135,43 @@ def _coerce(spec: Attr, value: Any, where: str) -> Any:
 OPS: dict[str, OpDef] = {}
 
 
-def define(name: str, operands, attrs=None, infer: InferFn | None = None, doc: str = "") -> OpDef:
-    """Register an op kind in the table."""
+# What an op kind is, for the passes and analyses that treat kinds alike (one place for
+# what used to be kind tuples written at each use):
+TRAITS = {
+    "layer": "a float layer with a weight operand (conv2d, gemm): what a precision plan names",
+    "integer-layer": "an integer layer (qconv2d, qgemm): int8 activations, packed weights",
+    "elementwise": "computes each result element from the same-index operand elements",
+    "constant": "holds its value in an attribute (constant, qconstant)",
+    "view": "its result is its operand's bytes under another shape (no copy needed)",
+}
+
+
+def define(name: str, operands, attrs=None, infer: InferFn | None = None, doc: str = "",
+           traits=()) -> OpDef:  # fmt: skip
+    """Register an op kind in the table, with its ``traits`` (keys of ``TRAITS``)."""
     if name in OPS:
         raise ValueError(f"op {name} defined twice")
-    opdef = OpDef(name, tuple(operands), dict(attrs or {}), infer, doc)
+    unknown = set(traits) - set(TRAITS)
+    if unknown:
+        raise ValueError(f"op {name}: unknown traits {sorted(unknown)}")
+    opdef = OpDef(name, tuple(operands), dict(attrs or {}), infer, doc, frozenset(traits))
     OPS[name] = opdef
     return opdef
+
+
+def has_trait(kind: str, trait: str) -> bool:
+    """Whether op kind ``kind`` has ``trait`` (False for a kind the table lacks)."""
+    if trait not in TRAITS:
+        raise ValueError(f"unknown trait {trait!r}; traits: {', '.join(TRAITS)}")
+    opdef = OPS.get(kind)
+    return opdef is not None and trait in opdef.traits
+
+
+def kinds_with(trait: str) -> frozenset[str]:
+    """Every op kind that has ``trait``."""
+    if trait not in TRAITS:
+        raise ValueError(f"unknown trait {trait!r}; traits: {', '.join(TRAITS)}")
+    return frozenset(name for name, opdef in OPS.items() if trait in opdef.traits)
 
 
 def get_opdef(kind: str) -> OpDef:

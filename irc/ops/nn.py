@@ -43,15 +43,23 @@ for _name, _doc in (
     ("tanh", "tanh(x)"),
     ("hard_swish", "x * max(0, min(1, x/6 + 1/2))"),
 ):
-    define(_name, ["x"], {}, _same, doc=_doc)
+    define(_name, ["x"], {}, _same, doc=_doc, traits=("elementwise",))
 
-define("leaky_relu", ["x"], {"alpha": Attr("float", 0.01)}, _same, doc="x if x >= 0 else alpha*x")
+define(
+    "leaky_relu",
+    ["x"],
+    {"alpha": Attr("float", 0.01)},
+    _same,
+    doc="x if x >= 0 else alpha*x",
+    traits=("elementwise",),
+)
 define(
     "hard_sigmoid",
     ["x"],
     {"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)},
     _same,
     doc="max(0, min(1, alpha*x + beta))",
+    traits=("elementwise",),
 )
 define(
     "clip",
@@ -59,6 +67,7 @@ define(
     {"min": Attr("float", -INF), "max": Attr("float", INF)},
     _same,
     doc="min(max(x, min), max); bounds are cast to x's element type",
+    traits=("elementwise",),
 )
 
 
@@ -68,13 +77,21 @@ def _infer_binary(types, attrs):
 
 
 for _name in ("sub", "mul", "div"):
-    define(_name, ["a", "b"], {}, _infer_binary, doc=f"elementwise {_name}, numpy broadcasting")
+    define(
+        _name,
+        ["a", "b"],
+        {},
+        _infer_binary,
+        doc=f"elementwise {_name}, numpy broadcasting",
+        traits=("elementwise",),
+    )
 define(
     "add",
     ["a", "b"],
     dict(FUSED_ACTIVATION),
     _infer_binary,
     doc="elementwise add, numpy broadcasting, then the fused activation",
+    traits=("elementwise",),
 )
 
 
@@ -82,7 +99,14 @@ def _infer_cast(types, attrs):
     return [types[0].with_dtype(DType.from_short(attrs["to"]))]
 
 
-define("cast", ["x"], {"to": Attr("str")}, _infer_cast, doc="convert to element type `to`")
+define(
+    "cast",
+    ["x"],
+    {"to": Attr("str")},
+    _infer_cast,
+    doc="convert to element type `to`",
+    traits=("elementwise",),
+)
 
 
 # ------------------------------------------------------------------ linear algebra
@@ -123,6 +147,7 @@ define(
     _infer_conv,
     doc="2-D convolution (cross-correlation), NCHW input, OIHW weight, optional bias [O], "
     "then the fused activation",
+    traits=("layer",),
 )
 
 
@@ -153,6 +178,7 @@ define(
     _infer_gemm,
     doc="alpha * op(a) @ op(b) + beta * c, op = transpose when trans_* is 1, then the fused "
     "activation",
+    traits=("layer",),
 )
 
 
@@ -295,6 +321,7 @@ define(
     {"shape": Attr("ints")},
     _infer_reshape,
     doc="reshape; a 0 entry copies the input dimension, one -1 entry is inferred",
+    traits=("view",),
 )
 
 
@@ -478,4 +505,11 @@ def _infer_constant(types, attrs):
     return [tensor_value_type(attrs["value"])]
 
 
-define("constant", [], {"value": Attr("tensor")}, _infer_constant, doc="a constant tensor")
+define(
+    "constant",
+    [],
+    {"value": Attr("tensor")},
+    _infer_constant,
+    doc="a constant tensor",
+    traits=("constant",),
+)

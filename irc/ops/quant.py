@@ -90,6 +90,7 @@ define(
     {"scale": Attr("float"), "zero_point": Attr("int", 0)},
     _infer_quantize,
     doc="float → qi8<scale:zero_point>: clamp(rint(x / scale) + zero_point), NaN → zero_point",
+    traits=("elementwise",),
 )
 
 
@@ -106,6 +107,7 @@ define(
     {},
     _infer_dequantize,
     doc="quantized → f32: (x - zero_point) * scale, per tensor or along the type's axis",
+    traits=("elementwise",),
 )
 
 
@@ -161,6 +163,7 @@ define(
     _infer_qconstant,
     doc="a quantized constant (zero points 0): int8 levels, int32 bias levels, or (packed=1) "
     "i4/i2 levels packed along the reduction axis; scales along `axis` (-1: per tensor)",
+    traits=("constant",),
 )
 PAYLOAD_TYPES = {"qconstant": qconstant_payload_type}
 
@@ -193,6 +196,7 @@ define(
     doc="integer convolution: qi8 NCHW input (padding is real zero), per-channel i8/i4/i2 "
     "OIHW weight, bias, requantized to qi8<out_scale:out_zero_point> and clamped by the "
     "fused activation",
+    traits=("integer-layer",),
 )
 
 
@@ -215,6 +219,7 @@ define(
     _infer_qgemm,
     doc="integer a @ w.T + bias: qi8 [M,K] times per-channel weight [N,K], requantized and "
     "clamped like qconv2d",
+    traits=("integer-layer",),
 )
 
 
@@ -232,6 +237,7 @@ define(
     _infer_qadd,
     doc="integer add with rescale: both operands brought to the output scale by fixed-point "
     "multipliers, summed, rounded once, clamped by the fused activation",
+    traits=("elementwise",),
 )
 
 
