@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from irc.benchmark.measure import interleaved
 from irc.benchmark.peers import ort_int8_model, ort_session
+from irc.measure import interleaved
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

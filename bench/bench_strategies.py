@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from eval_accuracy import load_val
 
-from irc.benchmark.measure import accuracy, interleaved
 from irc.benchmark.peers import ort_int8_model, ort_session
+from irc.measure import accuracy, interleaved
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irc.benchmark.measure import accuracy
+from irc.measure import accuracy
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

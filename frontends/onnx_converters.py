@@ -3,7 +3,8 @@
 A converter takes the import context and the node and returns the irc values of the
 node's outputs (None for an optional output that is not produced). It reads attributes
 with ``attributes`` and inputs with ``operand`` / ``constant_input``, and creates ops with
-``emit``. The families live in ``onnx_nn_converters`` and ``onnx_shape_converters``.
+``emit``. The families live in ``onnx_nn_converters``, ``onnx_shape_converters`` and
+``onnx_resize``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnx
 from irc.errors import ConversionError, IrcError, UnsupportedOpError
 from irc.frontends.onnx_importer import ImportContext, NeedsConstantError
 from irc.ir import Value
+from irc.opdef import build
 
 Converter = Callable[[ImportContext, onnx.NodeProto], list]
 CONVERTERS: dict[str, Converter] = {}
@@ -90,8 +92,6 @@ def emit(
 ) -> Value:
     """Build one irc op for the node; its result takes the name of ONNX output ``output``
     (or a fresh name derived from it when ``output`` is None, for intermediate ops)."""
-    from irc.opdef import build
-
     base = node.output[0] if output is None else node.output[output]
     name = ctx.graph.fresh_name(base + ".0") if output is None else base
     return build(
@@ -129,4 +129,4 @@ def normalize_axis(axis: int, rank: int, node: onnx.NodeProto, what: str = "axis
     return axis % rank
 
 
-from irc.frontends import onnx_nn_converters, onnx_shape_converters  # noqa: E402,F401
+from irc.frontends import onnx_nn_converters, onnx_resize, onnx_shape_converters  # noqa: E402,F401

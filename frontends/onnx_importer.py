@@ -24,6 +24,9 @@ from irc.errors import (
     UnsupportedOpError,
 )
 from irc.ir import Graph, Value
+from irc.opdef import build
+from irc.passes.constant_fold import fold_constants
+from irc.passes.matching import constant_array
 from irc.types import DType, TensorType
 
 MIN_OPSET = 7
@@ -174,6 +177,7 @@ def import_onnx(
     for graph inputs that are to be treated as constants (a static-shape compiler needs,
     e.g., a Reshape's target shape at compile time).
     """
+    # onnx_converters imports ImportContext from this module: a top-level import would cycle
     from irc.frontends.onnx_converters import CONVERTERS, convert_node
 
     original = load_onnx_model(source)
@@ -260,8 +264,6 @@ class ImportContext:
     # -------------------------------------------------------------- values
     def set_constant(self, onnx_name: str, array: np.ndarray) -> Value:
         """Bind ``onnx_name`` to a constant op holding ``array``."""
-        from irc.opdef import build
-
         try:
             op = build(
                 self.graph,
@@ -284,8 +286,6 @@ class ImportContext:
     @staticmethod
     def constant_of(value: Value) -> np.ndarray | None:
         """The array a value holds if it is produced by a constant op with data."""
-        from irc.passes.matching import constant_array
-
         return constant_array(value)
 
     # -------------------------------------------------------------- folding
@@ -295,6 +295,4 @@ class ImportContext:
         Returns the replacements made, keyed by ``id`` of the replaced value (the
         ``constant-fold`` pass's core, ``irc.passes.constant_fold.fold_constants``).
         """
-        from irc.passes.constant_fold import fold_constants
-
         return fold_constants(self.graph, first_index)

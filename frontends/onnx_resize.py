@@ -1,11 +1,19 @@
-"""Attributes of irc's ``resize`` from an ONNX Resize node of any opset (10 to 19)."""
+"""The Resize converter: irc's ``resize`` from an ONNX Resize node of any opset (10 to 19)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from irc.errors import ConversionError
-from irc.frontends.onnx_converters import attributes, constant_input, node_label, unsupported
+from irc.frontends.onnx_converters import (
+    attributes,
+    constant_input,
+    converter,
+    emit,
+    node_label,
+    operand,
+    unsupported,
+)
 
 _COORDINATE_MODES = (
     "half_pixel",
@@ -14,6 +22,13 @@ _COORDINATE_MODES = (
     "align_corners",
     "asymmetric",
 )
+
+
+@converter("Resize")
+def convert_resize(ctx, node):
+    """One ``resize`` op with the node's attributes."""
+    x = operand(ctx, node, 0)
+    return [emit(ctx, node, "resize", [x], resize_attributes(ctx, node, x))]
 
 
 def resize_attributes(ctx, node, x) -> dict:

@@ -270,11 +270,3 @@ def convert_split(ctx, node):
         outputs.append(emit(ctx, node, "slice", [x], attrs, output=i))
         start += size
     return outputs
-
-
-@converter("Resize")
-def convert_resize(ctx, node):
-    from irc.frontends.onnx_resize import resize_attributes
-
-    x = operand(ctx, node, 0)
-    return [emit(ctx, node, "resize", [x], resize_attributes(ctx, node, x))]

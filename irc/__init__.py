@@ -11,8 +11,9 @@ verify it, and run it in the reference interpreter.
     >>> model = irc.load("model.ircm")                 # a saved compiled model
 """
 
+from irc.build import load_model as load
 from irc.calibration import calibrate
-from irc.compile import CompiledModel, compile
+from irc.compile import CompiledModel, CompileOptions, compile
 from irc.errors import (
     ConversionError,
     CycleError,
@@ -30,13 +31,12 @@ from irc.loader import load_graph
 from irc.parser import parse_graph
 from irc.printer import print_graph
 from irc.serialize import ModelFileError
-from irc.serialize import load_model as load
 from irc.specialize import specialize
 from irc.verifier import verify_graph
-
-__version__ = "0.1.0"
+from irc.version import __version__  # noqa: F401 (irc.__version__, not in __all__)
 
 __all__ = [
+    "CompileOptions",
     "CompiledModel",
     "ConversionError",
     "CycleError",

@@ -27,9 +27,8 @@ import numpy as np
 
 from irc import quant
 from irc.ir import Graph, Op
+from irc.opdef import has_trait
 from irc.tensor import ElidedTensor
-
-INTEGER_LAYERS = ("qconv2d", "qgemm")
 
 
 def _constant(value, kind: str) -> Op | None:
@@ -45,7 +44,7 @@ def derivations(graph: Graph) -> Iterator[tuple[Op, str, Op, Callable[[], np.nda
     an integer layer determines. ``recompute()`` reads the layer's input scale, its
     weight's scales (which must have data by then) and its ``out_scale``."""
     for op in graph.ops:
-        if op.kind not in INTEGER_LAYERS or len(op.operands) != 5:
+        if not has_trait(op.kind, "integer-layer") or len(op.operands) != 5:
             continue
         x, weight, bias, multiplier, shift = op.operands
         weight_op = weight.producer

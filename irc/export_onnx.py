@@ -49,14 +49,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from irc import quant
 from irc.errors import IrcError
 from irc.export_onnx_ops import CONVERTERS, ONNX_DTYPES, convert_float
 from irc.ir import Graph, Value
+from irc.opdef import has_trait
 from irc.precision import layer_name
+from irc.report import model_report
 from irc.types import DType
+from irc.version import __version__
 
 OPSET = 21  # DequantizeLinear of INT4 (ONNX 1.16)
-CONSTANT_KINDS = ("constant", "qconstant")
 # integer ops written as their float kind between DequantizeLinear and QuantizeLinear
 FLOAT_TWINS = {"qconv2d": "conv2d", "qgemm": "gemm", "qadd": "add",
                "qglobal_avg_pool": "global_avg_pool"}  # fmt: skip
@@ -95,8 +98,6 @@ def export_onnx(model, path=None, *, activations: str = "uint8",
 
 def _levels(op) -> np.ndarray:
     """A qconstant's levels, unpacked when irc stores them packed (int8 or int32)."""
-    from irc import quant
-
     value = op.attrs["value"]
     if not isinstance(value, np.ndarray):
         raise ExportError(f"{op.label()} has no data (a graph parsed from an elided dump)")
@@ -118,8 +119,6 @@ class _Exporter:
     """Walks the graph once, emitting nodes; constants become initializers when first read."""
 
     def __init__(self, graph: Graph, unsigned: bool, unsigned_weights: bool):
-        from irc.report import model_report
-
         self.graph, self.unsigned, self.unsigned_weights = graph, unsigned, unsigned_weights
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -129,7 +128,9 @@ class _Exporter:
         self.stored: dict[int, str] = {id(v): v.name for v in graph.inputs}
         self.dequantized: dict[int, str] = {}  # id(quantized value) -> its float twin
         self.params: dict[int, tuple[str, str]] = {}  # id(quantized value) -> scale, zp
-        self.constants = {id(op.results[0]): op for op in graph.ops if op.kind in CONSTANT_KINDS}
+        self.constants = {
+            id(op.results[0]): op for op in graph.ops if has_trait(op.kind, "constant")
+        }
         self.precisions = {row.name: row.precision for row in model_report(graph).layers}
 
     # -- names, initializers, nodes
@@ -165,7 +166,8 @@ class _Exporter:
         if op is not None and id(op) not in self.named:
             self.named.add(id(op))
             precision = self.precisions.get(layer_name(op))
-            if precision is not None and op.kind in ("conv2d", "gemm", "qconv2d", "qgemm"):
+            if precision is not None and (has_trait(op.kind, "layer")
+                                          or has_trait(op.kind, "integer-layer")):  # fmt: skip
                 node.doc_string = f"irc layer {layer_name(op)}: {precision}"
         self.nodes.append(node)
 
@@ -245,7 +247,7 @@ class _Exporter:
 
     # -- ops
     def emit(self, op) -> None:
-        if op.kind in CONSTANT_KINDS:
+        if has_trait(op.kind, "constant"):
             return  # an initializer once something reads it
         if len(op.results) != 1:
             raise ExportError(f"{op.label()}: ops with {len(op.results)} results do not export")
@@ -260,7 +262,7 @@ class _Exporter:
         elif op.kind in FLOAT_TWINS or (op.kind in CONVERTERS and result.type.quant is not None):
             # an integer op, or int8 values that only move (a reshape of qi8): the float op
             # between DequantizeLinear and QuantizeLinear, as onnxruntime's fusions expect
-            layer = op.kind in ("qconv2d", "qgemm")
+            layer = has_trait(op.kind, "integer-layer")
             inputs = [self.float_of(v) for v in op.operands[: LAYER_OPERANDS if layer else None]]
             base = result.name.removesuffix(".q")
             out = self.fresh(base if base not in self.taken else f"{base}.float")
@@ -308,8 +310,6 @@ class _Exporter:
         opsets = [helper.make_opsetid("", opset)]
         proto = helper.make_model(body, opset_imports=opsets,
                                   ir_version=helper.find_min_ir_version_for(opsets))  # fmt: skip
-        from irc import __version__
-
         proto.producer_name, proto.producer_version = "irc", __version__
         helper.set_model_props(proto, {"irc.precision": json.dumps(self.precisions)})
         # types of every intermediate value, so that viewers (Netron) show shapes

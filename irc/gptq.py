@@ -13,7 +13,7 @@ passes over column-contiguous rows (the classifier's 11,000 candidate rows in 2 
 levels stay on the layer's grid ([-127, 127], [-8, 7], {-3, -1, 1, 3}), so kernels,
 packing and the bit-exact guarantees are unchanged.
 
-    >>> statistics = layer_hessians(graph, inputs)   # layer name → InputStatistics
+    >>> statistics = layer_hessians(graph, inputs)   # irc.run_statistics: name → InputStatistics
     >>> h = statistics[name].hessian                 # [G, K, K]
     >>> levels = gptq_levels(w, scales, bits, h, group=1)
     >>> levels, scales = gptq_rounding(w, bits, h, group=1)
@@ -58,8 +58,8 @@ Per layer, on 256 val images, GPTQ's output error is then below nearest rounding
 every EfficientNet-Lite0 layer (median ratio 0.62 at INT4 and INT2, worst 0.91 and 0.94).
 
 Grouped and depthwise convolutions have one H per group (a depthwise 3×3 layer: C
-matrices of 9×9). ``layer_hessians`` runs the compiled float model over the inputs and
-accumulates each layer's H from its input as the kernel sees it (padding, strides).
+matrices of 9×9). Gathering them from a running model is ``irc.run_statistics``'s; this
+module only turns weights and statistics into levels, and depends on ``irc.quant`` alone.
 """
 
 from __future__ import annotations
@@ -74,88 +74,6 @@ DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
 BLOCK = 64  # columns per lazy batch of error feedback
 # least diagonal of a centered H, as a fraction of the uncentered one (float cancellation)
 CENTERED_FLOOR = 1e-6
-
-
-def _windows(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
-    """A view of a conv's input windows: [B, C, OH, OW, kh, kw] (padding, strides, dilations)."""
-    top, left, bottom, right = op_attrs["pads"]
-    sh, sw = op_attrs["strides"]
-    dh, dw = op_attrs["dilations"]
-    padded = x
-    if any(op_attrs["pads"]):
-        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    span_h, span_w = _spans(kernel, op_attrs)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
-    return windows[:, :, ::sh, ::sw, ::dh, ::dw]
-
-
-def _spans(kernel: tuple[int, int], op_attrs: dict) -> tuple[int, int]:
-    """The input rows and columns one (dilated) window covers."""
-    (kh, kw), (dh, dw) = kernel, op_attrs["dilations"]
-    return (kh - 1) * dh + 1, (kw - 1) * dw + 1
-
-
-def _output_size(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> tuple[int, int]:
-    """A conv's output rows and columns for input ``x`` [B, C, H, W]."""
-    top, left, bottom, right = op_attrs["pads"]
-    (sh, sw), (span_h, span_w) = op_attrs["strides"], _spans(kernel, op_attrs)
-    return ((x.shape[2] + top + bottom - span_h) // sh + 1,
-            (x.shape[3] + left + right - span_w) // sw + 1)  # fmt: skip
-
-
-def conv_patches(x: np.ndarray, op_attrs: dict, kernel: tuple[int, int]) -> np.ndarray:
-    """Input patches of a conv: [B·OH·OW, C, kh·kw] (the weight's (c, kh, kw) order)."""
-    windows = _windows(x, op_attrs, kernel)
-    b, c, oh, ow = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * oh * ow, c, kernel[0] * kernel[1])
-
-
-def input_gram(op, x: np.ndarray) -> np.ndarray:
-    """Σ x xᵀ of one batch of layer ``op``'s input, per group: [G, K, K] (float64; the
-    products are float32: matrix products, except for depthwise layers, whose C tiny
-    grams ``irc.backends.numba.statistics.depthwise_gram`` sums in place)."""
-    x = np.asarray(x, np.float32)
-    if op.kind == "gemm":
-        rows = x.reshape(x.shape[0], -1)
-        return (rows.T @ rows).astype(np.float64)[None]
-    kernel = tuple(op.operands[1].type.shape[2:])
-    group, c = op.attrs["group"], x.shape[1]
-    if group == c and kernel != (1, 1):  # depthwise
-        from irc.backends.numba.statistics import depthwise_gram
-
-        top, left, bottom, right = op.attrs["pads"]
-        padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (top, bottom), (left, right), (0, 0)))
-        oh, ow = _output_size(x, op.attrs, kernel)
-        return depthwise_gram(padded, *kernel, *op.attrs["strides"], *op.attrs["dilations"],
-                              oh, ow)  # fmt: skip
-    columns = _windows(x, op.attrs, kernel).transpose(1, 4, 5, 0, 2, 3)  # (c, kh, kw) order
-    if group == 1:  # [K, B·positions], one symmetric product
-        columns = columns.reshape(c * kernel[0] * kernel[1], -1)
-        return (columns @ columns.T).astype(np.float64)[None]
-    columns = columns.reshape(group, c // group * kernel[0] * kernel[1], -1)
-    return np.matmul(columns, columns.transpose(0, 2, 1)).astype(np.float64)
-
-
-def input_moments(op, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First moments of one batch of layer ``op``'s input: the sum of its input vectors as
-    the kernel reads them (patches, padding's zeros included) per group, [G, K], and the
-    sum of ``x`` per channel, [C] (float64 both)."""
-    x = np.asarray(x, np.float32)
-    if op.kind == "gemm":
-        rows = x.reshape(x.shape[0], -1).sum(axis=0, dtype=np.float64)
-        return rows[None], rows
-    kernel = tuple(op.operands[1].type.shape[2:])
-    group = op.attrs["group"]
-    images = x.sum(axis=0, dtype=np.float64)  # [C, H, W]: the batch summed first
-    top, left, bottom, right = op.attrs["pads"]
-    padded = np.pad(images, ((0, 0), (top, bottom), (left, right)))
-    (sh, sw), (dh, dw) = op.attrs["strides"], op.attrs["dilations"]
-    oh, ow = _output_size(x, op.attrs, kernel)
-    taps = [padded[:, i * dh : i * dh + (oh - 1) * sh + 1 : sh,
-                   j * dw : j * dw + (ow - 1) * sw + 1 : sw].sum(axis=(1, 2))
-            for i in range(kernel[0]) for j in range(kernel[1])]  # fmt: skip
-    patch_sum = np.stack(taps, axis=1)  # [C, kh·kw]: the weight's (c, kh, kw) order
-    return patch_sum.reshape(group, -1), images.sum(axis=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -433,111 +351,3 @@ def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: 
     levels, scales = gptq_rounding(w, bits, statistics.shrunk(mix), group, clipping, damping,
                                    clip_scales)  # fmt: skip
     return levels, scales, damping
-
-
-def pooled_source(op):
-    """The ``global_avg_pool`` op whose result (through reshapes) is gemm ``op``'s input,
-    or None."""
-    if op.kind != "gemm":
-        return None
-    value = op.operands[0]
-    while value.producer is not None and value.producer.kind == "reshape":
-        value = value.producer.operands[0]
-    producer = value.producer
-    return producer if producer is not None and producer.kind == "global_avg_pool" else None
-
-
-def spatial_gram(x: np.ndarray) -> np.ndarray:
-    """Σ over a batch of images ([B, C, H, W]) of the mean f fᵀ over their positions:
-    [1, C, C] (float64; float32 products)."""
-    b, c = x.shape[:2]
-    columns = np.asarray(x, np.float32).transpose(1, 0, 2, 3).reshape(c, -1)
-    positions = columns.shape[1] // max(b, 1)
-    return (columns @ columns.T).astype(np.float64)[None] / max(positions, 1)
-
-
-def layer_hessians(graph, data: np.ndarray, *, batch_size: int = 8, num_threads=None,
-                   progress: bool = True) -> dict[str, InputStatistics]:  # fmt: skip
-    """Layer name → ``InputStatistics`` over ``data`` ([N, ...], the graph's one input):
-    mean Σ x xᵀ ([G, K, K]) over all of it and over each half (alternate batches; none
-    with fewer than two batches), with the first moments that center them, for every layer
-    that can be quantized, and for a gemm fed by a global average pool the per-position
-    statistics of the pool's input; ``graph`` (float, after the float pipeline) is only
-    read."""
-    from irc.calibration.progress import Progress
-    from irc.decision.sensitivity import _padded, float_driver, quantizable_layers
-    from irc.precision import layer_name
-
-    ops = quantizable_layers(graph)
-    batch = min(batch_size, len(data))
-    model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
-    # per half (even batches, odd batches): layer name → summed arrays
-    sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
-    spatial_sums: list[dict[str, list[np.ndarray]]] = [{}, {}]
-    rows = {"n": 0, "half": 0}
-
-    def accumulate(key, kernel, sums_of, into):
-        def run(x, *rest):
-            kernel(x, *rest)
-            arrays = sums_of(x[: rows["n"]])
-            half = into[rows["half"]]
-            if key in half:
-                half[key] = [a + b for a, b in zip(half[key], arrays)]
-            else:
-                half[key] = list(arrays)
-
-        return run
-
-    for op in ops:
-        ident = kernel_of[layer_name(op)]
-        sums_of = lambda x, op=op: (input_gram(op, x), *input_moments(op, x))  # noqa: E731
-        namespace[ident] = accumulate(layer_name(op), namespace[ident], sums_of, sums)
-    pool_idents = {call.results[0].name: f"k{i}" for i, call in enumerate(model.program.calls)
-                   if call.kind == "global_avg_pool"}  # fmt: skip
-    for op in ops:
-        pool = pooled_source(op)
-        ident = pool_idents.get(pool.results[0].name) if pool is not None else None
-        if ident is not None:
-            namespace[ident] = accumulate(layer_name(op), namespace[ident],
-                                          lambda x: (spatial_gram(x),), spatial_sums)  # fmt: skip
-    counts = [0, 0]
-    with Progress(len(data), label="gptq statistics", enabled=progress) as bar:
-        for number, start in enumerate(range(0, len(data), batch)):
-            x, rows["n"] = _padded(np.asarray(data, np.float32), start, batch)
-            rows["half"] = number % 2
-            model._driver.run(x)
-            counts[rows["half"]] += rows["n"]
-            bar.update(rows["n"])
-    by_name = {layer_name(op): op for op in ops}
-    return {key: _statistics(by_name[key], sums, spatial_sums, key, counts)
-            for key in sums[0]}  # fmt: skip
-
-
-def _statistics(op, sums, spatial_sums, key, counts) -> InputStatistics:
-    """One layer's ``InputStatistics`` from its sums over the even and odd batches."""
-    conv = op.kind == "conv2d"
-    group = op.attrs["group"] if conv else 1
-    taps = int(np.prod(op.operands[1].type.shape[2:])) if conv else 1
-    # per image: input vectors (output positions) and pixels per input channel
-    positions = int(np.prod(op.result.type.shape[2:])) if conv else 1
-    pixels = int(np.prod(op.operands[0].type.shape[2:])) if conv else 1
-
-    def finish(arrays, images):
-        gram, patch_sum, channel_sum = (a / images for a in arrays)
-        mean = (channel_sum / pixels).reshape(group, -1)
-        return gram, InputMoments(patch_sum, positions, np.repeat(mean, taps, axis=1))
-
-    even, odd = sums[0][key], sums[1].get(key)
-    spatial = [spatial_sums[0].get(key), spatial_sums[1].get(key)]
-    if spatial[0] is not None and spatial[0][0].shape != even[0].shape:
-        spatial = [None, None]  # the gemm reads the pooled values reshaped: not per channel
-    if odd is None:  # no halves to choose a mix on: the per-position statistics go unused
-        gram, moments = finish(even, counts[0])
-        return InputStatistics(gram, moments=moments)
-    whole, moments = finish([a + b for a, b in zip(even, odd)], sum(counts))
-    (h0, m0), (h1, m1) = finish(even, counts[0]), finish(odd, counts[1])
-    if spatial[0] is None or spatial[1] is None:
-        return InputStatistics(whole, (h0, h1), moments=moments, half_moments=(m0, m1))
-    spatial_halves = (spatial[0][0] / counts[0], spatial[1][0] / counts[1])
-    spatial_whole = (spatial[0][0] + spatial[1][0]) / sum(counts)
-    return InputStatistics(whole, (h0, h1), spatial_whole, spatial_halves, moments, (m0, m1))

@@ -13,6 +13,7 @@ import numpy as np
 
 from irc.errors import InputError, IrcError
 from irc.ir import Graph, Op
+from irc.reference import evaluate_op
 
 Observer = Callable[[Op, list[np.ndarray], list[np.ndarray]], None]
 
@@ -98,8 +99,6 @@ def last_uses(graph: Graph) -> dict[int, list[int]]:
 
 def run_graph(graph: Graph, inputs, observers: Sequence[Observer] = ()) -> list[np.ndarray]:
     """Run ``graph`` on ``inputs`` in the reference; returns the outputs in order."""
-    from irc.reference import evaluate_op
-
     env: dict[int, np.ndarray] = {}
     for value, array in zip(graph.inputs, check_inputs(graph, inputs)):
         env[id(value)] = array

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 
 from irc.errors import ModelLoadError, ParseError
+from irc.frontends.onnx_importer import import_onnx
 from irc.ir import Graph
+from irc.parser import parse_graph
+from irc.specialize import specialize
 
 
 def is_text_ir(data: bytes) -> bool:
@@ -23,9 +26,6 @@ def load_graph(path, input_shapes=None) -> Graph:
 
     ``input_shapes`` (name → shape) specialises symbolic dimensions of an ONNX model.
     """
-    from irc.frontends.onnx_importer import import_onnx
-    from irc.parser import parse_graph
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file '{path}' does not exist")
@@ -39,8 +39,6 @@ def load_graph(path, input_shapes=None) -> Graph:
         except ParseError as e:
             raise ParseError(f"'{path}': {e}") from None
         if input_shapes:
-            from irc.specialize import specialize
-
             graph = specialize(graph, input_shapes)
         return graph
     try:

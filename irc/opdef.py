@@ -18,6 +18,7 @@ import numpy as np
 
 from irc.errors import TypeInferenceError
 from irc.ir import Graph, Op, Value
+from irc.tensor import ElidedTensor
 from irc.types import TensorType
 
 REQUIRED = object()  # marks an attribute with no default
@@ -121,8 +122,6 @@ def _coerce(spec: Attr, value: Any, where: str) -> Any:
         elif kind == "floats":
             value = tuple(float(v) for v in value)
         elif kind == "tensor":
-            from irc.tensor import ElidedTensor
-
             if not isinstance(value, (np.ndarray, ElidedTensor)):
                 raise TypeError
     except (TypeError, ValueError):

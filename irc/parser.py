@@ -15,8 +15,11 @@ import numpy as np
 
 from irc.errors import CycleError, IrcError, ParseError
 from irc.ir import Graph
+from irc.opdef import get_opdef
+from irc.ops.quant import PAYLOAD_TYPES
 from irc.tensor import ElidedTensor
 from irc.types import DType, QuantParams, TensorType
+from irc.verifier import verify_graph
 
 _TOKEN = re.compile(
     r"""
@@ -289,8 +292,6 @@ class _Parser:
 
 
 def _build_ops(graph: Graph, records: list[_OpRecord]) -> None:
-    from irc.opdef import get_opdef
-
     defined_at = {}
     for i, rec in enumerate(records):
         for r in rec.results:
@@ -339,8 +340,6 @@ def _build_ops(graph: Graph, records: list[_OpRecord]) -> None:
 def _materialize(value, rec: _OpRecord, attr: str, plain_attrs: dict):
     """A dense literal as an array of its payload type: the op's result type, unless the
     op kind stores its payload otherwise (a qconstant's scales, packed bytes)."""
-    from irc.ops.quant import PAYLOAD_TYPES
-
     if not isinstance(value, _DenseLiteral):
         return value
     if len(rec.types) != 1:
@@ -393,7 +392,5 @@ def parse_graph(text: str, verify: bool = True) -> Graph:
     """Parse a graph printed by ``irc.printer.print_graph``; verifies it by default."""
     graph = _Parser(text).graph()
     if verify:
-        from irc.verifier import verify_graph
-
         verify_graph(graph)
     return graph

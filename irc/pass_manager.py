@@ -31,6 +31,9 @@ from typing import ClassVar, TextIO
 
 from irc.errors import IrcError, VerifyError
 from irc.ir import Graph
+from irc.printer import print_graph
+from irc.registry import import_submodules
+from irc.verifier import verify_graph
 
 
 class PipelineError(IrcError):
@@ -71,8 +74,6 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 def _load_builtin_passes() -> None:
     """Import every module of ``irc.passes`` once, so their passes register themselves."""
-    from irc.registry import import_submodules
-
     import_submodules("irc.passes")
 
 
@@ -235,9 +236,6 @@ class PassManager:
 
     def run(self, graph: Graph) -> Graph:
         """Run every pass (up to ``stop_after``) on ``graph`` in place; returns it."""
-        from irc.printer import print_graph
-        from irc.verifier import verify_graph
-
         ctx = self.ctx
         for index, p in enumerate(self.passes):
             if ctx.stop_after is not None and index >= ctx.stop_after:
@@ -269,8 +267,6 @@ class PassManager:
         return graph
 
     def _write_reproducer(self, before: Graph | None, index: int) -> str:
-        from irc.printer import print_graph
-
         if not self.ctx.reproducer_dir or before is None:
             return ""
         os.makedirs(self.ctx.reproducer_dir, exist_ok=True)

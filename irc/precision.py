@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from irc.errors import IrcError
 from irc.ir import Graph, Op
+from irc.opdef import has_trait
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "int2")
 ALIASES = {"w8a8": "int8", "w4a8": "int4", "w2a8": "int2", "float32": "fp32", "float16": "fp16"}
 WEIGHT_BITS = {"int8": 8, "int4": 4, "int2": 2, "fp16": 16, "fp32": 32}
-LAYER_KINDS = ("conv2d", "gemm")
 
 
 class PlanError(IrcError):
@@ -39,8 +39,8 @@ def layer_name(op: Op) -> str:
 
 
 def layers(graph: Graph) -> list[Op]:
-    """The graph's layers (conv2d / gemm ops), in order."""
-    return [op for op in graph.ops if op.kind in LAYER_KINDS]
+    """The graph's layers (ops with the "layer" trait: conv2d, gemm), in order."""
+    return [op for op in graph.ops if has_trait(op.kind, "layer")]
 
 
 @dataclass(frozen=True)

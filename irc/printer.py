@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from irc.ir import Graph, Op
+from irc.opdef import OPS
 from irc.tensor import ElidedTensor
 from irc.types import QuantParams, TensorType
 
@@ -109,8 +110,6 @@ def format_attr(value, full: bool, elide_above: int) -> str:
 
 def format_op(op: Op, full: bool = False, elide_above: int = DEFAULT_ELIDE_ABOVE) -> str:
     """One op line, without indentation."""
-    from irc.opdef import OPS
-
     spec = OPS.get(op.kind)
     shown = []
     for key, value in op.attrs.items():

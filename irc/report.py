@@ -27,12 +27,10 @@ import numpy as np
 
 from irc.derived_constants import derived_payloads
 from irc.ir import Graph, Op, Value
+from irc.opdef import has_trait
 from irc.precision import PRECISIONS, layer_name
 from irc.tensor import ElidedTensor, tensor_value_type
 
-FLOAT_LAYERS = ("conv2d", "gemm")
-INT_LAYERS = ("qconv2d", "qgemm")
-CONSTANT_KINDS = ("constant", "qconstant")
 INT_PRECISION = {"i8": "int8", "i4": "int4", "i2": "int2"}
 FLOAT_PRECISION = {"f32": "fp32", "f16": "fp16"}
 
@@ -188,9 +186,16 @@ def constant_bytes(op: Op) -> int:
     )
 
 
-def _producer(value: Value, kinds) -> Op | None:
+def _producer(value: Value, kind: str) -> Op | None:
+    """The ``kind`` op producing ``value``, or None."""
     op = value.producer
-    return op if op is not None and op.kind in kinds else None
+    return op if op is not None and op.kind == kind else None
+
+
+def _constant_producer(value: Value) -> Op | None:
+    """The constant or qconstant producing ``value``, or None."""
+    op = value.producer
+    return op if op is not None and has_trait(op.kind, "constant") else None
 
 
 def _weight_source(op: Op) -> tuple[Op, str] | None:
@@ -198,14 +203,14 @@ def _weight_source(op: Op) -> tuple[Op, str] | None:
     if len(op.operands) < 2:
         return None
     weight = op.operands[1]
-    if op.kind in INT_LAYERS:
-        const = _producer(weight, ("qconstant",))
+    if has_trait(op.kind, "integer-layer"):
+        const = _producer(weight, "qconstant")
         precision = INT_PRECISION.get(weight.type.dtype.short)
         return (const, precision) if const is not None and precision else None
-    const = _producer(weight, ("constant",))
+    const = _producer(weight, "constant")
     if const is None:
-        cast = _producer(weight, ("cast",))
-        const = _producer(cast.operands[0], ("constant",)) if cast is not None else None
+        cast = _producer(weight, "cast")
+        const = _producer(cast.operands[0], "constant") if cast is not None else None
     if const is None:
         return None
     stored = tensor_value_type(const.attrs["value"]).dtype.short
@@ -234,9 +239,9 @@ def _layer_row(op: Op, const: Op, precision: str, counted: set[int], derived: se
     if len(op.operands) > 2:
         bias = op.operands[2]
         bias_elems = _elements(bias)
-        bias_bytes = take(_producer(bias, CONSTANT_KINDS))
+        bias_bytes = take(_constant_producer(bias))
     for extra in op.operands[3:]:
-        requant += take(_producer(extra, CONSTANT_KINDS))
+        requant += take(_constant_producer(extra))
     shape = tuple(op.results[0].type.shape)
     return LayerRow(layer_name(op), op.kind, shape, precision, params, weight_bytes,
                     bias_bytes, requant, 4 * (params + bias_elems))  # fmt: skip
@@ -253,7 +258,7 @@ def model_report(graph: Graph) -> ModelReport:
     counted: set[int] = set()
     derived = derived_payloads(graph)
     for op in graph.ops:
-        if op.kind not in FLOAT_LAYERS + INT_LAYERS:
+        if not (has_trait(op.kind, "layer") or has_trait(op.kind, "integer-layer")):
             continue
         source = _weight_source(op)
         if source is not None:
@@ -261,7 +266,7 @@ def model_report(graph: Graph) -> ModelReport:
     other = sum(
         constant_bytes(op)
         for op in graph.ops
-        if op.kind in CONSTANT_KINDS and id(op) not in counted
+        if has_trait(op.kind, "constant") and id(op) not in counted
     )
     counts = {p: n for p in PRECISIONS if (n := sum(r.precision == p for r in rows))}
     for row in rows:  # a precision outside PRECISIONS (an f64 weight) is still counted

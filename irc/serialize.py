@@ -42,8 +42,15 @@ import numpy as np
 from irc.derived_constants import derived_payloads, rederive
 from irc.errors import IrcError
 from irc.ir import Graph
+from irc.loader import is_text_ir
+from irc.opdef import infer_types
+from irc.parser import parse_graph
+from irc.printer import print_graph
+from irc.report import model_report
 from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType
+from irc.verifier import verify_graph
+from irc.version import __version__
 
 MAGIC = b"IRCMODEL"
 # 2: derived requantization constants and bias scales not stored; 3: INT2 levels are the
@@ -92,8 +99,6 @@ def _keeps_inline(op, key: str) -> bool:
 
 def _elided_text(graph: Graph) -> str:
     """The graph's text IR with every constant payload printed as ``dense<...>``."""
-    from irc.printer import print_graph
-
     copy = graph.clone()  # attribute dicts are copied: the caller's graph is untouched
     for op in copy.ops:
         for key, value in op.attrs.items():
@@ -118,9 +123,6 @@ def _signature(values) -> list[dict]:
 
 def graph_metadata(graph: Graph) -> dict:
     """The metadata block's standard fields for ``graph`` (written by ``write_graph_file``)."""
-    from irc import __version__
-    from irc.report import model_report
-
     report = model_report(graph)
     return {
         "format": "irc-model",
@@ -225,8 +227,6 @@ def is_model_file(path) -> bool:
 
 
 def _foreign(path: str, data: bytes) -> ModelFileError:
-    from irc.loader import is_text_ir
-
     if not data:
         return ModelFileError(f"'{path}' is empty, not an irc compiled model file")
     what = "does not start with the irc model header IRCMODEL"
@@ -383,8 +383,6 @@ def _attach(path: str, graph: Graph, entries: list[dict], data) -> None:
 
 def _restore_types(path: str, graph: Graph) -> None:
     """Re-infer result types whose per-axis scales the text elided (now the data is back)."""
-    from irc.opdef import infer_types
-
     for op in graph.ops:
         if not any(r.type.quant is not None and r.type.quant.elided for r in op.results):
             continue
@@ -412,9 +410,6 @@ def _refuse_old_int2(path: str, graph: Graph, version: int) -> None:
 
 def read_graph_file(path) -> tuple[Graph, dict]:
     """The graph (constants attached, verified) and the metadata of a model file."""
-    from irc.parser import parse_graph
-    from irc.verifier import verify_graph
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file '{path}' does not exist")
@@ -467,20 +462,6 @@ def describe_metadata(path, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def load_model(path, num_threads: int | None = None, warmup: bool = True):
-    """A ``CompiledModel`` from a file written by ``save_model`` (``irc.load``).
-
-    The saved graph is final, so it is compiled with no pass pipeline. ``num_threads`` and
-    ``warmup`` are as for ``irc.compile``. The file's metadata is ``model.metadata``.
-    """
-    from irc.compile import compile as compile_graph
-
-    graph, meta = read_graph_file(path)
-    compiled = compile_graph(graph, pipeline="", num_threads=num_threads, warmup=warmup)
-    compiled.metadata = meta
-    return compiled
-
-
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
@@ -488,7 +469,6 @@ __all__ = [
     "describe_metadata",
     "graph_metadata",
     "is_model_file",
-    "load_model",
     "read_graph_file",
     "save_model",
     "write_graph_file",

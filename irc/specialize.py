@@ -6,13 +6,12 @@ from collections.abc import Mapping
 
 from irc.errors import InputError
 from irc.ir import Graph
+from irc.opdef import infer_types
 from irc.types import TensorType
 
 
 def specialize(graph: Graph, input_shapes: Mapping[str, tuple]) -> Graph:
     """A copy of ``graph`` whose named inputs have the given static shapes."""
-    from irc.opdef import infer_types
-
     known = {v.name for v in graph.inputs}
     unknown = set(input_shapes) - known
     if unknown:

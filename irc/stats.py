@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from irc.ir import Graph, Op
+from irc.opdef import has_trait
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,6 @@ class LayerStats:
     shape: tuple
     params: int
     macs: int
-
-
-CONSTANT_KINDS = ("constant", "qconstant")
 
 
 def _constant_bytes(op: Op) -> int:
@@ -59,13 +57,13 @@ def layer_stats(graph: Graph) -> list[LayerStats]:
     (a quantized layer's requantization multipliers and shifts are not parameters)."""
     rows = []
     for op in graph.ops:
-        if op.kind in CONSTANT_KINDS:
+        if has_trait(op.kind, "constant"):
             continue
-        operands = op.operands[:3] if op.kind in ("qconv2d", "qgemm") else op.operands
+        operands = op.operands[:3] if has_trait(op.kind, "integer-layer") else op.operands
         params = sum(
             _numel(v.type.shape)
             for v in operands
-            if v.producer is not None and v.producer.kind in CONSTANT_KINDS
+            if v.producer is not None and has_trait(v.producer.kind, "constant")
         )
         shape = op.results[0].type.shape if op.results else ()
         rows.append(LayerStats(op.name or op.results[0].name, op.kind, shape, params, op_macs(op)))
@@ -100,7 +98,7 @@ def format_stats(graph: Graph) -> str:
     out = [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body]
     params = sum(r.params for r in rows)
     macs = sum(r.macs for r in rows)
-    weight_bytes = sum(_constant_bytes(op) for op in graph.ops if op.kind in CONSTANT_KINDS)
+    weight_bytes = sum(_constant_bytes(op) for op in graph.ops if has_trait(op.kind, "constant"))
     out.append("")
     out.append(
         f"total: {len(rows)} ops, {params:,} params ({weight_bytes / 1e6:.2f} MB "

@@ -170,7 +170,8 @@ class TensorType:
         return TensorType(dtype, self.shape, None)
 
     def __str__(self) -> str:
-        from irc.printer import format_type  # the printer owns the text form
+        # the printer owns the text form, and imports this module: a top-level import cycles
+        from irc.printer import format_type
 
         return format_type(self)
 

@@ -12,6 +12,7 @@ from collections import Counter
 
 from irc.errors import IrcError, VerifyError
 from irc.ir import Graph
+from irc.opdef import OPS, infer_types
 
 
 def verify_graph(graph: Graph) -> None:
@@ -23,8 +24,6 @@ def verify_graph(graph: Graph) -> None:
 
 def collect_problems(graph: Graph) -> list[str]:
     """Every invariant violation in ``graph``, as human-readable lines."""
-    from irc.opdef import OPS, infer_types
-
     problems: list[str] = []
     defined: set[int] = {id(v) for v in graph.inputs}
     names = Counter(v.name for v in graph.values())

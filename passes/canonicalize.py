@@ -22,7 +22,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from irc.errors import IrcError
 from irc.ir import Graph, Op, Value
+from irc.opdef import infer_types
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import is_output
 
@@ -95,9 +97,6 @@ def _merge_chain(graph: Graph, op: Op) -> bool:
 
 def _retypes_to(op: Op, source: Value, attrs: dict) -> bool:
     """True when ``op`` reading ``source`` with ``attrs`` still has its result type."""
-    from irc.errors import IrcError
-    from irc.opdef import infer_types
-
     try:
         types = infer_types(op.kind, [source.type], {**op.attrs, **attrs}, op.label())
     except IrcError:

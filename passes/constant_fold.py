@@ -18,8 +18,10 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Value
+from irc.opdef import build
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import constant_array, erase_dead_producers
+from irc.reference import REFERENCE, evaluate_op
 from irc.types import type_of_array
 
 
@@ -30,9 +32,6 @@ def fold_constants(graph: Graph, start: int = 0) -> dict[int, Value]:
     replacements, ``id(old value) -> new constant value``; the old operands are left in the
     graph (callers may still refer to them) and may now be dead.
     """
-    from irc.opdef import build
-    from irc.reference import REFERENCE, evaluate_op
-
     replaced: dict[int, Value] = {}
     i = start
     while i < len(graph.ops):

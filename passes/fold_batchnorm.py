@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Op
+from irc.opdef import has_trait
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import (
     absorb,
@@ -34,8 +35,6 @@ from irc.passes.matching import (
     set_constant,
     sole_user,
 )
-
-LAYERS = ("conv2d", "gemm")
 
 
 def check(graph: Graph, layer: Op, bn: Op) -> str | None:
@@ -107,7 +106,7 @@ class FoldBatchnorm(Pass):
             if bn.kind != "batchnorm" or bn.graph is not graph:
                 continue
             layer = bn.operands[0].producer
-            if layer is None or layer.kind not in LAYERS:
+            if layer is None or not has_trait(layer.kind, "layer"):
                 continue
             reason = check(graph, layer, bn)
             if reason is None:

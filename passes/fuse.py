@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Op, Value
+from irc.opdef import has_trait, kinds_with
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import (
     absorb,
@@ -37,8 +38,7 @@ from irc.passes.matching import (
     sole_user,
 )
 
-LAYERS = ("conv2d", "gemm")
-ANCHORS = LAYERS + ("add",)
+ANCHORS = kinds_with("layer") | {"add"}  # chains start at ops with an activation attribute
 ACTIVATION_OPS = ("relu", "clip", "hard_swish")
 
 
@@ -68,7 +68,7 @@ class Fuse(Pass):
                     _fuse_activation(graph, op, user)
                     stats["fused-activation"] += 1
                     break
-                if op.kind not in LAYERS or user.kind not in ("add", "mul"):
+                if not has_trait(op.kind, "layer") or user.kind not in ("add", "mul"):
                     break
                 constant = _other_constant(op.result, user)
                 if constant is None or user.result.type != op.result.type:

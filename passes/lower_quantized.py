@@ -18,11 +18,9 @@ import numpy as np
 
 from irc import quant
 from irc.ir import Graph, Op
-from irc.opdef import build
+from irc.opdef import build, has_trait
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import constant_array, rebuild
-
-LAYERS = ("qconv2d", "qgemm")
 
 
 def lower_layer(graph: Graph, op: Op) -> None:
@@ -67,7 +65,7 @@ class LowerQuantized(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> dict[str, int]:
         lowered = 0
         for op in list(graph.ops):
-            if op.kind in LAYERS and len(op.operands) < 4:
+            if has_trait(op.kind, "integer-layer") and len(op.operands) < 4:
                 lowered += 1
                 lower_layer(graph, op)
         erased = graph.remove_dead_ops() if lowered else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from irc.ir import Graph, Op, Value
+from irc.opdef import build
 from irc.types import TensorType
 
 
@@ -94,8 +95,6 @@ def set_constant(graph: Graph, value: Value, array: np.ndarray) -> None:
 
 def new_constant(graph: Graph, array: np.ndarray, name: str, before: Op) -> Value:
     """A constant holding ``array``, inserted just before ``before``, named from ``name``."""
-    from irc.opdef import build
-
     op = build(
         graph,
         "constant",
@@ -110,8 +109,6 @@ def new_constant(graph: Graph, array: np.ndarray, name: str, before: Op) -> Valu
 def rebuild(graph: Graph, op: Op, operands: list[Value], attrs: dict) -> Op:
     """Replace the one-result ``op`` by a new op of its kind with ``operands`` and ``attrs``
     (types re-inferred), at its position, under its node name and result name."""
-    from irc.opdef import build
-
     name = op.result.name
     new = build(
         graph,

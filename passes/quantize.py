@@ -42,13 +42,13 @@ from irc import quant
 from irc.errors import IrcError
 from irc.gptq import InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
-from irc.opdef import build
+from irc.opdef import build, has_trait, kinds_with
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.matching import constant_array
-from irc.precision import PrecisionPlan, as_plan, layer_name
+from irc.precision import PrecisionPlan, as_plan, layer_name, layers
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
-PASS_THROUGH = ("reshape",)  # float kinds that move int8 levels unchanged
+PASS_THROUGH = kinds_with("view")  # a view moves int8 levels unchanged
 
 
 class CalibrationMissing(IrcError):
@@ -74,6 +74,11 @@ def integer_form_problem(op: Op) -> str | None:
     elif op.operands[0].type.rank != 4:
         return "not a 2-D convolution"
     return None
+
+
+def quantizable_layers(graph: Graph) -> list[Op]:
+    """The layers a plan may put at an integer precision (the rest stay float)."""
+    return [op for op in layers(graph) if integer_form_problem(op) is None]
 
 
 def linear_output(op: Op) -> bool:
@@ -143,7 +148,7 @@ class _Rewriter:
     # -- ops
     def run(self) -> dict[str, int]:
         for op in list(self.graph.ops):
-            if op.kind in ("conv2d", "gemm") and constant_array(op.operands[1]) is not None:
+            if has_trait(op.kind, "layer") and constant_array(op.operands[1]) is not None:
                 self.layer(op)
             elif op.kind == "add" and all(self.has_twin(v) for v in op.operands):
                 if op.attrs["activation"] in ("none", "relu", "clip"):

@@ -271,7 +271,7 @@ def cmd_run(args) -> int:
     from irc.serialize import is_model_file
 
     if is_model_file(args.model):
-        from irc.serialize import load_model
+        from irc.build import load_model
 
         if args.input_shape:
             raise InputError("a compiled model has fixed input shapes: drop --input-shape")

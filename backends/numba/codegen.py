@@ -29,30 +29,41 @@ import json
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from irc.backends.numba.float_blas import blas_threads, set_blas_threads
 from irc.backends.numba.kernel_table import BackendError, bind_kernel
 from irc.errors import IrcError
 from irc.ir import Graph, Op
-from irc.passes.plan_memory import ALIGNMENT, MemoryPlan
+from irc.memory_plan import ALIGNMENT, MemoryPlan
+from irc.opdef import has_trait
 from irc.printer import format_name
 from irc.tensor import ElidedTensor
 
 
 @dataclass
 class Program:
-    """A compiled graph: driver sources and the objects they name (kernels, constants)."""
+    """A compiled graph: driver sources and the objects they name (kernels, constants).
+
+    ``calls`` are the ops of the kernel calls in order; ``steps`` every op the observed
+    driver reports, in order (the kernel calls and the ops whose result is a view of
+    storage that already holds it)."""
 
     graph: Graph
     plan: MemoryPlan
-    source: str
-    profile_source: str
-    range_source: str
+    sources: dict[str, str]  # driver function name -> its source
     symbols: dict[str, object]
     views: dict[str, tuple[int, np.dtype, tuple[int, ...]]]  # name -> (offset, dtype, shape)
-    calls: list[Op] = field(default_factory=list)  # the op of each kernel call, in order
+    calls: list[Op] = field(default_factory=list)
+    steps: list[Op] = field(default_factory=list)
+    kernel_names: dict[int, str] = field(default_factory=dict)  # id(op) -> its kernel's name
     warmed: bool = False  # has run once in this process (so Numba compiled its kernels)
+
+    @property
+    def source(self) -> str:
+        """The plain driver's source."""
+        return self.sources["run"]
 
 
 def _comment(op: Op) -> str:
@@ -61,14 +72,27 @@ def _comment(op: Op) -> str:
     return f"  # {results} = {op.kind}{loc}"
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One line of the driver body: a kernel call (``call`` its index) or a view."""
+
+    line: str
+    call: int | None = None  # the kernel call's index, None for a view line
+    step: int | None = None  # index into ``Program.steps`` (None: not reported)
+    args: str = ""  # the operand and result expressions, for observers
+    results: str = ""
+
+
 def generate_program(graph: Graph, plan: MemoryPlan) -> Program:
     """Bind every op's kernel and write the driver; BackendError names an op that fails."""
     names: dict[str, str] = {}  # value name -> Python expression in the driver
     symbols: dict[str, object] = {}
     views: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
     params = [f"x{i}" for i in range(len(graph.inputs))]
-    body: list = [f"    {p} = _contiguous({p})" for p in params]
+    body: list[_Step] = [_Step(f"    {p} = _contiguous({p})") for p in params]
     calls: list[Op] = []
+    steps: list[Op] = []
+    kernel_names: dict[int, str] = {}
     constants = 0
 
     def constant(array: np.ndarray) -> str:
@@ -85,8 +109,14 @@ def generate_program(graph: Graph, plan: MemoryPlan) -> Program:
         views[ident] = (plan.offsets[value.name], value.type.dtype.numpy, value.type.shape)
         return ident
 
+    def observed(op) -> tuple[int, str, str]:
+        steps.append(op)
+        args = "".join(f"{names[v.name]}, " for v in op.operands)
+        results = "".join(f"{names[r.name]}, " for r in op.results)
+        return len(steps) - 1, args, results
+
     for op in graph.ops:
-        if op.kind in ("constant", "qconstant"):
+        if has_trait(op.kind, "constant"):
             names[op.result.name] = constant(_constant_array(op))
             continue
         if op.results[0].name in plan.free:
@@ -95,42 +125,46 @@ def generate_program(graph: Graph, plan: MemoryPlan) -> Program:
             source = names[op.operands[0].name]
             where = plan.storage[result.name]
             shape = list(result.type.shape)
+            if where == "constant":  # computed from constants alone: nothing to report
+                names[result.name] = constant(symbols[source].reshape(result.type.shape))
+                continue
             if op.kind == "concat":
                 names[result.name] = arena_view(result)
-                body.append(f"    # {names[result.name]}: its operands wrote it{_comment(op)}")
+                line = f"    # {names[result.name]}: its operands wrote it{_comment(op)}"
             elif where == "arena":
                 names[result.name] = arena_view(result)
-                body.append(
-                    f"    # {names[result.name]} = {source} viewed as {shape}{_comment(op)}"
-                )
-            elif where == "constant":
-                names[result.name] = constant(symbols[source].reshape(result.type.shape))
+                line = f"    # {names[result.name]} = {source} viewed as {shape}{_comment(op)}"
             else:
                 names[result.name] = ident = f"a{len(names)}"
-                body.append(f"    {ident} = {source}.reshape({result.type.shape}){_comment(op)}")
+                line = f"    {ident} = {source}.reshape({result.type.shape}){_comment(op)}"
+            body.append(_Step(line, None, *observed(op)))
             continue
         kernel = f"k{len(calls)}"
         symbols[kernel] = _bind(op)
+        kernel_names[id(op)] = kernel
         for r in op.results:
             names[r.name] = arena_view(r)
         args = [names[v.name] for v in op.operands] + [names[r.name] for r in op.results]
-        body.append((len(calls), f"    {kernel}({', '.join(args)}){_comment(op)}"))
+        line = f"    {kernel}({', '.join(args)}){_comment(op)}"
+        body.append(_Step(line, len(calls), *observed(op)))
         calls.append(op)
 
     outputs = "".join(f"{names[v.name]}.copy(), " for v in graph.outputs)
     ret = f"    return ({outputs.rstrip()})"
-    source = _render("run", params, body, ret, timed=False)
-    profile_source = _render("run_profiled", params + ["_times"], body, ret, timed=True)
-    range_source = _render("run_range", ["_start", "_stop"] + params, body, ret, ranged=True)
-    return Program(graph, plan, source, profile_source, range_source, symbols, views, calls)
+    sources = {
+        "run": _render("run", params, body, ret),
+        "run_profiled": _render("run_profiled", params + ["_times"], body, ret, "timed"),
+        "run_observed": _render("run_observed", ["_observers"] + params, body, ret, "observed"),
+        "run_range": _render("run_range", ["_start", "_stop"] + params, body, ret, "ranged"),
+    }
+    return Program(graph, plan, sources, symbols, views, calls, steps, kernel_names)
 
 
-def _render(
-    name: str, params: list[str], body: list, ret: str, timed: bool = False, ranged: bool = False
-) -> str:
-    """Driver source from body lines; a call is a (index, line) pair, timed if asked, or
-    made only when its index is in ``range(_start, _stop)`` if ``ranged`` (the arena then
-    holds whatever earlier calls left: the sensitivity analysis resumes runs this way).
+def _render(name: str, params: list[str], body: list[_Step], ret: str, mode: str = "") -> str:
+    """Driver source from body steps. ``mode``: "" plain; "timed" (``_times[i]`` holds
+    call i's seconds, nan until it returns); "observed" (after each reported step, every
+    observer gets its op, operand arrays and result arrays); "ranged" (only calls with
+    index in ``range(_start, _stop)`` run: the arena holds whatever earlier calls left).
 
     The model's thread count holds during the call only: the caller's Numba and OpenBLAS
     counts are restored after (numpy shares that OpenBLAS, and kernels set its count).
@@ -142,16 +176,21 @@ def _render(
         "    _set_threads(_threads)",
         "    try:",
     ]
-    for item in body:
-        if isinstance(item, str):
-            lines.append("    " + item)
-        elif timed:  # _times[i] stays nan until call i returns
-            lines += ["        _t = _clock()", "    " + item[1]]
-            lines.append(f"        _times[{item[0]}] = _clock() - _t")
-        elif ranged:
-            lines += [f"        if _start <= {item[0]} < _stop:", "        " + item[1]]
+    for step in body:
+        if step.call is None:
+            lines.append("    " + step.line)
+        elif mode == "timed":
+            lines += ["        _t = _clock()", "    " + step.line]
+            lines.append(f"        _times[{step.call}] = _clock() - _t")
+        elif mode == "ranged":
+            lines += [f"        if _start <= {step.call} < _stop:", "        " + step.line]
         else:
-            lines.append("    " + item[1])
+            lines.append("    " + step.line)
+        if mode == "observed" and step.step is not None:
+            lines += [
+                "        for _observe in _observers:",
+                f"            _observe(_steps[{step.step}], ({step.args}), ({step.results}))",
+            ]
     lines += [
         "    " + ret,
         "    finally:",
@@ -186,22 +225,41 @@ def _bind(op: Op):
         raise BackendError(f"op {op.label()}: the Numba kernel could not be bound: {e}") from e
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The arena as it was just before kernel call ``call`` of a run (``Driver.snapshot``)."""
+
+    call: int
+    arena: np.ndarray
+
+
 class Driver:
-    """One instance of a Program: its own arena, the exec'd ``run`` and ``run_profiled``."""
+    """One instance of a Program, with its own arena: the backend's run and instrumentation
+    API. Observers, kernel replacement and snapshots address ops of ``program.graph``.
+
+    - ``run(*inputs)``: the outputs (fresh arrays).
+    - ``run_observed(observers, *inputs)``: the same, calling each ``observer(op, args,
+      results)`` after every op that computes a value (the interpreter's hook signature;
+      ``args`` and ``results`` are the arrays the kernel read and wrote, views of the arena
+      that later ops overwrite: copy what you keep).
+    - ``replace_kernel(op, fn)`` / ``restore_kernel(op)`` / ``kernel(op)``: run ``fn(*operand
+      arrays, *result arrays)`` (writing the results in place) instead of ``op``'s kernel.
+    - ``snapshot(op, *inputs, start=None)`` and ``run_from(snapshot, *inputs)``: run up to
+      ``op`` once, then from ``op`` to the end as often as wanted (each time from the same
+      arena state).
+    """
 
     def __init__(self, program: Program, num_threads: int):
-        import numba
-
         self.program = program
         self.num_threads = num_threads
         size = program.plan.arena_bytes
         raw = np.empty(size + ALIGNMENT, np.uint8)
         start = (-raw.ctypes.data) % ALIGNMENT
-        self.arena = raw[start : start + size]
+        self._arena = raw[start : start + size]
         namespace: dict[str, object] = dict(program.symbols)
         for ident, (offset, dtype, shape) in program.views.items():
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            namespace[ident] = self.arena[offset : offset + nbytes].view(dtype).reshape(shape)
+            namespace[ident] = self._arena[offset : offset + nbytes].view(dtype).reshape(shape)
         namespace.update(
             _set_threads=numba.set_num_threads,
             _get_threads=numba.get_num_threads,
@@ -210,14 +268,70 @@ class Driver:
             _threads=num_threads,
             _contiguous=np.ascontiguousarray,
             _clock=time.perf_counter,
+            _steps=program.steps,
         )
-        exec(compile(program.source, "<irc driver>", "exec"), namespace)
-        exec(compile(program.profile_source, "<irc profiled driver>", "exec"), namespace)
-        exec(compile(program.range_source, "<irc ranged driver>", "exec"), namespace)
+        for name, source in program.sources.items():
+            exec(compile(source, f"<irc driver {name}>", "exec"), namespace)
         self.run = namespace["run"]
         self.run_profiled = namespace["run_profiled"]
-        self.run_range = namespace["run_range"]
-        self.namespace = namespace  # the drivers' globals: kernels k<i>, constants c<i>
+        self._run_observed = namespace["run_observed"]
+        self._run_range = namespace["run_range"]
+        self._namespace = namespace  # the drivers' globals: kernels, constants, views
+        self._call_of = {id(op): i for i, op in enumerate(program.calls)}
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of this instance's arena."""
+        return self._arena.nbytes
+
+    def run_observed(self, observers, *inputs) -> tuple[np.ndarray, ...]:
+        """Run, calling every ``observer(op, args, results)`` after each op (see the class)."""
+        return self._run_observed(tuple(observers), *inputs)
+
+    def _kernel_name(self, op: Op) -> str:
+        self._call_index(op)  # BackendError for an op of another graph
+        return self.program.kernel_names[id(op)]
+
+    def _call_index(self, op: Op) -> int:
+        """The index of ``op``'s kernel call; BackendError if it has none in this program."""
+        try:
+            return self._call_of[id(op)]
+        except KeyError:
+            raise BackendError(
+                f"op {op.label()} is not a kernel call of this program (give an op of its graph)"
+            ) from None
+
+    def kernel(self, op: Op):
+        """The kernel function ``op`` runs now (its own, or the one that replaced it)."""
+        return self._namespace[self._kernel_name(op)]
+
+    def replace_kernel(self, op: Op, fn) -> None:
+        """Run ``fn(*operands, *results)`` for ``op`` from now on (results written in place)."""
+        self._namespace[self._kernel_name(op)] = fn
+
+    def restore_kernel(self, op: Op) -> None:
+        """Run ``op``'s own kernel again."""
+        name = self._kernel_name(op)
+        self._namespace[name] = self.program.symbols[name]
+
+    def snapshot(self, op: Op, *inputs, start: Snapshot | None = None) -> Snapshot:
+        """Run the calls before ``op`` (from ``start`` when given, else from the first) and
+        keep the arena as they leave it."""
+        at = self._call_index(op)
+        first = 0
+        if start is not None:
+            if start.call > at:
+                raise ValueError(f"snapshot at call {start.call} is past op {op.label()}")
+            self._arena[...] = start.arena
+            first = start.call
+        self._run_range(first, at, *inputs)
+        return Snapshot(at, self._arena.copy())
+
+    def run_from(self, snapshot: Snapshot, *inputs) -> tuple[np.ndarray, ...]:
+        """The outputs of a run resumed at ``snapshot`` (the calls before it are skipped:
+        their results are the snapshot's)."""
+        self._arena[...] = snapshot.arena
+        return self._run_range(snapshot.call, len(self.program.calls), *inputs)
 
     def failing_op(self, arrays) -> tuple[Op | None, BaseException | None]:
         """Re-run step by step to find the op that raises on ``arrays`` (for error messages)."""

@@ -18,7 +18,9 @@ from numba import njit
 from irc.backends.numba.float_common import advance_outer_index, static_shape
 from irc.backends.numba.kernel_table import BackendError, kernel_builder
 from irc.ir import Op
+from irc.reference.elementwise import cast as reference_cast
 from irc.tensor import ElidedTensor
+from irc.types import DType
 
 
 @njit(cache=True)
@@ -284,9 +286,6 @@ def build_shape(op: Op):
 @kernel_builder("cast")
 def build_cast(op: Op):
     """Numba casts for ordinary types; numpy (the reference) for float16 and sub-byte types."""
-    from irc.reference.elementwise import cast as reference_cast
-    from irc.types import DType
-
     source, target = op.operands[0].type.dtype, op.result.type.dtype
     if target.is_sub_byte or DType.F16 in (source, target):
         to = op.attrs["to"]

@@ -21,7 +21,7 @@ from numba import njit
 from irc.backends.numba.float_common import FLOAT_DTYPES, float_dtype, static_shape
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.ir import Op
-from irc.reference.windows import window_count
+from irc.ops.shape_rules import conv_output_size
 
 
 def _tap_ranges(size, kernel, stride, begin, end, dilation, count, include_pad):
@@ -56,12 +56,14 @@ def build_pool(op: Op) -> KernelFn:
     include_pad = op.kind == "avg_pool" and op.attrs["count_include_pad"]
     axes = []
     for axis, (size, count) in enumerate(((h, oh), (w, ow))):
-        expected = window_count(size, kernel[axis], strides[axis], pads[axis], pads[axis + 2],
-                                dilations[axis], op.attrs["ceil_mode"])  # fmt: skip
+        begin, end = pads[axis], pads[axis + 2]
+        expected = conv_output_size(
+            size, kernel[axis], strides[axis], begin, end, dilations[axis], op.attrs["ceil_mode"]
+        )
         if expected != count:
             raise BackendError(f"op {op.label()}: result shape disagrees with the windows")
-        axes.append(_tap_ranges(size, kernel[axis], strides[axis], pads[axis], pads[axis + 2],
-                                dilations[axis], count, include_pad))  # fmt: skip
+        axes.append(_tap_ranges(size, kernel[axis], strides[axis], begin, end, dilations[axis],
+                                count, include_pad))  # fmt: skip
     (h_first, h_last, h_div), (_, _, w_div) = axes
     params = (*strides, *dilations, pads[0], pads[1], kernel[1], h_first, h_last)
     if op.kind == "avg_pool":

@@ -22,8 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from irc.benchmark.measure import accuracy, interleaved
+from irc.benchmark.peers import ort_int8_model, ort_session
+from irc.build import build
+from irc.calibration import load_labelled_folder
+from irc.decision import BudgetError, Budgets
+from irc.decision.choose import choose
+from irc.decision.costs_measure import build_cost_model
+from irc.decision.rounding import analyze_best
+from irc.decision.sensitivity import analyze
 from irc.errors import InputError
+from irc.measure import accuracy, interleaved
+from irc.stages import GPTQ_SAMPLES, calibrate, float_graph, layer_hessians
 
 STRATEGIES = ("uniform-int8", "quantune", "sals", "profile-score", "sigma", "auto")
 SIZED = ("sals", "sigma")  # rank-based strategies that need a size budget (FP32 / first size)
@@ -92,7 +101,6 @@ def load_data(data, preprocess, labels_file=None, calib=None, limit=None, calib_
     ``calib`` is a folder with a labels.txt. Without it, every other labelled image of
     ``data`` calibrates and the rest evaluate.
     """
-    from irc.calibration import load_labelled_folder
 
     def load(folder, labels, count):
         xs, ys = zip(*load_labelled_folder(folder, preprocess, limit=count, labels_file=labels))
@@ -117,8 +125,6 @@ def load_data(data, preprocess, labels_file=None, calib=None, limit=None, calib_
 def strategy_runs(fp32_bytes: int, strategies, sizes, max_drop, auto_latency=1.0):
     """(row name, strategy, Budgets) for each strategy row; ``auto_latency`` is auto's
     latency budget as a ratio to uniform INT8 (None: no latency budget)."""
-    from irc.decision import Budgets
-
     runs = []
     for strategy in strategies:
         if strategy == "auto":
@@ -144,8 +150,6 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
     with latency ≤ ``auto_latency`` × uniform INT8 and a top-1 drop ≤ ``max_drop`` when
     given; ``sample``: sensitivity images; ``runs``: latency rounds.
     """
-    import irc
-
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise InputError(f"bench: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
@@ -154,7 +158,7 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
     rows, models, shared = [], {}, {}
     graph, calibration = _float_graph(model_path, data, rounding, sample, shared, log)
     start = time.perf_counter()
-    fp32 = irc.compile(graph, pipeline="", num_threads=threads, cache=False)
+    fp32 = build(graph, num_threads=threads, cache=False)
     fp32_bytes = fp32.report().totals.bytes
     rows.append(Row("irc fp32", "irc", bytes=fp32_bytes,
                     compile_s=time.perf_counter() - start))  # fmt: skip
@@ -182,20 +186,12 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
 
 def _float_graph(model_path, data, rounding, sample, shared, log):
     """The float graph after the float pipeline and its calibration (timed into shared)."""
-    import irc
-    from irc.pass_manager import PassContext, PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-
-    graph = irc.import_onnx(model_path)
-    PassManager(DEFAULT_FLOAT_PIPELINE, PassContext()).run(graph)
+    graph = float_graph(model_path)
     start = time.perf_counter()
-    calibration = irc.calibrate(graph, data.calib, "minmax", progress=False)
+    calibration = calibrate(graph, data.calib, "minmax", progress=False)
     if rounding != "nearest":  # statistics from other images than the sensitivity sample
-        from irc.compile import GPTQ_SAMPLES
-        from irc.gptq import layer_hessians
-
         rest = data.calib[sample:] if len(data.calib) > sample else data.calib
-        calibration.hessians = layer_hessians(graph, rest[:GPTQ_SAMPLES])
+        calibration = calibration.with_statistics(layer_hessians(graph, rest[:GPTQ_SAMPLES]))
     shared["calibrate"] = time.perf_counter() - start
     log(f"calibrated on {len(data.calib)} images in {shared['calibrate']:.1f} s")
     return graph, calibration
@@ -204,16 +200,11 @@ def _float_graph(model_path, data, rounding, sample, shared, log):
 def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, rounding, rows,
                    models, shared, log):  # fmt: skip
     """One row per strategy run, on one shared sensitivity table and cost model."""
-    from irc.decision import BudgetError
-    from irc.decision.choose import choose
-    from irc.decision.costs_measure import build_cost_model
-    from irc.decision.sensitivity import analyze
-
     images, labels = data.calib[:sample], data.calib_labels[:sample]
     start = time.perf_counter()
     measure = analyze
     if rounding == "best":  # nearest and GPTQ measured, the better kept per layer and precision
-        from irc.decision.rounding import analyze_best as measure
+        measure = analyze_best
     table = measure(graph, calibration, images, labels=labels, num_threads=threads)
     shared["sensitivity"] = time.perf_counter() - start
     log(f"sensitivity: {len(table.layers)} layers × {len(table.precisions)} precisions on "
@@ -250,8 +241,6 @@ def _strategy_rows(graph, calibration, data, strategy_runs_, sample, threads, ro
 
 def _peer_rows(model_path, data, threads, tmp: Path, rows, runners, log):
     """onnxruntime FP32 and quantize_static INT8 rows, their runners added to ``runners``."""
-    from irc.benchmark.peers import ort_int8_model, ort_session
-
     start = time.perf_counter()
     session = ort_session(model_path, threads)
     fp32_s = time.perf_counter() - start

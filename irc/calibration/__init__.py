@@ -1,4 +1,4 @@
-"""Calibration: run the reference interpreter over sample data and record value ranges.
+"""Calibration: run a graph over sample data and record value ranges.
 
     >>> from irc.calibration import calibrate
     >>> cal = calibrate(graph, "imagenet-calib256", "entropy", preprocess="torchvision",
@@ -7,6 +7,8 @@
 
 ``calibrate`` watches every float value an op computes (and the float graph inputs),
 except weights and what is computed from weights alone, or just the names in ``values``.
+It runs the graph in the reference interpreter, or with any ``run(batch, observers)`` that
+calls the interpreter's observers (the compile stage passes the compiled float program's).
 Statistics stream (``observers.py``): memory stays flat however many images are seen.
 The graph is only read. The ranges come out in a ``Calibration``, which keeps the
 statistics, so ``recompute`` tries another method without running the model again.
@@ -79,9 +81,10 @@ class Calibration(Mapping):
         *,
         percentile: float = 99.99,
         entropy_bins: int = 256,
+        hessians: dict | None = None,
     ):
         self.ranges = MappingProxyType(dict(ranges))
-        self.hessians = None  # layer name -> irc.gptq.InputStatistics, for GPTQ rounding
+        self.hessians = hessians  # layer name -> irc.gptq.InputStatistics, for GPTQ rounding
         self.method = method
         self.count = count
         self.observers = observers
@@ -93,6 +96,15 @@ class Calibration(Mapping):
         [C]), or None when not recorded."""
         observer = self.observers.get(name)
         return None if observer is None else observer.channel_mean
+
+    def with_statistics(self, hessians: dict | None) -> Calibration:
+        """The same ranges with GPTQ rounding statistics ``hessians`` (layer name →
+        ``irc.gptq.InputStatistics``; None: every layer rounds to nearest); ``self`` is
+        unchanged."""
+        return Calibration(
+            self.ranges, self.method, self.count, self.observers, percentile=self.percentile,
+            entropy_bins=self.entropy_bins, hessians=hessians,
+        )  # fmt: skip
 
     def __getitem__(self, name: str) -> tuple[float, float]:
         try:
@@ -151,8 +163,9 @@ def calibrate(
     values: Iterable[str] | None = None,
     bins: int = DEFAULT_BINS,
     entropy_bins: int = 256,
+    run=None,
 ) -> Calibration:
-    """Run ``graph`` in the reference interpreter over ``data`` and return value ranges.
+    """Run ``graph`` over ``data`` and return value ranges.
 
     ``data``: an array [N, ...], a dict of arrays, an iterable of batches, or a folder of
     images with ``preprocess`` (a ``Preprocess`` or a preset name); see
@@ -161,6 +174,8 @@ def calibrate(
     histogram size. At most ``limit`` samples are used, ``batch_size`` at a time (re-cut to
     a static batch dimension). ``progress``: a bar on stderr when it is a terminal; False
     hides it, ``"force"`` draws it anyway. ``values``: calibrate only these value names.
+    ``run(batch, observers)``: runs ``graph`` on ``batch`` (input name → array), calling
+    each ``observer(op, args, results)`` after every op (default: the reference interpreter).
     """
     _check_method(method)
     _check_options(percentile, entropy_bins)
@@ -169,12 +184,16 @@ def calibrate(
     watched = watched_values(graph, values)
     use_histogram = method in HISTOGRAM_METHODS
     observers = {name: TensorObserver(use_histogram, bins) for name in watched}
-    by_result = {id(v): observers[n] for n, v in watched.items() if not v.is_graph_input}
+    by_result = {n: observers[n] for n, v in watched.items() if not v.is_graph_input}
     by_input = [(v.name, observers[v.name]) for v in graph.inputs if v.name in watched]
+    if run is None:
 
-    def observe(op, args, results) -> None:
+        def run(batch, hooks) -> None:
+            run_graph(graph, batch, observers=hooks)
+
+    def observe(op, args, results) -> None:  # by name: ``run`` may run a copy of ``graph``
         for value, array in zip(op.results, results):
-            observer = by_result.get(id(value))
+            observer = by_result.get(value.name)
             if observer is not None:
                 observer.update(array)
 
@@ -185,7 +204,7 @@ def calibrate(
         for batch in source.batches:
             for name, observer in by_input:
                 observer.update(batch[name])
-            run_graph(graph, batch, observers=[observe] if by_result else ())
+            run(batch, [observe] if by_result else [])
             n = int(batch[first].shape[0])
             count += n
             bar.update(n)

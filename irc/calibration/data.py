@@ -22,7 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irc.calibration.images import iter_image_batches, list_images, resolve_preprocess
+from irc.calibration.images import (
+    iter_image_batches,
+    list_images,
+    load_labelled_folder,
+    resolve_preprocess,
+)
 from irc.errors import InputError
 from irc.ir import Graph
 
@@ -86,6 +91,21 @@ def model_batches(
     static = _static_batch(graph)
     batches = checked if static is None else _recut(checked, static, names)
     return BatchSource(batches, total)
+
+
+def sample_inputs(
+    graph: Graph, data, preprocess, limit: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first ``limit`` inputs of ``data`` (as for ``model_batches``) as one float32
+    array for the graph's first input, and their labels if ``data`` is a folder with a
+    ``labels.txt``."""
+    if isinstance(data, (str, os.PathLike)) and os.path.isfile(os.path.join(data, "labels.txt")):
+        xs, ys = zip(*load_labelled_folder(data, preprocess, limit=limit))
+        return np.concatenate(xs), np.concatenate(ys)
+    source = model_batches(graph, data, preprocess=preprocess, limit=limit)
+    name = graph.inputs[0].name
+    arrays = [batch[name] for batch in source.batches]
+    return np.concatenate(arrays).astype(np.float32), None
 
 
 def _known_length(data, batch_size: int, limit: int | None) -> int | None:

@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from irc.errors import IrcError
+from irc.report import format_bytes
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
           "gib": 2**30}  # fmt: skip
@@ -54,8 +55,6 @@ class Budgets:
         """The budgets as a short phrase (for messages and reports)."""
         parts = []
         if self.max_bytes is not None:
-            from irc.report import format_bytes
-
             parts.append(f"size ≤ {format_bytes(self.max_bytes)}")
         if self.max_latency is not None:
             parts.append(f"latency ≤ {self.max_latency * 1e3:.3g} ms")

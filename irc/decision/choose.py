@@ -20,12 +20,21 @@ latency, and the reason for the choice.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from irc.build import build
 from irc.decision.budgets import BudgetError, Budgets
+from irc.decision.costs_measure import build_cost_model
+from irc.decision.rounding import analyze_best, plan_calibration
+from irc.decision.sensitivity import analyze
+from irc.decision.strategies import decide
+from irc.measure import interleaved, sqnr_db
+from irc.opdef import has_trait
+from irc.precision import layer_name
+from irc.specialize import specialize
+from irc.stages import build_plan
 
 MAX_BACKOFF = 3
 
@@ -130,11 +139,6 @@ def choose(
     must hold the GPTQ statistics); otherwise the calibration's statistics decide. A table
     that holds rounding choices (given or measured) compiles each plan by them.
     """
-    from irc.decision.costs_measure import build_cost_model
-    from irc.decision.rounding import analyze_best
-    from irc.decision.sensitivity import analyze
-    from irc.decision.strategies import decide
-
     budgets = budgets or Budgets()
     if budgets.max_drop is not None and labels is None and evaluate is None:
         raise BudgetError(
@@ -248,35 +252,28 @@ class _Checker:
 
     def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads,
                  weights="mse", table=None):  # fmt: skip
-        import irc
-
         self.graph, self.calibration, self.table = graph, calibration, table
         self.sample, self.labels, self.evaluate = sample, labels, evaluate
         self.input_shapes, self.threads, self.weights = input_shapes, threads, weights
-        self.reference = irc.compile(graph, input_shapes, pipeline="", num_threads=threads)
+        self.shaped = specialize(graph, input_shapes) if input_shapes else graph
+        self.reference = build(self.shaped, num_threads=threads)
         self.float_outputs = self._outputs(self.reference)
         self.float_top1 = self._top1(self.reference, self.float_outputs)
         self._int8 = None
 
     def compile(self, plan: dict[str, str]):
-        """The compiled ``plan``, each layer rounded as the table chose (if it chose)."""
-        import irc
-        from irc.decision.rounding import plan_calibration
-
+        """The compiled ``plan``, each layer rounded as the table chose (if it chose), else
+        as the calibration's statistics say (GPTQ where it holds them)."""
         plan = {"default": "fp32", **plan}
         calibration = self.calibration
         if self.table is not None:
             calibration = plan_calibration(calibration, self.table, plan)
-        rounding = "nearest" if getattr(calibration, "hessians", None) is None else "gptq"
-        return irc.compile(self.graph, self.input_shapes, pipeline="", num_threads=self.threads,
-                           precision=plan, calibration=calibration, rounding=rounding,
-                           weight_clipping=self.weights, progress=False)  # fmt: skip
+        return build_plan(self.graph, plan, calibration, weights=self.weights,
+                          input_shapes=self.input_shapes, num_threads=self.threads)  # fmt: skip
 
     def verify(self, model, budgets: Budgets) -> Verification:
         outputs = self._outputs(model)
-        noise = float(np.sum((outputs - self.float_outputs) ** 2))
-        signal = float(np.sum(self.float_outputs**2))
-        sqnr = np.inf if noise == 0 else 10 * np.log10(signal / noise)
+        sqnr = sqnr_db(outputs, self.float_outputs)
         int8 = None
         if budgets.max_latency_ratio is not None:
             if self._int8 is None:
@@ -310,26 +307,17 @@ class _Checker:
 
 def _interleaved_latency(models, x, runs: int = 15) -> list[float]:
     """Median seconds per call of each model, runs interleaved (fair on a noisy host)."""
-    for m in models:
-        m(x)
-    times = [[] for _ in models]
-    for _ in range(runs):
-        for i, m in enumerate(models):
-            t = time.perf_counter()
-            m(x)
-            times[i].append(time.perf_counter() - t)
-    return [float(np.median(t)) for t in times]
+    medians = interleaved({i: lambda x, m=m: m(x) for i, m in enumerate(models)}, x, runs, 1)
+    return [medians[i] for i in range(len(models))]
 
 
 def annotate(choice: Choice) -> None:
     """Write the decision's reasons and numbers as ``note_*`` on the compiled layers."""
-    from irc.precision import layer_name
-
     table, cost, decision = choice.table, choice.cost, choice.decision
     x = np.zeros(choice.model.graph.inputs[0].type.shape, np.float32)
     measured = {t.op: t.seconds for t in choice.model.profile(x, runs=5)}
     for op in choice.model.graph.ops:
-        if op.kind not in ("conv2d", "gemm", "qconv2d", "qgemm"):
+        if not (has_trait(op.kind, "layer") or has_trait(op.kind, "integer-layer")):
             continue
         name = layer_name(op)
         if name not in decision.plan:

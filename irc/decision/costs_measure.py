@@ -44,16 +44,21 @@ import time
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 
+from irc.build import build
 from irc.calibration.progress import Progress
 from irc.decision.cost import INTEGER, PRECISIONS, CostModel
 from irc.decision.layer_programs import quantized_layer_graph
-from irc.decision.sensitivity import layer_info, quantizable_layers
+from irc.decision.sensitivity import layer_info
 from irc.errors import InputError, IrcError
 from irc.ir import Graph, Op
+from irc.opdef import has_trait
+from irc.passes.quantize import quantizable_layers
 from irc.precision import PlanError, layer_name, normalize_precision
 from irc.report import model_report
+from irc.version import __version__
 
 CACHE_VERSION = 1
 # Fallback roofline constants, measured once on the development machine (AMD EPYC, AVX2,
@@ -169,8 +174,6 @@ def build_cost_model(graph: Graph, calibration, *, precisions=PRECISIONS, measur
 
 
 def _check_args(precisions, runs, weights, num_threads) -> tuple[tuple[str, ...], int]:
-    import numba
-
     precisions = (precisions,) if isinstance(precisions, str) else precisions
     try:
         precisions = tuple(normalize_precision(p, "precisions") for p in precisions)
@@ -233,7 +236,7 @@ def fit_roofline(entries) -> tuple[dict, float]:
 
 def _roofline_other(graph: Graph, layer_ids: set[int], bandwidth: float) -> float:
     """Seconds of the ops that are not layers, as memory-bound calls on float data."""
-    ops = [op for op in graph.ops if op.kind not in ("constant", "qconstant")
+    ops = [op for op in graph.ops if not has_trait(op.kind, "constant")
            and id(op) not in layer_ids]  # fmt: skip
     moved = [sum(4 * _elements(v.type.shape) for v in [*op.operands, *op.results]) for op in ops]
     return sum(max(m / bandwidth, MIN_CALL) for m in moved)
@@ -260,42 +263,40 @@ def _measure_layer(cut: Graph, x: np.ndarray, runs: int, threads: int) -> dict:
     """Compile a quantized layer graph and time it: the layer kernel (+ fp16 cast) and,
     at an integer precision, its quantize and dequantize calls. Raises BackendError
     when the backend cannot compile it."""
-    from irc.compile import compile as compile_graph
-
-    program = compile_graph(cut, pipeline="", num_threads=threads, cache=False)
+    program = build(cut, num_threads=threads, cache=False)
     timings = program.profile(x, runs=runs)
-    kernels = ("conv2d", "gemm", "qconv2d", "qgemm", "cast")
-    result = {"seconds": float(sum(t.seconds for t in timings if t.kind in kernels))}
+    result = {"seconds": float(sum(t.seconds for t in timings if _layer_time(t.kind)))}
     for t in timings:
         if t.kind in ("quantize", "dequantize"):
             result.setdefault(t.kind, float(t.seconds))
     return result
 
 
+def _layer_time(kind: str) -> bool:
+    """Whether a kernel of ``kind`` counts in a layer program's time: the layer (float or
+    integer) and, at fp16, its weight's cast."""
+    return has_trait(kind, "layer") or has_trait(kind, "integer-layer") or kind == "cast"
+
+
 def _measure_other(graph: Graph, names: list[str], runs: int, threads: int) -> float:
     """Seconds per batch-1 run of the float model outside the layers ``names``."""
-    import irc
-
-    model = irc.compile(graph, pipeline="", num_threads=threads, cache=False)
+    model = build(graph, num_threads=threads, cache=False)
     inputs = [np.full(v.type.shape, 0.5, v.type.dtype.numpy) for v in model.graph.inputs]
     timings = model.profile(*inputs, runs=runs)
-    return float(sum(t.seconds for t in timings if t.kind not in ("conv2d", "gemm")
-                     or t.op not in set(names)))  # fmt: skip
+    layers = set(names)
+    return float(sum(t.seconds for t in timings
+                     if not has_trait(t.kind, "layer") or t.op not in layers))  # fmt: skip
 
 
 # ------------------------------------------------------------------ keys and the cache
 def machine_info(threads: int) -> dict:
     """What measurements depend on: CPU model and vector extensions, versions, threads."""
-    import numba
-
-    import irc
-
     info = Path("/proc/cpuinfo").read_text() if os.path.isfile("/proc/cpuinfo") else ""
     cpu = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
     flags = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
     flags = set(flags.group(1).split()) if flags else set()
     cpu = cpu.group(1).strip() if cpu else platform.processor() or platform.machine()
-    versions = {"irc": irc.__version__, "numba": numba.__version__, "threads": int(threads)}
+    versions = {"irc": __version__, "numba": numba.__version__, "threads": int(threads)}
     return {"cpu": cpu, "avx2": "avx2" in flags, "avx512": "avx512f" in flags, **versions}
 
 
@@ -328,7 +329,7 @@ def model_key(graph: Graph, ops: list[Op]) -> str:
     layer_ids = {id(op) for op in ops}
     parts = [layer_signature(op, "fp32") for op in ops]
     for op in graph.ops:
-        if id(op) not in layer_ids and op.kind not in ("constant", "qconstant"):
+        if id(op) not in layer_ids and not has_trait(op.kind, "constant"):
             shapes = [[1, *v.type.shape[1:]] if v.type.shape else [] for v in op.results]
             parts.append(f"{op.kind}{shapes}")
     return _digest(parts)

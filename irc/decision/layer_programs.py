@@ -15,9 +15,12 @@ layer; at fp32 the float layer alone.
 
 from __future__ import annotations
 
+from irc.build import build
+from irc.compiled import CompiledModel
 from irc.ir import Graph, Op
-from irc.opdef import build
+from irc.opdef import build as build_op
 from irc.precision import PrecisionPlan, layer_name
+from irc.stages import quantize
 from irc.types import TensorType
 
 
@@ -31,9 +34,9 @@ def layer_graph(graph: Graph, op: Op, batch: int) -> Graph:
         producer = value.producer
         if producer is None or producer.kind != "constant":
             raise ValueError(f"layer {op.label()}: operand %{value.name} is not a constant")
-        copied = build(cut, "constant", [], dict(producer.attrs), result_names=[value.name])
+        copied = build_op(cut, "constant", [], dict(producer.attrs), result_names=[value.name])
         operands.append(copied.result)
-    layer = build(cut, op.kind, operands, dict(op.attrs), name=op.name,
+    layer = build_op(cut, op.kind, operands, dict(op.attrs), name=op.name,
                   result_names=[op.result.name])  # fmt: skip
     cut.outputs = [layer.result]
     return cut
@@ -41,24 +44,17 @@ def layer_graph(graph: Graph, op: Op, batch: int) -> Graph:
 
 def quantized_layer_graph(graph: Graph, op: Op, precision: str, ranges, batch: int,
                           weights: str = "mse") -> Graph:  # fmt: skip
-    """``layer_graph`` quantized at ``precision`` by the model's quantization pipeline."""
-    from irc.compile import QUANTIZE_PIPELINE
-    from irc.pass_manager import PassContext, PassManager
-
+    """``layer_graph`` quantized at ``precision`` by the model's quantization stage."""
     cut = layer_graph(graph, op, batch)
     if precision == "fp32":
         return cut
-    ctx = PassContext()
-    ctx.analyses["calibration"] = ranges
-    ctx.analyses["precision_plan"] = PrecisionPlan(precision)
-    PassManager(QUANTIZE_PIPELINE.format(weights=weights), ctx).run(cut)
-    return cut
+    return quantize(cut, PrecisionPlan(precision), ranges, weights=weights)
 
 
-def layer_program(graph: Graph, op: Op, precision: str, ranges, batch: int = 1,
-                  num_threads: int | None = None, weights: str = "mse"):  # fmt: skip
-    """The compiled layer program (an ``irc.CompiledModel``); see the module docstring."""
-    from irc.compile import compile as compile_graph
-
+def layer_program(
+    graph: Graph, op: Op, precision: str, ranges, batch: int = 1,
+    num_threads: int | None = None, weights: str = "mse",
+) -> CompiledModel:  # fmt: skip
+    """The compiled layer program; see the module docstring."""
     cut = quantized_layer_graph(graph, op, precision, ranges, batch, weights)
-    return compile_graph(cut, pipeline="", num_threads=num_threads, cache=False)
+    return build(cut, num_threads=num_threads, cache=False)

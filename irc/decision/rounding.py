@@ -17,21 +17,20 @@ that keep GPTQ).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
-from irc.decision.table import SensitivityTable
+from irc.compile_options import ROUNDINGS
+from irc.decision.sensitivity import analyze
+from irc.decision.table import CANDIDATES, SensitivityTable
 
-ROUNDINGS = ("nearest", "gptq", "best")
+__all__ = ["ROUNDINGS", "analyze_best", "merge", "plan_calibration", "without_statistics"]
+
 CHOSEN_BY = "output_nsr"  # the metric that picks a cell's rounding
 
 
 def without_statistics(calibration):
     """A copy of ``calibration`` without GPTQ statistics: every layer rounds to nearest."""
-    plain = copy.copy(calibration)
-    plain.hessians = None
-    return plain
+    return calibration.with_statistics(None)
 
 
 def merge(nearest: SensitivityTable, gptq: SensitivityTable) -> SensitivityTable:
@@ -58,9 +57,6 @@ def analyze_best(graph, calibration, data, **options) -> SensitivityTable:
     """The merged table of ``graph``: ``sensitivity.analyze`` with nearest rounding, then
     with GPTQ (``calibration.hessians``) at the integer precisions only (fp16 has no
     rounding to choose), merged by ``merge``. ``options`` go to ``analyze``."""
-    from irc.decision.sensitivity import analyze
-    from irc.decision.table import CANDIDATES
-
     precisions = tuple(options.pop("precisions", CANDIDATES))
     nearest = analyze(graph, without_statistics(calibration), data, precisions=precisions,
                       **options)  # fmt: skip
@@ -77,10 +73,8 @@ def plan_calibration(calibration, table: SensitivityTable, plan: dict[str, str])
         return calibration
     hessians = calibration.hessians or {}
     default = plan.get("default", "fp32")
-    chosen = copy.copy(calibration)
-    chosen.hessians = {
+    return calibration.with_statistics({
         name: hessians[name]
         for name in table.names
         if name in hessians and table.rounding_of(name, plan.get(name, default)) == "gptq"
-    }
-    return chosen
+    })  # fmt: skip

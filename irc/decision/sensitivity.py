@@ -2,15 +2,16 @@
 
 Everything runs on compiled kernels: the float model is compiled once (Numba, batch B),
 and each layer at each precision is its own compiled *layer program*
-(``layer_programs``: quantize → integer kernel → dequantize), swapped in for the layer's
-float kernel in the float driver. Per batch of the sample data:
+(``layer_programs``: quantize → integer kernel → dequantize), which replaces the layer's
+float kernel in the float model (``CompiledModel.replace_kernel``). Per batch of the
+sample data:
 
-1. one float run, in which each layer's kernel also runs every layer program on the same
-   float input: the local metrics (``sqnr``, ``mse``, ``norm_error``);
-2. per precision, one run with every layer swapped: ``sqnr_delta``;
-3. per layer and precision, one run with that layer alone swapped: ``omega`` and
+1. one observed float run, keeping each layer's input and output; every layer program
+   runs on that input: the local metrics (``sqnr``, ``mse``, ``norm_error``);
+2. per precision, one observed run with every layer replaced: ``sqnr_delta``;
+3. per layer and precision, one run with that layer alone replaced: ``omega`` and
    ``output_nsr`` (the cost: layers × precisions inferences, linear in the layers; each
-   resumes from the arena as the float run left it before the layer).
+   resumes from a snapshot taken just before the layer, ``CompiledModel.snapshot``).
 
     >>> table = analyze(graph, calibration, images, labels=labels, progress=True)
     >>> table.save("sensitivity.csv")
@@ -22,13 +23,17 @@ import time
 
 import numpy as np
 
+from irc.build import build
 from irc.calibration.progress import Progress
+from irc.compiled import CompiledModel
 from irc.decision.layer_programs import layer_program
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
 from irc.ir import Graph, Op
-from irc.passes.quantize import integer_form_problem
-from irc.precision import layer_name, layers
+from irc.passes.quantize import quantizable_layers
+from irc.precision import layer_name
+from irc.run_statistics import padded_batch
+from irc.specialize import specialize
 
 
 def layer_info(op: Op) -> LayerInfo:
@@ -75,11 +80,6 @@ class _Pair:
         return self.norm / max(self.samples, 1)
 
 
-def quantizable_layers(graph: Graph) -> list[Op]:
-    """The layers a plan may put at an integer precision (the rest stay float)."""
-    return [op for op in layers(graph) if integer_form_problem(op) is None]
-
-
 def analyze(
     graph: Graph,
     calibration,
@@ -111,8 +111,8 @@ def analyze(
     if not ops:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
     batch = min(batch_size, len(data))
-    model, kernel_of, namespace = float_driver(graph, ops, batch, data.shape[1:], num_threads)
-    float_kernels = {ident: namespace[ident] for ident in kernel_of.values()}
+    model = float_model(graph, batch, data.shape[1:], num_threads)
+    compiled_op = {n: model.op_named(n) for n in (layer_name(op) for op in ops)}
     steps = len(ops) * len(precisions)
     batches = (len(data) + batch - 1) // batch
     bar = Progress(steps * (1 + 2 * batches), label="sensitivity", unit="run",
@@ -130,16 +130,19 @@ def analyze(
     chain_out = {(n, p): _Pair() for n, p in programs}
     output = {(n, p): _Pair() for n, p in programs}
     loss_change = {(n, p): 0.0 for n, p in programs}
-    names = [layer_name(op) for op in ops]
+    names = list(compiled_op)
+    layer_of = {id(op): n for n, op in compiled_op.items()}
     for start_row in range(0, len(data), batch):
-        x, rows = _padded(data, start_row, batch)
+        x, rows = padded_batch(data, start_row, batch)
         y_labels = None if labels is None else np.asarray(labels[start_row : start_row + rows])
         saved: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-        # 1. float run: record each layer's input and output, run its programs beside it
-        for n in names:
-            namespace[kernel_of[n]] = _recording(float_kernels[kernel_of[n]], n, saved)
-        (reference,) = _first(model._driver.run(x))
+        def record(op, args, results, saved=saved) -> None:
+            if id(op) in layer_of:
+                saved[layer_of[id(op)]] = (args[0].copy(), results[0].copy())
+
+        # 1. float run: each layer's input and output; its programs run on that input
+        (reference,) = model.run_observed([record], x)[:1]
         for n in names:
             xin, yout = saved[n]
             for p in precisions:
@@ -148,34 +151,37 @@ def analyze(
 
         # 2. every layer at p: the noise each layer adds to what it was given
         for p in precisions:
+            pairs = {n: (chain_in[n, p], chain_out[n, p]) for n in names}
+
+            def compare(op, args, results, pairs=pairs, saved=saved, rows=rows) -> None:
+                if id(op) in layer_of:
+                    n = layer_of[id(op)]
+                    ref_in, ref_out = saved[n]
+                    pairs[n][0].add(ref_in, args[0], rows)
+                    pairs[n][1].add(ref_out, results[0], rows)
+
             for n in names:
-                namespace[kernel_of[n]] = _swapped(programs[n, p], n, saved, rows,
-                                                   chain_in[n, p], chain_out[n, p])  # fmt: skip
-            model._driver.run(x)
+                model.replace_kernel(compiled_op[n], _replaced_by(programs[n, p]))
+            model.run_observed([compare], x)
             bar.update(len(names))
+        for n in names:
+            model.restore_kernel(compiled_op[n])
 
         # 3. one layer at p, the rest float: the model output's change. Runs resume from a
-        # snapshot of the arena taken just before the layer, so only the calls from the
-        # layer on are made again (half the work of whole runs, on average)
+        # snapshot taken just before the layer, so only the calls from the layer on are
+        # made again (half the work of whole runs, on average)
+        snapshot = None
         for n in names:
-            namespace[kernel_of[n]] = float_kernels[kernel_of[n]]
-        driver, arena = model._driver, model._driver.arena
-        calls = len(model.program.calls)
-        done = 0
-        for n in names:
-            at = int(kernel_of[n][1:])
-            driver.run_range(done, at, x)
-            snapshot, done = arena.copy(), at
+            snapshot = model.snapshot(compiled_op[n], x, start=snapshot)
             for p in precisions:
-                namespace[kernel_of[n]] = _swapped(programs[n, p])
-                (y,) = _first(driver.run_range(at, calls, x))
-                arena[...] = snapshot
+                model.replace_kernel(compiled_op[n], _replaced_by(programs[n, p]))
+                (y,) = model.run_from(snapshot, x)[:1]
                 output[n, p].add(reference, y, rows)
                 if ref_loss is not None:
                     change = _cross_entropy(y[:rows], y_labels) - ref_loss
                     loss_change[n, p] += float(np.sum(change * change))
                 bar.update(1)
-            namespace[kernel_of[n]] = float_kernels[kernel_of[n]]
+            model.restore_kernel(compiled_op[n])
     bar.close()
 
     shape = (len(names), len(precisions))
@@ -197,66 +203,21 @@ def analyze(
     )  # fmt: skip
 
 
-def float_driver(graph: Graph, ops: list[Op], batch: int, sample_shape, num_threads):
-    """The float model compiled at ``batch``; layer name → its kernel's identifier in the
-    driver; the driver's namespace (swap ``namespace[ident]`` to replace a layer's kernel)."""
-    import irc
-
+def float_model(graph: Graph, batch: int, sample_shape, num_threads) -> CompiledModel:
+    """The float model (``graph``, only read) compiled at ``batch`` for sensitivity runs."""
     name = graph.inputs[0].name
-    model = irc.compile(graph, {name: (batch, *sample_shape)}, pipeline="",
-                        num_threads=num_threads, cache=False)  # fmt: skip
-    kernel_of = _kernel_idents(model, [layer_name(op) for op in ops])
-    return model, kernel_of, model._driver.namespace
+    return build(specialize(graph, {name: (batch, *sample_shape)}), num_threads=num_threads,
+                 cache=False)  # fmt: skip
 
 
-def _kernel_idents(model, names: list[str]) -> dict[str, str]:
-    """Layer name → the driver's kernel identifier (``k<i>``) that runs it."""
-    found = {}
-    for i, op in enumerate(model.program.calls):
-        if op.kind in ("conv2d", "gemm"):
-            found[layer_name(op)] = f"k{i}"
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise InputError(f"layers {missing[:3]} are not kernels of the compiled float model")
-    return {n: found[n] for n in names}
-
-
-def _recording(kernel, name: str, saved: dict):
-    """``kernel``, also keeping a copy of its input and output under ``name``."""
+def _replaced_by(program):
+    """A kernel function that runs layer ``program`` instead (writing the float kernel's
+    output array)."""
 
     def run(x, *rest):
-        kernel(x, *rest)
-        saved[name] = (x.copy(), rest[-1].copy())
+        rest[-1][...] = program(x)[0]
 
     return run
-
-
-def _swapped(program, name=None, saved=None, rows=0, noise_in=None, noise_out=None):
-    """A kernel that runs ``program`` instead (writing the float kernel's output array);
-    with ``saved``, it also compares its input and output with the float run's."""
-
-    def run(x, *rest):
-        out = rest[-1]
-        out[...] = program(x)[0]
-        if saved is not None:
-            ref_in, ref_out = saved[name]
-            noise_in.add(ref_in, x, rows)
-            noise_out.add(ref_out, out, rows)
-
-    return run
-
-
-def _first(outputs):
-    return outputs[:1]
-
-
-def _padded(data: np.ndarray, start: int, batch: int) -> tuple[np.ndarray, int]:
-    """``batch`` rows from ``start`` (the last batch repeats its last row) and the real count."""
-    chunk = data[start : start + batch]
-    rows = len(chunk)
-    if rows < batch:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
-    return np.ascontiguousarray(chunk), rows
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

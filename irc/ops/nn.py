@@ -18,6 +18,7 @@ from irc.ops.shape_rules import (
     static_dim,
     window_output_shape,
 )
+from irc.tensor import tensor_value_type
 from irc.types import DType, TensorType
 
 INF = float("inf")
@@ -500,8 +501,6 @@ define(
 
 # ------------------------------------------------------------------ constants
 def _infer_constant(types, attrs):
-    from irc.tensor import tensor_value_type
-
     return [tensor_value_type(attrs["value"])]
 
 

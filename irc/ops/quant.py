@@ -21,6 +21,8 @@ from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
 from irc.ops.nn import _infer_conv
 from irc.ops.shape_rules import broadcast_shapes, static_dim
+from irc.quant import packed_row_bytes
+from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType, QuantParams, TensorType
 
 INF = float("inf")
@@ -112,8 +114,6 @@ define(
 
 
 def _infer_qconstant(types, attrs):
-    from irc.tensor import ElidedTensor, tensor_value_type
-
     dtype = DType.from_short(attrs["dtype"])
     shape, scales, axis = attrs["shape"], attrs["scales"], attrs["axis"]
     scales_type = tensor_value_type(scales)
@@ -137,8 +137,6 @@ def _infer_qconstant(types, attrs):
 
 def qconstant_payload_type(attr: str, result: TensorType, attrs: dict) -> TensorType:
     """The stored type of a qconstant's tensor attribute (how the parser reads its bytes)."""
-    from irc.quant import packed_row_bytes
-
     if attr == "scales":
         count = result.quant.count if result.quant is not None else 1
         return TensorType(DType.F32, (count,))

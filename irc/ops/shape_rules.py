@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 from irc.errors import TypeInferenceError
@@ -52,15 +51,28 @@ def norm_axis(axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad_sum: int, dilation: int, ceil: bool):
-    """Output length of a convolution or pooling window along one axis."""
-    span = dilation * (kernel - 1) + 1
-    if size + pad_sum < span:
-        raise TypeInferenceError(
-            f"window of extent {span} does not fit input length {size} with padding {pad_sum}"
-        )
-    num = size + pad_sum - span
-    return (math.ceil(num / stride) if ceil else num // stride) + 1
+def conv_output_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    pad_begin: int,
+    pad_end: int,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Output length along one axis of a convolution or pooling window: the number of
+    windows, ``(size + pads - dilated kernel) // stride + 1``, as ONNX Conv/MaxPool count
+    them.
+
+    With ``ceil_mode`` the division rounds up, keeping a last partial window, unless that
+    window would start in the trailing padding (ONNX and PyTorch drop that one). The
+    caller checks that one window fits (see ``window_output_shape``).
+    """
+    room = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
+    count = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (count - 1) * stride >= size + pad_begin:
+        count -= 1
+    return count
 
 
 def window_output_shape(x: TensorType, kernel, strides, pads, dilations, ceil_mode, what):
@@ -83,11 +95,18 @@ def window_output_shape(x: TensorType, kernel, strides, pads, dilations, ceil_mo
     out = []
     for i in range(nsp):
         size = static_dim(x.shape[2 + i], f"{what} spatial dimension {i}")
-        pad = pads[i] + pads[i + nsp]
-        o = pooled_size(size, kernel[i], strides[i], pad, dilations[i], bool(ceil_mode))
-        if ceil_mode and (o - 1) * strides[i] >= size + pads[i]:
-            o -= 1  # ONNX/PyTorch: drop a window that would start in the trailing padding
-        out.append(o)
+        pad_begin, pad_end = pads[i], pads[i + nsp]
+        span = dilations[i] * (kernel[i] - 1) + 1
+        if size + pad_begin + pad_end < span:
+            raise TypeInferenceError(
+                f"window of extent {span} does not fit input length {size} "
+                f"with padding {pad_begin + pad_end}"
+            )
+        out.append(
+            conv_output_size(
+                size, kernel[i], strides[i], pad_begin, pad_end, dilations[i], bool(ceil_mode)
+            )
+        )
     return tuple(out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from irc.ops.shape_rules import conv_output_size
 from irc.reference.elementwise import fused_activation
 from irc.reference.registry import semantics
 
@@ -45,8 +46,8 @@ def conv2d(
     out_channels, group_channels, kh, kw = w.shape
     top, left, bottom, right = pads
     out_size = (
-        (height + top + bottom - dilations[0] * (kh - 1) - 1) // strides[0] + 1,
-        (width + left + right - dilations[1] * (kw - 1) - 1) // strides[1] + 1,
+        conv_output_size(height, kh, strides[0], top, bottom, dilations[0]),
+        conv_output_size(width, kw, strides[1], left, right, dilations[1]),
     )
     padded = x
     if any(pads):

@@ -14,6 +14,7 @@ import numpy as np
 from irc import quant
 from irc.reference.linalg import conv2d
 from irc.reference.registry import semantics
+from irc.tensor import ElidedTensor
 
 
 def _per_tensor(t) -> tuple[float, int]:
@@ -36,8 +37,6 @@ def dequantize(x, *, types):
 @semantics("qconstant")
 def qconstant(*, value, dtype, shape, scales, axis, packed):
     """The constant's levels, unpacked (int8 for weights, int32 for a bias)."""
-    from irc.tensor import ElidedTensor
-
     if isinstance(value, ElidedTensor):
         value.require(f"qconstant {list(shape)}")
     if packed:

@@ -11,20 +11,8 @@ import itertools
 
 import numpy as np
 
+from irc.ops.shape_rules import conv_output_size
 from irc.reference.registry import semantics
-
-
-def window_count(size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode) -> int:
-    """Number of windows along one axis, as ONNX MaxPool/AveragePool count them.
-
-    With ``ceil_mode`` a last partial window is kept unless it would start in the trailing
-    padding (ONNX and PyTorch drop that one).
-    """
-    room = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
-    count = (-(-room // stride) if ceil_mode else room // stride) + 1
-    if ceil_mode and (count - 1) * stride >= size + pad_begin:
-        count -= 1
-    return count
 
 
 def _windows(x, kernel, strides, pads, dilations, ceil_mode, fill):
@@ -37,7 +25,7 @@ def _windows(x, kernel, strides, pads, dilations, ceil_mode, fill):
     counts, pad_width = [], [(0, 0)] * (x.ndim - nsp)
     for i in range(nsp):
         begin, end = pads[i], pads[i + nsp]
-        count = window_count(
+        count = conv_output_size(
             x.shape[-nsp + i], kernel[i], strides[i], begin, end, dilations[i], ceil_mode
         )
         reach = (count - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1

@@ -17,9 +17,9 @@ from kernel_patches import reference_kernels
 
 import irc
 from irc.ir import Graph
+from irc.memory_plan import ALIGNMENT, MemoryPlanError, plan_memory
 from irc.opdef import build
 from irc.pass_manager import PassContext, PassManager
-from irc.passes.plan_memory import ALIGNMENT, MemoryPlanError, plan_memory
 from irc.types import DType, TensorType
 
 CHAIN = """graph @main(%x: f32[1,16]) {

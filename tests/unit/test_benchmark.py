@@ -17,9 +17,9 @@ from PIL import Image
 
 import irc
 from irc.benchmark import BenchData, load_data, markdown, pareto, run_bench, write_json
-from irc.benchmark.measure import accuracy
 from irc.calibration import Preprocess
 from irc.errors import InputError
+from irc.measure import accuracy
 
 pytest.importorskip("onnxruntime")
 

@@ -21,9 +21,9 @@ from irc.decision.costs_measure import (
     layer_signature,
     roofline,
 )
-from irc.decision.sensitivity import quantizable_layers
 from irc.errors import InputError
 from irc.pass_manager import PassManager
+from irc.passes.quantize import quantizable_layers
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import layers
 

@@ -1,5 +1,6 @@
-"""GPTQ rounding (``irc.gptq``): on the calibration inputs, a layer's output error after
-GPTQ is below nearest rounding's, its levels stay on the grid, and they pack exactly."""
+"""GPTQ rounding (``irc.gptq``; statistics from ``irc.run_statistics``): on the calibration
+inputs, a layer's output error after GPTQ is below nearest rounding's, its levels stay on
+the grid, and they pack exactly."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ from irc.gptq import (
     DAMPINGS,
     SCALE_MULTIPLES,
     SPATIAL_MIXES,
+    InputMoments,
     InputStatistics,
     choose_damping,
     choose_statistics,
-    conv_patches,
     gptq_levels,
     gptq_rounding,
-    input_gram,
-    layer_hessians,
     output_errors,
     round_layer,
-    spatial_gram,
 )
+from irc.run_statistics import conv_patches, input_gram, layer_hessians, spatial_gram
 
 
 class _Op:
@@ -125,7 +124,7 @@ def test_a_calibration_with_statistics_rounds_as_asked():
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
     calibration = irc.calibrate(graph, data, "minmax")
     plain = irc.compile(graph, precision="int4", calibration=calibration, progress=False)
-    calibration.hessians = layer_hessians(graph, data, progress=False)
+    calibration = calibration.with_statistics(layer_hessians(graph, data, progress=False))
     models = {r: irc.compile(graph, precision="int4", calibration=calibration, rounding=r,
                              progress=False) for r in ("nearest", "gptq")}  # fmt: skip
     assert dict(models["nearest"].stats)["quantize"].get("gptq", 0) == 0
@@ -396,8 +395,6 @@ def test_centered_gptq_leaves_less_error_after_bias_correction(bits, seed):
     """Inputs after a ReLU (a mean as large as their spread): with bias correction taking
     the mean error away, GPTQ on the centered statistics leaves less output error than on
     Σ x xᵀ, which spends part of the rounding on the mean direction (2–3% here)."""
-    from irc.gptq import InputMoments
-
     rng = np.random.default_rng(seed)
     k, out, n = 64, 24, 2000
     x = np.maximum(rng.normal(0.5, 1.0, size=(n, k)), 0) * rng.uniform(0.2, 2, size=k)

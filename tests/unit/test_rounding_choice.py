@@ -11,6 +11,7 @@ import pytest
 from onnx_builders import small_convnet
 
 import irc
+from irc.calibration import Calibration
 from irc.decision import Budgets
 from irc.decision.rounding import merge, plan_calibration, without_statistics
 from irc.decision.synthetic import random_problem
@@ -51,10 +52,6 @@ def test_merge_keeps_every_metric_of_the_lower_output_nsr_per_cell():
     assert merged.rows()[0]["rounding"] == "nearest"
 
 
-class _Calibration:
-    hessians = {"a": 1, "b": 2, "c": 3}
-
-
 def test_plan_calibration_keeps_statistics_only_where_gptq_was_kept():
     table, _ = random_problem(3, seed=1)
     names = table.names  # gptq kept: the first layer at int4, the second at int2, never else
@@ -62,8 +59,7 @@ def test_plan_calibration_keeps_statistics_only_where_gptq_was_kept():
     rounding[0, table.precisions.index("int4")] = "gptq"
     rounding[1, table.precisions.index("int2")] = "gptq"
     table = replace(table, rounding=rounding)
-    calibration = _Calibration()
-    calibration.hessians = dict(zip(names, (1, 2, 3)))
+    calibration = Calibration({}, "minmax", 0, {}, hessians=dict(zip(names, (1, 2, 3))))
     plan = {names[0]: "int4", names[1]: "int4", names[2]: "int2"}
     assert plan_calibration(calibration, table, plan).hessians == {names[0]: 1}
     default = {"default": "int2", names[0]: "int8"}

@@ -13,12 +13,14 @@ import pytest
 from onnx_builders import tiny_cnn
 
 import irc
-from irc.decision.sensitivity import analyze, quantizable_layers
+from irc.decision.sensitivity import analyze
 from irc.decision.table import SensitivityTable
 from irc.errors import InputError
 from irc.pass_manager import PassManager
+from irc.passes.quantize import quantizable_layers
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import layer_name
+from irc.stages import calibrate
 
 DATA = np.random.default_rng(3).normal(size=(10, 3, 8, 8)).astype(np.float32)
 LABELS = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
@@ -28,7 +30,7 @@ LABELS = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
 def setup():
     graph = irc.import_onnx(tiny_cnn())
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
-    calibration = irc.calibrate(graph, DATA, progress=False)
+    calibration = calibrate(graph, DATA, progress=False)  # as irc.compile calibrates
     table = analyze(graph, calibration, DATA, labels=LABELS, batch_size=4, progress=False)
     return graph, table
 

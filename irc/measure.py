@@ -1,8 +1,9 @@
-"""Measuring compiled models the same way for every row of a benchmark.
+"""Measuring models the same way everywhere: accuracy, latency, output SQNR.
 
-``accuracy`` runs any ``batch -> logits`` callable over labelled images; ``interleaved``
-times several runners called in turn once per round (so a noisy neighbour slows all of
-them alike) and keeps the medians.
+``accuracy`` (and ``top1``) runs any ``batch -> logits`` callable over labelled images;
+``interleaved`` times several runners called in turn once per round (so a noisy neighbour
+slows all of them alike) and keeps the medians; ``sqnr_db`` compares outputs with a
+reference. The decision's verification, the benchmark and the bench scripts use these.
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ def accuracy(run, images: np.ndarray, labels: np.ndarray, batch: int = 1) -> tup
         top1 += int(np.sum(best[:, 0] == want))
         top5 += int(np.sum(np.any(best == want[:, None], axis=1)))
     return 100.0 * top1 / len(images), 100.0 * top5 / len(images)
+
+
+def top1(run, images: np.ndarray, labels: np.ndarray, batch: int = 1) -> float:
+    """Top-1 in percent of ``run(batch) -> logits`` over the images (see ``accuracy``)."""
+    return accuracy(run, images, labels, batch)[0]
+
+
+def sqnr_db(test: np.ndarray, reference: np.ndarray) -> float:
+    """Signal to quantization noise of ``test`` against ``reference`` in dB (float64 sums;
+    inf when they are equal)."""
+    reference = np.asarray(reference, np.float64)
+    noise = float(np.sum((np.asarray(test, np.float64) - reference) ** 2))
+    signal = float(np.sum(reference**2))
+    return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
 
 
 def interleaved(runners: dict, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:

@@ -1,0 +1,237 @@
+"""``CompiledModel``: a compiled program, callable, with its report and its public
+instrumentation API.
+
+    >>> (logits,) = model(x)                               # or model({"input": x})
+    >>> model.run_observed([lambda op, args, results: ...], x)
+    >>> op = model.op_named("conv_1"); model.replace_kernel(op, fn); model.restore_kernel(op)
+    >>> snap = model.snapshot(op, x); (y,) = model.run_from(snap, x)
+
+The instrumentation is the backend's (``irc.backends.numba.codegen.Driver``): observers
+see every op's operand and result arrays as the kernels read and wrote them, a kernel can
+be replaced by any function of the same arrays, and a run can resume at an op from a
+snapshot of the arena. Analyses (calibration, sensitivity, rounding statistics) use only
+this API; nothing outside ``irc.backends`` reads the generated driver.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numba.core.errors import NumbaError
+
+from irc.backends.numba.codegen import Driver, Program, Snapshot
+from irc.backends.numba.kernel_table import BackendError
+from irc.errors import InputError
+from irc.export_onnx import export_onnx
+from irc.interpreter import ExecutionError, check_inputs
+from irc.ir import Graph, Op
+from irc.memory_plan import print_memory_plan
+from irc.precision import layer_name
+from irc.report import model_report
+from irc.serialize import save_model
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """One kernel call's median time in a ``CompiledModel.profile`` run."""
+
+    op: str
+    kind: str
+    shape: tuple
+    seconds: float
+
+
+class CompiledModel:
+    """A compiled model: call it with arrays (positionally, or a dict by input name).
+
+    ``graph`` is the compiled graph (after the pipeline; shared with the compile cache,
+    so treat it as read-only), ``driver_source`` the generated driver, ``stats`` the
+    statistics of every pass including ``plan-memory``, ``num_threads`` the thread count
+    each call sets. One model runs one call at a time (calls from threads queue on a lock).
+    """
+
+    def __init__(self, program: Program, stats, num_threads: int, cache_hit: bool = False):
+        self.program = program
+        self.stats: list[tuple[str, dict[str, int]]] = list(stats)
+        self.cache_hit = cache_hit
+        self.compile_seconds: dict[str, float] = {}
+        self.calibration = None  # the calibration used (value name -> range), if any
+        self.choice = None  # irc.decision.choose.Choice when a strategy chose the precisions
+        self._driver = Driver(program, num_threads)
+        self._lock = threading.Lock()
+
+    @property
+    def graph(self) -> Graph:
+        """The graph as compiled: specialised, after the pipeline."""
+        return self.program.graph
+
+    @property
+    def driver_source(self) -> str:
+        """The generated driver's Python source."""
+        return self.program.source
+
+    @property
+    def num_threads(self) -> int:
+        """The Numba (and BLAS) thread count set for each call."""
+        return self._driver.num_threads
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the arena holding every intermediate value."""
+        return self.program.plan.arena_bytes
+
+    @property
+    def calls(self) -> list[Op]:
+        """The op of each kernel call, in the order the driver makes them (ops of ``graph``)."""
+        return list(self.program.calls)
+
+    def memory_plan(self) -> str:
+        """The arena plan as text (``irc.memory_plan.print_memory_plan``)."""
+        return print_memory_plan(self.graph, self.program.plan)
+
+    def op_named(self, name: str) -> Op:
+        """The kernel call's op named ``name`` (its node name, else its result's name: a
+        plan's layer name); InputError when there is none."""
+        for op in self.program.calls:
+            if layer_name(op) == name:
+                return op
+        raise InputError(f"the compiled model has no kernel call named {name!r}")
+
+    # ---------------------------------------------------------------- instrumentation
+    def run_observed(self, observers, *inputs) -> tuple[np.ndarray, ...]:
+        """Run, calling each ``observer(op, args, results)`` after every op that computes a
+        value: ``args`` / ``results`` are the arrays its kernel read and wrote (views that
+        later ops overwrite: copy what you keep). Returns the outputs."""
+        arrays = self._check(inputs)
+        with self._lock:
+            return self._driver.run_observed(observers, *arrays)
+
+    def kernel(self, op: Op):
+        """The kernel function ``op`` runs now: ``fn(*operand arrays, *result arrays)``."""
+        return self._driver.kernel(op)
+
+    def replace_kernel(self, op: Op, fn) -> None:
+        """Run ``fn(*operand arrays, *result arrays)`` (writing the results in place) for
+        ``op``, an op of ``calls``, until ``restore_kernel``."""
+        with self._lock:
+            self._driver.replace_kernel(op, fn)
+
+    def restore_kernel(self, op: Op) -> None:
+        """Run ``op``'s own kernel again."""
+        with self._lock:
+            self._driver.restore_kernel(op)
+
+    def snapshot(self, op: Op, *inputs, start: Snapshot | None = None) -> Snapshot:
+        """Run the kernel calls before ``op`` (from ``start``, an earlier snapshot of the
+        same inputs, when given) and keep the arena as they leave it."""
+        arrays = self._check(inputs)
+        with self._lock:
+            return self._driver.snapshot(op, *arrays, start=start)
+
+    def run_from(self, snapshot: Snapshot, *inputs) -> tuple[np.ndarray, ...]:
+        """The outputs of a run that resumes at ``snapshot`` (taken on the same inputs)."""
+        arrays = self._check(inputs)
+        with self._lock:
+            return self._driver.run_from(snapshot, *arrays)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CompiledModel @{self.graph.name}: {len(self.program.calls)} kernel calls, "
+            f"arena {self.arena_bytes / 1e6:.2f} MB, {self.num_threads} thread(s)>"
+        )
+
+    def __call__(self, *inputs) -> tuple[np.ndarray, ...]:
+        """Run the model; returns a tuple of the graph's outputs (fresh arrays)."""
+        arrays = self._check(inputs)
+        with self._lock:
+            try:
+                return self._driver.run(*arrays)
+            except Exception as e:  # noqa: BLE001 - re-raised below naming the op
+                raise self._failure(arrays, e) from e
+
+    def _check(self, inputs) -> list[np.ndarray]:
+        given = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], Mapping) else inputs
+        try:
+            return check_inputs(self.graph, given)
+        except InputError as e:
+            if "shape" not in str(e):
+                raise
+            raise InputError(
+                f"{e} (the model was compiled for these shapes; compile with input_shapes "
+                "for others)"
+            ) from None
+
+    def _failure(self, arrays, error: Exception) -> Exception:
+        op, again = self._driver.failing_op(arrays)
+        where = f"op {op.label()}" if op is not None else "the driver"
+        return ExecutionError(f"{where} failed in the compiled model: {again or error}")
+
+    def warm_up(self) -> None:
+        """Run once on zeros so every kernel is compiled (or loaded from Numba's cache).
+
+        BackendError names an op whose kernel Numba cannot compile; other failures are
+        left to the first real call (zeros may be invalid data: an index, a divisor).
+        """
+        zeros = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in self.graph.inputs]
+        with self._lock:
+            try:
+                self._driver.run(*zeros)
+            except NumbaError:
+                op, error = self._driver.failing_op(zeros)
+                where = f"op {op.label()}" if op is not None else "the driver"
+                summary = str(error).strip().splitlines()[0] if error else ""
+                raise BackendError(f"{where}: Numba cannot compile its kernel: {summary}") from None
+            except Exception:  # noqa: BLE001 - data-dependent; the real call reports it
+                pass
+
+    def report(self):
+        """Per layer: op, shape, precision, weight bytes; and totals against FP32."""
+        return model_report(self.graph)
+
+    def save(self, path) -> None:
+        """Write the compiled model to one file (``irc.load`` reads it back)."""
+        save_model(self, path)
+
+    def export_onnx(self, path=None, **options):
+        """The model as standard ONNX in QDQ form (an ``onnx.ModelProto``), also written to
+        ``path`` when given; ``options`` as for ``irc.export_onnx.export_onnx``."""
+        return export_onnx(self, path, **options)
+
+    def profile(self, *inputs, runs: int = 20) -> list[OpTiming]:
+        """Median time of every kernel call over ``runs`` runs, in op order."""
+        arrays = self._check(inputs)
+        calls = self.program.calls
+        samples = np.empty((runs, len(calls)))
+        with self._lock:
+            self._driver.run_profiled(*arrays, samples[0])  # warm-up, overwritten below
+            for i in range(runs):
+                self._driver.run_profiled(*arrays, samples[i])
+        medians = np.median(samples, axis=0)
+        return [
+            OpTiming(op.name or op.results[0].name, op.kind, op.results[0].type.shape, float(t))
+            for op, t in zip(calls, medians)
+        ]
+
+
+def format_profile(rows: list[OpTiming], top: int | None = None) -> str:
+    """A per-kind summary, then the ``top`` slowest calls, as text."""
+    total = sum(r.seconds for r in rows) or 1.0
+    by_kind: dict[str, list[float]] = {}
+    for r in rows:
+        by_kind.setdefault(r.kind, []).append(r.seconds)
+    lines = [f"total {total * 1e3:.3f} ms over {len(rows)} kernel calls"]
+    for kind, ts in sorted(by_kind.items(), key=lambda kv: -sum(kv[1])):
+        share = 100 * sum(ts) / total
+        lines.append(f"  {kind:<16} {len(ts):4d} calls {sum(ts) * 1e3:9.3f} ms {share:5.1f}%")
+    if top:
+        lines.append(f"slowest {top}:")
+        for r in sorted(rows, key=lambda r: -r.seconds)[:top]:
+            shape = "[" + ",".join(map(str, r.shape)) + "]"
+            lines.append(f"  {r.seconds * 1e3:8.3f} ms  {r.kind:<12} {r.op} {shape}")
+    return "\n".join(lines)
+
+
+__all__ = ["CompiledModel", "OpTiming", "Snapshot", "format_profile"]
