@@ -24,9 +24,9 @@ from irc.errors import (
     UnsupportedOpError,
 )
 from irc.ir import Graph, Value
+from irc.matching import constant_array
 from irc.opdef import build
 from irc.passes.constant_fold import fold_constants
-from irc.passes.matching import constant_array
 from irc.types import DType, TensorType
 
 MIN_OPSET = 7

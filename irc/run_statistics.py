@@ -32,9 +32,9 @@ from irc.gptq import InputMoments, InputStatistics
 from irc.ir import Graph
 from irc.opdef import has_trait
 from irc.ops.shape_rules import conv_output_size
-from irc.passes.quantize import quantizable_layers
 from irc.precision import layer_name
 from irc.specialize import specialize
+from irc.support import quantizable_layers
 
 # calibration inputs (at most) whose statistics GPTQ rounding uses: with 64, the late layers'
 # statistics (a 1280-wide classifier input: rank 64) let GPTQ fit its own images and lose

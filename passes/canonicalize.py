@@ -24,9 +24,9 @@ import numpy as np
 
 from irc.errors import IrcError
 from irc.ir import Graph, Op, Value
+from irc.matching import is_output
 from irc.opdef import infer_types
 from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import is_output
 
 MAX_SWEEPS = 8  # each sweep reaches a fixed point on chains; the cap guards against a bug
 

@@ -18,9 +18,9 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Value
+from irc.matching import constant_array, erase_dead_producers
 from irc.opdef import build
 from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import constant_array, erase_dead_producers
 from irc.reference import REFERENCE, evaluate_op
 from irc.types import type_of_array
 

@@ -24,9 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Op
-from irc.opdef import has_trait
-from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import (
+from irc.matching import (
     absorb,
     constant_array,
     erase_dead_producers,
@@ -35,6 +33,8 @@ from irc.passes.matching import (
     set_constant,
     sole_user,
 )
+from irc.opdef import has_trait
+from irc.pass_manager import Pass, PassContext, register_pass
 
 
 def check(graph: Graph, layer: Op, bn: Op) -> str | None:

@@ -25,9 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from irc.ir import Graph, Op, Value
-from irc.opdef import has_trait, kinds_with
-from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import (
+from irc.matching import (
     absorb,
     constant_array,
     erase_dead_producers,
@@ -37,6 +35,8 @@ from irc.passes.matching import (
     set_constant,
     sole_user,
 )
+from irc.opdef import has_trait, kinds_with
+from irc.pass_manager import Pass, PassContext, register_pass
 
 ANCHORS = kinds_with("layer") | {"add"}  # chains start at ops with an activation attribute
 ACTIVATION_OPS = ("relu", "clip", "hard_swish")

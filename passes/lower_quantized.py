@@ -18,9 +18,9 @@ import numpy as np
 
 from irc import quant
 from irc.ir import Graph, Op
+from irc.matching import constant_array, rebuild
 from irc.opdef import build, has_trait
 from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import constant_array, rebuild
 
 
 def lower_layer(graph: Graph, op: Op) -> None:

@@ -27,8 +27,9 @@ centering cost its depthwise layers up to 60% at INT2); the levels stay on the l
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
-to every layer). A layer whose form has no integer kernel (a fused hard_swish, a gemm with
-alpha ≠ 1 or a transposed input) stays fp32 and is counted under ``kept-float``.
+to every layer). A layer that cannot run at its planned precision (``irc.support``: a
+fused hard_swish, a gemm with alpha ≠ 1 or a transposed input has no integer form) stays
+fp32 and is counted under ``kept-float``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ from irc import quant
 from irc.errors import IrcError
 from irc.gptq import InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
+from irc.matching import constant_array
 from irc.opdef import build, has_trait, kinds_with
 from irc.pass_manager import Pass, PassContext, register_pass
-from irc.passes.matching import constant_array
-from irc.precision import PrecisionPlan, as_plan, layer_name, layers
+from irc.precision import PrecisionPlan, as_plan, layer_name
+from irc.support import precision_problem
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
 PASS_THROUGH = kinds_with("view")  # a view moves int8 levels unchanged
@@ -53,32 +55,6 @@ PASS_THROUGH = kinds_with("view")  # a view moves int8 levels unchanged
 
 class CalibrationMissing(IrcError):
     """An integer op needs the range of a value that calibration did not record."""
-
-
-def integer_form_problem(op: Op) -> str | None:
-    """Why layer ``op`` cannot run as an integer layer; None when it can."""
-    if constant_array(op.operands[1]) is None:
-        return "its weight is not a constant"
-    if np.prod(op.operands[1].type.shape[1:]) > quant.MAX_REDUCTION:
-        return f"it sums more than {quant.MAX_REDUCTION} products per output (int32 bound)"
-    if op.attrs["activation"] not in ("none", "relu", "clip"):
-        return f"its fused {op.attrs['activation']} has no integer form"
-    if len(op.operands) > 2 and constant_array(op.operands[2]) is None:
-        return "its bias is not a constant"
-    if op.kind == "gemm":
-        a = op.attrs
-        if a["trans_a"] or a["alpha"] != 1.0 or (len(op.operands) > 2 and a["beta"] != 1.0):
-            return "gemm with trans_a or alpha/beta other than 1"
-        if len(op.operands) > 2 and constant_array(op.operands[2]).size != op.result.type.shape[1]:
-            return "gemm bias is not one value per output feature"
-    elif op.operands[0].type.rank != 4:
-        return "not a 2-D convolution"
-    return None
-
-
-def quantizable_layers(graph: Graph) -> list[Op]:
-    """The layers a plan may put at an integer precision (the rest stay float)."""
-    return [op for op in layers(graph) if integer_form_problem(op) is None]
 
 
 def linear_output(op: Op) -> bool:
@@ -180,11 +156,11 @@ class _Rewriter:
         precision = self.plan.precision_of(op)
         if precision == "fp32":
             return
+        if precision_problem(op, precision) is not None:  # irc.support: it stays float
+            self.stats["kept-float"] += 1
+            return
         if precision == "fp16":
             self.half(op)
-            return
-        if integer_form_problem(op) is not None:
-            self.stats["kept-float"] += 1
             return
         bits = INT_PRECISIONS[precision]
         graph = self.graph

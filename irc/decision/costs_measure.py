@@ -5,11 +5,12 @@
 
 Each layer is cut out of the model and quantized alone at each precision
 (``layer_programs``). Its **bytes** are what ``irc.report`` counts for it there (their sum
-plus ``other_bytes`` is the whole model's). A precision the quantize pass cannot give it,
-or the backend cannot compile, is not **allowed** (fp32 always is; such an entry holds the
-fp32 bytes and latency). **latency**: the median over ``runs`` of the layer's kernel call
-in its compiled program at batch 1 (at fp16 with the weight's ``cast``); the int8 (else
-int4, int2) program's ``quantize`` and ``dequantize`` calls are its **transition** costs.
+plus ``other_bytes`` is the whole model's). A precision the support table
+(``irc.support``) refuses the layer is not **allowed** and is never compiled (fp32 always
+is; such an entry holds the fp32 bytes and latency). **latency**: the median over
+``runs`` of the layer's kernel call in its compiled program at batch 1 (at fp16 with the
+weight's ``cast``); the int8 (else int4, int2) program's ``quantize`` and ``dequantize``
+calls are its **transition** costs.
 ``other_latency``: the float model's batch-1 time outside the layers.
 
 Measurements are kept in a JSON file, ``<cache_dir>/costs-<machine hash>.json``::
@@ -52,12 +53,12 @@ from irc.calibration.progress import Progress
 from irc.decision.cost import INTEGER, PRECISIONS, CostModel
 from irc.decision.layer_programs import quantized_layer_graph
 from irc.decision.sensitivity import layer_info
-from irc.errors import InputError, IrcError
+from irc.errors import InputError
 from irc.ir import Graph, Op
 from irc.opdef import has_trait
-from irc.passes.quantize import quantizable_layers
 from irc.precision import PlanError, layer_name, normalize_precision
 from irc.report import model_report
+from irc.support import precision_problem, quantizable_layers
 from irc.version import __version__
 
 CACHE_VERSION = 1
@@ -111,26 +112,21 @@ def build_cost_model(graph: Graph, calibration, *, precisions=PRECISIONS, measur
         facts.append(fact)
         x, before = _random_input(op, ranges), new
         for j, p in enumerate(precisions):
+            if precision_problem(op, p) is not None:  # irc.support: nothing to compile
+                allowed[i, j] = False
+                continue
             key = layer_signature(op, p)
             entry = cache.layers.get(key)
             run = measure and entry is None
-            try:  # only the measured graph needs the slow mse clipping: bytes are the same
-                cut = quantized_layer_graph(graph, op, p, ranges, 1, weights if run else "minmax")
-                nbytes[i, j] = _layer_bytes(cut, layer_name(op), p)
-            except (IrcError, ValueError):
-                allowed[i, j] = p == "fp32"
-                continue
+            # only the measured graph needs the slow mse clipping: bytes are the same
+            cut = quantized_layer_graph(graph, op, p, ranges, 1, weights if run else "minmax")
+            nbytes[i, j] = _layer_bytes(cut, layer_name(op), p)
             if run:
-                entry = dict(fact, precision=p, touched=_touched(fact, p, nbytes[i, j]))
-                try:
-                    entry.update(allowed=True, **_measure_layer(cut, x, runs, threads))
-                except IrcError as e:
-                    entry.update(allowed=False, error=str(e).splitlines()[0][:200])
+                entry = dict(fact, precision=p, touched=_touched(fact, p, nbytes[i, j]),
+                             allowed=True, **_measure_layer(cut, x, runs, threads))  # fmt: skip
                 cache.layers[key] = entry
                 new += 1
-            if entry is not None and not entry.get("allowed", True) and p != "fp32":
-                allowed[i, j] = False
-            elif measure and entry is not None and entry.get("seconds"):
+            if measure and entry is not None and entry.get("seconds"):
                 latency[i, j], measured[i, j] = entry["seconds"], True
                 found[i, p] = entry
         sides = [found[i, q] for q in INTEGER if "dequantize" in found.get((i, q), ())]
@@ -261,8 +257,7 @@ def _random_input(op: Op, ranges) -> np.ndarray:
 
 def _measure_layer(cut: Graph, x: np.ndarray, runs: int, threads: int) -> dict:
     """Compile a quantized layer graph and time it: the layer kernel (+ fp16 cast) and,
-    at an integer precision, its quantize and dequantize calls. Raises BackendError
-    when the backend cannot compile it."""
+    at an integer precision, its quantize and dequantize calls."""
     program = build(cut, num_threads=threads, cache=False)
     timings = program.profile(x, runs=runs)
     result = {"seconds": float(sum(t.seconds for t in timings if _layer_time(t.kind)))}

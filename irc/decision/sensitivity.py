@@ -30,10 +30,10 @@ from irc.decision.layer_programs import layer_program
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
 from irc.ir import Graph, Op
-from irc.passes.quantize import quantizable_layers
 from irc.precision import layer_name
 from irc.run_statistics import padded_batch
 from irc.specialize import specialize
+from irc.support import quantizable_layers
 
 
 def layer_info(op: Op) -> LayerInfo:

@@ -12,7 +12,6 @@ import pytest
 from onnx_builders import tiny_cnn
 
 import irc
-from irc.backends.numba.kernel_table import BackendError
 from irc.decision import costs_measure
 from irc.decision.costs_measure import (
     DEFAULT_BANDWIDTH,
@@ -23,9 +22,10 @@ from irc.decision.costs_measure import (
 )
 from irc.errors import InputError
 from irc.pass_manager import PassManager
-from irc.passes.quantize import quantizable_layers
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-from irc.precision import layers
+from irc.precision import PRECISIONS, layer_name, layers
+from irc.report import model_report
+from irc.support import allowed_precisions, quantizable_layers
 
 DATA = np.random.default_rng(3).normal(size=(10, 3, 8, 8)).astype(np.float32)
 FAST = {"runs": 3, "progress": False}
@@ -173,23 +173,37 @@ def test_layer_without_integer_form_is_not_allowed(setup, tmp_path):
     assert (costs.latency[0, 2:] == costs.latency[0, fp32]).all()
 
 
-def test_backend_failure_is_remembered_as_not_allowed(setup, tmp_path, monkeypatch):
+def test_a_precision_the_support_table_refuses_is_never_compiled(setup, tmp_path, monkeypatch):
     graph, calibration, _, _ = setup
-    measure = costs_measure._measure_layer
+    measure, compiled = costs_measure._measure_layer, []
 
-    def no_int2(cut, *args):
-        if any(v.type.dtype.short == "i2" for op in cut.ops for v in op.results):
-            raise BackendError("no int2 kernel here")
+    def recorded(cut, *args):
+        compiled.append({v.type.dtype.short for op in cut.ops for v in op.results})
         return measure(cut, *args)
 
-    monkeypatch.setattr(costs_measure, "_measure_layer", no_int2)
+    def no_int2(op, precision):
+        return "no int2 here" if precision == "int2" else None
+
+    monkeypatch.setattr(costs_measure, "_measure_layer", recorded)
+    monkeypatch.setattr(costs_measure, "precision_problem", no_int2)
     kinds = ("fp32", "int2")
     costs = build_cost_model(graph, calibration, precisions=kinds, cache_dir=tmp_path, **FAST)
     assert costs.allowed[:, 1].tolist() == [False, False]
-    monkeypatch.setattr(costs_measure, "_measure_layer", _boom)
-    again = build_cost_model(graph, calibration, precisions=kinds, cache_dir=tmp_path, **FAST)
-    assert again.allowed[:, 1].tolist() == [False, False]
-    assert (again.latency[:, 1] == again.latency[:, 0]).all()
+    assert compiled and not any("i2" in dtypes for dtypes in compiled)
+    assert (costs.latency[:, 1] == costs.latency[:, 0]).all()
+
+
+def test_the_support_table_admits_what_the_quantize_pass_makes():
+    """Every layer of a model at every precision the table allows compiles at it: the
+    report shows that precision (the cost model's other tests run those kernels)."""
+    graph = _float_graph()
+    calibration = irc.calibrate(graph, DATA, progress=False)
+    for op in layers(graph):
+        assert allowed_precisions(op) == PRECISIONS
+        for p in PRECISIONS:
+            cut = costs_measure.quantized_layer_graph(graph, op, p, calibration, 1, "minmax")
+            (row,) = [r for r in model_report(cut).layers if r.name == layer_name(op)]
+            assert row.precision == p
 
 
 def test_plan_latency_and_plan_bytes(setup):

@@ -17,10 +17,10 @@ from irc.decision.sensitivity import analyze
 from irc.decision.table import SensitivityTable
 from irc.errors import InputError
 from irc.pass_manager import PassManager
-from irc.passes.quantize import quantizable_layers
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import layer_name
 from irc.stages import calibrate
+from irc.support import quantizable_layers
 
 DATA = np.random.default_rng(3).normal(size=(10, 3, 8, 8)).astype(np.float32)
 LABELS = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
