@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+import irc
+from irc.decision import Budgets
+
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
 
@@ -73,9 +76,6 @@ def file_digest(path: Path) -> str:
 
 def digest_model(name: str, calib: int, sample: int, engine: str | None = None) -> dict:
     """The digests of one model (see the module docstring) and the seconds it took."""
-    import irc
-    from irc.decision import Budgets
-
     path = SHARED / "models" / f"{name}.onnx"
     fp32 = irc.compile(path, num_threads=1).report().totals.fp32_bytes
     start = time.perf_counter()

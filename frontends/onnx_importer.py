@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from irc.constant_folding import fold_constants
 from irc.errors import (
     ConversionError,
     CycleError,
@@ -26,7 +27,6 @@ from irc.errors import (
 from irc.ir import Graph, Value
 from irc.matching import constant_array
 from irc.opdef import build
-from irc.passes.constant_fold import fold_constants
 from irc.types import DType, TensorType
 
 MIN_OPSET = 7
@@ -293,6 +293,6 @@ class ImportContext:
         """Evaluate ops appended since ``first_index`` whose operands are all constants.
 
         Returns the replacements made, keyed by ``id`` of the replaced value (the
-        ``constant-fold`` pass's core, ``irc.passes.constant_fold.fold_constants``).
+        ``constant-fold`` pass's core, ``irc.constant_folding.fold_constants``).
         """
         return fold_constants(self.graph, first_index)
