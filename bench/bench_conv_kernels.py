@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
+
+from irc.backends.numba.kernel_table import bind_kernel
+from irc.benchmark.peers import require_ort
+from irc.ir import Graph
+from irc.measure import interleaved
+from irc.opdef import build
+from irc.types import DType, TensorType
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "mobilenetv2_bn.onnx"
@@ -66,8 +73,7 @@ def conv_layers(path: Path, batch: int):
 
 def ort_session(x_shape, w, b, attrs, relu6, threads):
     """An onnxruntime session running one Conv (+ Clip 0..6)."""
-    import onnxruntime as ort
-
+    ort = require_ort()  # an optional dependency: imported when a session is made
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(w.shape[2:]), **attrs)
     ]
@@ -97,11 +103,6 @@ def ort_session(x_shape, w, b, attrs, relu6, threads):
 
 def irc_kernel(x_shape, w, attrs, relu6):
     """irc's bound conv2d kernel for the layer, and its preallocated output."""
-    from irc.backends.numba.kernel_table import bind_kernel
-    from irc.ir import Graph
-    from irc.opdef import build
-    from irc.types import DType, TensorType
-
     graph = Graph()
     operands = [
         graph.add_input("x", TensorType(DType.F32, x_shape)),
@@ -120,9 +121,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import numba
-
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # before the first parallel run
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     total_irc = total_ort = 0.0
@@ -138,16 +137,12 @@ def main() -> None:
         expected = session.run(None, {"x": x})[0]
         kernel(x, w, b, out)
         err = float(np.abs(out - expected).max())
-        t_irc, t_ort = [], []
-        feed = {"x": x}
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            kernel(x, w, b, out)
-            t_irc.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            session.run(None, feed)
-            t_ort.append(time.perf_counter() - start)
-        mi, mo = np.median(t_irc) * 1e6, np.median(t_ort) * 1e6
+        runners = {
+            "irc": lambda a, k=kernel, w=w, b=b, out=out: k(a, w, b, out),
+            "ort": lambda a, s=session: s.run(None, {"x": a}),
+        }
+        medians = interleaved(runners, x, args.runs, warmup=0)  # both ran once above
+        mi, mo = medians["irc"] * 1e6, medians["ort"] * 1e6
         total_irc += mi * count
         total_ort += mo * count
         print(f"{str(list(x_shape)):>18} {str(list(w_shape)):>18} {attrs['strides'][0]:>3} "

@@ -13,8 +13,6 @@ slope of log(time) against log(layers) (numpy polyfit): 1 is linear, 2 quadratic
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
@@ -22,6 +20,7 @@ from irc.decision.budgets import BudgetError, Budgets
 from irc.decision.planning import Problem
 from irc.decision.strategies import STRATEGIES, decide
 from irc.decision.synthetic import random_problem
+from irc.measure import interleaved
 
 
 def budget_for(table, cost, fraction: float) -> Budgets:
@@ -33,15 +32,15 @@ def budget_for(table, cost, fraction: float) -> Budgets:
 
 def time_strategy(name: str, table, cost, budgets: Budgets, runs: int) -> tuple[float, str]:
     """(median seconds of ``runs`` decisions, outcome); BudgetError counts as an outcome."""
-    times, outcome = [], "ok"
-    for _ in range(runs):
-        start = time.perf_counter()
+    outcome = ["ok"]
+
+    def run(_) -> None:
         try:
             decide(name, table, cost, budgets)
         except BudgetError:
-            outcome = "budget missed"
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), outcome
+            outcome[0] = "budget missed"
+
+    return interleaved({name: run}, None, runs, warmup=0)[name], outcome[0]
 
 
 def main(argv=None) -> None:

@@ -30,12 +30,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
+import irc
 from irc.benchmark.peers import ort_session
+from irc.compile import format_profile
+from irc.measure import interleaved
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO.parent / "shared" / "models"
@@ -65,19 +68,11 @@ def model_path(name: str) -> Path:
 def time_pair(irc_model, session, x: np.ndarray, runs: int, warmup: int):
     """Median seconds of irc and of onnxruntime, called alternately, and their max diff."""
     name = session.get_inputs()[0].name
-    for _ in range(warmup):
-        irc_model(x)
-        session.run(None, {name: x})
-    irc_times, ort_times = [], []
-    for _ in range(runs):
-        t = time.perf_counter()
-        (ours,) = irc_model(x)
-        irc_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        (theirs,) = session.run(None, {name: x})
-        ort_times.append(time.perf_counter() - t)
+    runners = {"irc": irc_model, "ort": lambda a: session.run(None, {name: a})}
+    medians = interleaved(runners, x, runs, warmup)
+    (ours,), (theirs,) = irc_model(x), runners["ort"](x)
     diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-    return float(np.median(irc_times)), float(np.median(ort_times)), diff
+    return medians["irc"], medians["ort"], diff
 
 
 def compile_times(path: Path) -> dict:
@@ -113,9 +108,6 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", action="store_true", help="per-op medians at batch 1")
     args = parser.parse_args(argv)
 
-    import irc
-    from irc.compile import format_profile
-
     rows = []
     for name in args.models:
         path = model_path(name)
@@ -135,8 +127,6 @@ def main(argv=None) -> None:
                 if args.profile and batch == 1:
                     print(f"\nprofile {path.stem} batch 1, {threads} thread(s):")
                     print(format_profile(model.profile(x, runs=args.runs), top=8))
-
-    import numba
 
     try:
         layer = numba.threading_layer()

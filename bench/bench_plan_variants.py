@@ -8,11 +8,11 @@ GPTQ statistics (the 224 calibration images after the 32-image sensitivity sampl
 imagenet-val1300 and its compression. ``--flip-statistics`` adds each statistics image's
 horizontal mirror (in the same batch, so the held-out damping choice never sees an
 image's twin). ``--without-pooled-statistics`` drops the per-position statistics of the
-classifier's pool input (``InputStatistics.spatial``), as before they were kept. Beside
-top-1, each model's agreement with FP32's top-1 and its output SQNR against FP32 on the
-same images (less noisy than top-1: one image is 0.077 points), and its output SQNR on the
-32-image sensitivity sample. ``--rounding nearest`` compiles a nearest-rounding plan;
-``--threads`` sets ``irc.compile``'s thread count.
+classifier's pool input (``InputStatistics.spatial`` and ``spatial_halves``), as before
+they were kept. Beside top-1, each model's agreement with FP32's top-1 and its output SQNR
+against FP32 on the same images (less noisy than top-1: one image is 0.077 points), and
+its output SQNR on the 32-image sensitivity sample. ``--rounding nearest`` compiles a
+nearest-rounding plan; ``--threads`` sets the compiled models' thread count.
 
     python bench/bench_plan_variants.py --plans results/rounding/mobilenetv2_bn-gptq-sizeonly.json
         --budget 8 --variant '{"/classifier/classifier.1/Gemm": "int4"}'
@@ -21,6 +21,7 @@ same images (less noisy than top-1: one image is 0.077 points), and its output S
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ from pathlib import Path
 import numpy as np
 from bench_strategies import PRESETS, calibrated
 from eval_accuracy import load_val
+
+from irc.measure import sqnr_db
+from irc.stages import GPTQ_SAMPLES, build, build_plan, layer_hessians
 
 SAMPLE = 32  # the sensitivity images bench_strategies keeps out of the GPTQ statistics
 
@@ -53,15 +57,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rounding", default="gptq", choices=("gptq", "nearest"),
                         help="the plan's weight rounding")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None,
-                        help="irc.compile's num_threads (default: its own)")  # fmt: skip
+                        help="the models' num_threads (default: Numba's)")  # fmt: skip
     parser.add_argument(
         "--without-pooled-statistics",
         action="store_true",
         help="GPTQ statistics without the pooled layers' per-position ones",
     )
     args = parser.parse_args(argv)
-    import irc
-
     rows = json.loads(args.plans.read_text())
     key = next((k for k in rows if k != "fp32" and float(k) == float(args.budget)), None)
     if key is None:
@@ -70,40 +72,35 @@ def main(argv=None) -> None:
     unknown = sorted({name for v in args.variant for name in v} - set(plan))
     if unknown:
         parser.error(f"no such layer in the plan: {', '.join(unknown)}")
-    graph, _, calibration, images, _, _ = calibrated(args.model, SAMPLE, "gptq")
-    if args.flip_statistics:
-        from irc.compile import GPTQ_SAMPLES
-        from irc.gptq import layer_hessians
-
+    # statistics only for GPTQ rounding, and once: the mirrored ones replace calibrated's
+    own_statistics = args.rounding == "gptq" and not args.flip_statistics
+    graph, _, calibration, images, _, _ = calibrated(
+        args.model, SAMPLE, "gptq" if own_statistics else "nearest"
+    )
+    if args.rounding == "gptq" and args.flip_statistics:
         rest = images[SAMPLE : SAMPLE + GPTQ_SAMPLES]
-        calibration.hessians = layer_hessians(graph, with_mirrors(rest), progress=False)
-    if args.without_pooled_statistics:
-        from irc.gptq import InputStatistics
-
-        calibration.hessians = {name: InputStatistics(s.hessian, s.halves)
-                                for name, s in calibration.hessians.items()}  # fmt: skip
+        statistics = layer_hessians(graph, with_mirrors(rest), progress=False)
+        calibration = calibration.with_statistics(statistics)
+    if args.rounding == "gptq" and args.without_pooled_statistics:
+        calibration = calibration.with_statistics({
+            name: dataclasses.replace(s, spatial=None, spatial_halves=None)
+            for name, s in calibration.hessians.items()
+        })  # fmt: skip
     val, val_labels = load_val(PRESETS[args.model], 1300)
-    fp32 = irc.compile(graph, pipeline="", num_threads=1)
+    fp32 = build(graph, num_threads=1)
     reference, sample_reference = logits(fp32, val), logits(fp32, images[:SAMPLE])
     for override in [{}] + args.variant:
         start = time.perf_counter()
-        model = irc.compile(graph, precision={**plan, **override}, calibration=calibration,
-                            rounding=args.rounding, num_threads=args.threads,
-                            progress=False)  # fmt: skip
+        model = build_plan(graph, {**plan, **override}, calibration, num_threads=args.threads)
         out = logits(model, val)
-        on_sample = sqnr(logits(model, images[:SAMPLE]), sample_reference)
+        on_sample = sqnr_db(logits(model, images[:SAMPLE]), sample_reference)
         top1 = 100 * np.mean(out.argmax(1) == val_labels)
         agree = 100 * np.mean(out.argmax(1) == reference.argmax(1))
         ratio = model.report().totals.ratio
         label = json.dumps(override) if override else "the plan"
         print(f"{label}: top-1 {top1:.2f}, agrees with FP32 on {agree:.2f}%, output SQNR "
-              f"{sqnr(out, reference):.2f} dB (on the sample: {on_sample:.2f} dB), "
+              f"{sqnr_db(out, reference):.2f} dB (on the sample: {on_sample:.2f} dB), "
               f"{ratio:.3f}× ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-
-
-def sqnr(out: np.ndarray, reference: np.ndarray) -> float:
-    """The logits' SQNR against FP32's, in dB."""
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((out - reference) ** 2)))
 
 
 def logits(model, images: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Latency of irc's integer models against onnxruntime INT8 and FP32, at batch 1.
 
-irc compiles the model at uniform INT8 (and INT4 / INT2) from calibration images;
+irc compiles the model at uniform INT8 (and INT4 / INT2) from one calibration on the
+calibration images (``irc.stages``: the float graph, calibrated by its compiled program);
 onnxruntime runs the FP32 model and an INT8 model made by its own ``quantize_static``
 (QDQ format, per-channel weights, the same calibration images). All of them run the same
 input alternately, one call each per round, after a warm-up; the tables give medians and
@@ -22,7 +23,10 @@ import tempfile
 from pathlib import Path
 
 from irc.benchmark.peers import ort_int8_model, ort_session
+from irc.calibration import load_folder
 from irc.measure import interleaved
+from irc.opdef import has_trait
+from irc.stages import build, build_plan, calibrate, float_graph
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -32,10 +36,10 @@ PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientn
 def layer_times(model, x, runs: int) -> dict[str, float]:
     """Per integer-layer kind and form, the summed median kernel time (seconds)."""
     groups: dict[str, float] = {}
-    ops = {op.name or op.results[0].name: op for op in model.program.calls}
+    ops = {op.name or op.results[0].name: op for op in model.calls}
     for row in model.profile(x, runs=runs):
         op = ops.get(row.op)
-        if op is None or op.kind not in ("qconv2d", "qgemm"):
+        if op is None or not has_trait(op.kind, "integer-layer"):
             continue
         if op.kind == "qgemm":
             form = "qgemm"
@@ -58,25 +62,23 @@ def main(argv=None) -> None:
     parser.add_argument("--calib-limit", type=int, default=32)
     args = parser.parse_args(argv)
 
-    import irc
-    from irc.calibration.images import list_images, load_folder
-
     path = SHARED / "models" / f"{args.model}.onnx"
     preset = PRESETS[args.model]
-    calib_dir = SHARED / "data" / "imagenet-calib256"
-    calib = load_folder(calib_dir, preset, args.calib_limit)
+    calib = load_folder(SHARED / "data" / "imagenet-calib256", preset, args.calib_limit)
     x = load_folder(SHARED / "data" / "imagenet-val1300", preset, 1)
-    print(f"calibration: {len(list_images(calib_dir, args.calib_limit))} images", file=sys.stderr)
+    print(f"calibration: {len(calib)} images", file=sys.stderr)
+    graph = float_graph(path)
+    calibration = calibrate(graph, calib, progress=False)
+    shape = {graph.inputs[0].name: x.shape}
     with tempfile.TemporaryDirectory() as tmp:
         ort_int8 = ort_int8_model(path, calib, Path(tmp) / "int8.onnx")
         rows, layer_rows = [], {}
         for threads in args.threads:
             models = {
-                p: irc.compile(path, {"input": (1, 3, 224, 224)}, num_threads=threads,
-                               precision=p, calibration=calib, progress=False)
+                p: build_plan(graph, p, calibration, input_shapes=shape, num_threads=threads)
                 for p in ("int8", "int4", "int2")
-            }  # fmt: skip
-            fp32 = irc.compile(path, {"input": (1, 3, 224, 224)}, num_threads=threads)
+            }
+            fp32 = build(graph, num_threads=threads)
             ort_fp32 = ort_session(path, threads, spin=False)
             ort_q = ort_session(ort_int8, threads, spin=False)
             runners = {

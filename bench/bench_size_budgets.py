@@ -23,12 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from bench_plan_variants import logits, sqnr
+from bench_plan_variants import logits
 from bench_strategies import PRESETS, prepare
 from eval_accuracy import load_val
+
+from irc.decision import Budgets
+from irc.decision.choose import choose
+from irc.measure import sqnr_db
+from irc.stages import build
 
 BOOTSTRAP_DRAWS = 2000
 
@@ -50,7 +56,7 @@ def score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict:
     low, high = paired_interval(right, ref_right)
     return dict(top1=100.0 * right.mean(), delta=100.0 * (right.mean() - ref_right.mean()),
                 delta_90=[low, high], agreement=100.0 * np.mean(out.argmax(1) == ref.argmax(1)),
-                sqnr_db=sqnr(out, ref))  # fmt: skip
+                sqnr_db=sqnr_db(out, ref))  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -66,14 +72,10 @@ def main(argv=None) -> None:
     parser.add_argument("--table-cache", type=Path, help="reuse / keep sensitivity tables here")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
-    import irc
-    from irc.decision import Budgets
-    from irc.decision.choose import choose
-
     graph, _, calibration, images, labels, table, cost = prepare(
         args.model, args.sample, args.table_cache, args.rounding, args.method, args.split
     )
-    float_model = irc.compile(graph, pipeline="", num_threads=1)
+    float_model = build(graph, num_threads=1)
     fp32 = float_model.report().totals.fp32_bytes
     val, val_labels = load_val(PRESETS[args.model], 1300)
     ref = logits(float_model, val)
@@ -85,9 +87,7 @@ def main(argv=None) -> None:
                         budgets=Budgets(max_bytes=int(fp32 / ratio)),
                         labels=labels[: args.sample], table=table, cost=cost, num_threads=1,
                         progress=False)  # fmt: skip
-        counts: dict[str, int] = {}
-        for p in choice.decision.plan.values():
-            counts[p] = counts.get(p, 0) + 1
+        counts = dict(Counter(choice.decision.plan.values()))
         scored = score(logits(choice.model, val), ref, val_labels)
         size = choice.model.report().totals
         rows[str(ratio)] = dict(**scored, ratio=size.ratio, counts=counts,

@@ -30,13 +30,22 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from eval_accuracy import load_val
 
 from irc.benchmark.peers import ort_int8_model, ort_session
+from irc.calibration import load_folder, load_labelled_folder
+from irc.decision import BudgetError, Budgets
+from irc.decision.choose import choose
+from irc.decision.costs_measure import build_cost_model
+from irc.decision.rounding import merge, without_statistics
+from irc.decision.sensitivity import analyze
+from irc.decision.table import SensitivityTable
 from irc.measure import accuracy, interleaved
+from irc.stages import GPTQ_SAMPLES, build, calibrate, float_graph, layer_hessians
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -46,8 +55,6 @@ PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientn
 
 def strategy_runs(fp32_bytes: int):
     """(label, strategy, Budgets) of the table's rows."""
-    from irc.decision import Budgets
-
     six = int(fp32_bytes / 6)
     return [
         ("uniform-int8", "uniform-int8", Budgets()),
@@ -73,18 +80,12 @@ def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = 
     images and a tag naming how many statistics images there were ("" for none).
     ``split`` k rotates the labelled images by k·``sample`` first, so that another
     ``sample`` of them is the sensitivity sample and the rest feed the statistics (the
-    activation ranges always come from all of them)."""
-    import irc
-    from irc.calibration import load_folder, load_labelled_folder
-    from irc.pass_manager import PassContext, PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-
+    activation ranges always come from all of them; the compiled float program runs them)."""
     preset = PRESETS[name]
-    graph = irc.import_onnx(SHARED / "models" / f"{name}.onnx")
-    PassManager(DEFAULT_FLOAT_PIPELINE, PassContext()).run(graph)
+    graph = float_graph(SHARED / "models" / f"{name}.onnx")
     t = time.perf_counter()
     calib = load_folder(CALIB, preset)
-    calibration = irc.calibrate(graph, calib, method)
+    calibration = calibrate(graph, calib, method)
     print(f"calibrated on {len(calib)} images in {time.perf_counter() - t:.1f} s", flush=True)
     xs, ys = zip(*load_labelled_folder(CALIB, preset))
     images, labels = np.concatenate(xs), np.concatenate(ys)
@@ -92,12 +93,9 @@ def calibrated(name: str, sample: int, rounding: str = "nearest", method: str = 
         images, labels = np.roll(images, -split * sample, 0), np.roll(labels, -split * sample)
     statistics = ""
     if rounding != "nearest":  # statistics from other images than the sensitivity sample
-        from irc.compile import GPTQ_SAMPLES
-        from irc.gptq import layer_hessians
-
         rest = images[sample : sample + GPTQ_SAMPLES]
         t = time.perf_counter()
-        calibration.hessians = layer_hessians(graph, rest)
+        calibration = calibration.with_statistics(layer_hessians(graph, rest))
         statistics = str(len(rest))  # the tables' cache names say how many images
         print(f"gptq statistics on {len(rest)} images in {time.perf_counter() - t:.1f} s",
               flush=True)  # fmt: skip
@@ -108,10 +106,6 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
             method: str = "minmax", split: int = 0):  # fmt: skip
     """Float graph, calibration, labelled sample, sensitivity table and cost model
     (``split``: ``calibrated``'s rotation of the calibration images)."""
-    from irc.decision.costs_measure import build_cost_model
-    from irc.decision.sensitivity import analyze
-    from irc.decision.table import SensitivityTable
-
     graph, calib, calibration, images, labels, statistics = calibrated(name, sample, rounding,
                                                                         method, split)  # fmt: skip
 
@@ -130,8 +124,6 @@ def prepare(name: str, sample: int, cache: Path | None, rounding: str = "nearest
         return table
 
     if rounding == "best":  # both tables (each cached as its own rounding's), merged
-        from irc.decision.rounding import merge, without_statistics
-
         table = merge(measured("", without_statistics(calibration)),
                       measured(f"-gptq{statistics}", calibration))  # fmt: skip
         kept = np.mean(table.rounding == "gptq", axis=0)
@@ -166,10 +158,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not CALIB.is_dir():
         sys.exit(f"needs {CALIB}")
-    import irc
-    from irc.decision import BudgetError
-    from irc.decision.choose import choose
-
     graph, calib, calibration, images, labels, table, cost = prepare(
         args.model, args.sample, args.table_cache, args.rounding, args.method
     )
@@ -179,7 +167,7 @@ def main(argv=None) -> None:
         return accuracy(lambda x: model(x)[0], images, labels, 1)[0]
 
     models, rows, failed = {}, [], []
-    fp32 = irc.compile(graph, pipeline="", num_threads=1)
+    fp32 = build(graph, num_threads=1)
     fp32_bytes = fp32.report().totals.fp32_bytes
     models["irc fp32"] = fp32
     for label, strategy, budgets in strategy_runs(fp32_bytes):
@@ -194,9 +182,7 @@ def main(argv=None) -> None:
             print(f"{label}: BudgetError: {e}", flush=True)
             failed.append((label, str(e)))
             continue
-        counts = {}
-        for p in choice.decision.plan.values():
-            counts[p] = counts.get(p, 0) + 1
+        counts = dict(Counter(choice.decision.plan.values()))
         gptq = dict(choice.model.stats)["quantize"].get("gptq", 0)
         print(f"{label}: {counts} ({gptq} layers GPTQ-rounded) in "
               f"{time.perf_counter() - t:.1f} s, {len(choice.attempts)} tries",

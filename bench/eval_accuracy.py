@@ -1,10 +1,13 @@
 """Top-1 / top-5 accuracy of irc's compiled models at each precision on ImageNet images.
 
-Each model is compiled by ``irc.compile`` at every precision asked for, calibrated on
-``../shared/data/imagenet-calib256`` and evaluated on ``../shared/data/imagenet-val1300``
-(never the same images), with the preprocessing ../shared/README.md gives for the model.
-The compiled model is what runs: Numba integer kernels on packed weights, not a float
-simulation. onnxruntime FP32 on the same images is the reference row.
+Each model's float graph is calibrated once on ``../shared/data/imagenet-calib256`` (by
+its compiled float program; with ``--rounding gptq`` also GPTQ statistics, from up to 256
+of those images) and compiled at every precision asked for (``irc.stages``), then
+evaluated on ``../shared/data/imagenet-val1300`` (never the same images), with the
+preprocessing ../shared/README.md gives for the model. The compiled model is what runs:
+Numba integer kernels on packed weights, not a float simulation. onnxruntime FP32 on the
+same images is the reference row. A row's compile time is its quantize and build time;
+the shared calibration's time is printed once per model.
 
     python bench/eval_accuracy.py [--models mobilenetv2_bn efficientnet_lite0_bn]
         [--precisions fp32 int8 int4 int2] [--limit 1300] [--calib-limit 256]
@@ -22,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from irc.benchmark.peers import ort_session
+from irc.calibration import load_labelled_folder
 from irc.measure import accuracy
+from irc.stages import build_plan, calibrate, float_graph, rounding_statistics
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -31,8 +37,6 @@ PRESETS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientn
 
 def load_val(preset: str, limit: int):
     """All evaluation images of val1300 (at most ``limit``) and their labels, in memory."""
-    from irc.calibration.images import load_labelled_folder
-
     images, labels = [], []
     for batch, label in load_labelled_folder(SHARED / "data" / "imagenet-val1300", preset, limit):
         images.append(batch)
@@ -59,29 +63,30 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
 
-    import onnxruntime as ort
-
-    import irc
-
+    calib = SHARED / "data" / "imagenet-calib256"
     rows = []
     for name in args.models:
         path = SHARED / "models" / f"{name}.onnx"
         preset = PRESETS[name]
         images, labels = load_val(preset, args.limit)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort_session(path, args.threads)
         top1, top5 = accuracy(lambda x, s=session: s.run(None, {"input": x})[0], images, labels,
                               args.batch)  # fmt: skip
         rows.append(dict(model=name, precision="ort-fp32", top1=top1, top5=top5))
         print(f"{name} onnxruntime fp32: top-1 {top1:.2f} top-5 {top5:.2f}", file=sys.stderr)
+        graph = float_graph(path)
+        start = time.perf_counter()
+        calibration = calibrate(graph, calib, args.method, preprocess=preset,
+                                limit=args.calib_limit)  # fmt: skip
+        if args.rounding == "gptq":
+            statistics = rounding_statistics(graph, calib, preprocess=preset)
+            calibration = calibration.with_statistics(statistics)
+        print(f"{name}: calibrated in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        shape = {graph.inputs[0].name: (args.batch, *images.shape[1:])}
         for precision in args.precisions:
             start = time.perf_counter()
-            model = irc.compile(
-                path, {"input": (args.batch, 3, 224, 224)}, num_threads=args.threads,
-                precision=precision, calibration=SHARED / "data" / "imagenet-calib256",
-                preprocess=preset, calibration_limit=args.calib_limit,
-                calibration_method=args.method, weight_clipping=args.weights,
-                rounding=args.rounding if precision != "fp32" else "nearest",
-            )  # fmt: skip
+            model = build_plan(graph, precision, calibration, weights=args.weights,
+                               input_shapes=shape, num_threads=args.threads)  # fmt: skip
             seconds = time.perf_counter() - start
             top1, top5 = accuracy(lambda x, m=model: m(x)[0], images, labels, args.batch)
             totals = model.report().to_dict()["totals"]

