@@ -27,6 +27,7 @@ from irc.cli_io import positive_count, read_inputs, summarize, write_outputs
 from irc.errors import InputError, IrcError
 from irc.interpreter import run_graph
 from irc.loader import load_graph
+from irc.memory_plan import print_memory_plan
 from irc.pass_manager import PassContext, PassManager, available_passes
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.printer import print_graph
@@ -313,6 +314,9 @@ def cmd_opt(args) -> int:
         report = ctx.report()
         sys.stderr.write((report + "\n" if report else "") + f"total: {seconds * 1e3:.1f} ms\n")
     text = print_graph(graph, full=args.full)
+    plan = ctx.analyses.get("memory_plan")
+    if plan is not None:  # plan-memory ran: its plan follows the IR, as comments
+        text += print_memory_plan(graph, plan)
     _emit(text, args.output)
     return 0
 

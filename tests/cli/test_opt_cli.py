@@ -42,6 +42,22 @@ def test_default_pipeline_folds_and_fuses(capsys, model_file):
     assert irc.print_graph(irc.parse_graph(out)) == out
 
 
+def test_plan_memory_prints_the_arena_plan_after_the_ir(capsys, tmp_path):
+    source = tmp_path / "g.irc"
+    source.write_text(
+        "graph @g(%x: f32[2,16]) {\n  %a = add(%x, %x) : f32[2,16]\n"
+        "  %b = relu(%a) : f32[2,16]\n  %c = reshape(%b) {shape=[32]} : f32[32]\n"
+        "  return %c\n}\n"
+    )
+    code, out, _ = run_cli(capsys, "opt", source, "--pipeline", "plan-memory")
+    assert code == 0
+    ir, plan = out.split("// arena ")
+    assert plan.startswith("256 bytes (unshared 256), 2 buffers")  # 128 bytes each, no reuse
+    assert "// %a @0 +128 ops 0..1" in plan and "// %b @128 +128 ops 1..3 (with %c)" in plan
+    assert "// no kernel (views): %c" in plan
+    assert irc.print_graph(irc.parse_graph(out)) == ir  # the plan is comments: it parses
+
+
 def test_full_output_runs_like_the_model(capsys, tmp_path, model_file):
     out_file = tmp_path / "opt.irc"
     code, out, _ = run_cli(capsys, "opt", model_file, "--full", "-o", out_file)
