@@ -113,6 +113,7 @@ def _calibration(graph, options: CompileOptions) -> Calibration:
                             limit=options.calibration_limit, progress=options.progress)  # fmt: skip
     if options.rounding == "gptq":
         statistics = rounding_statistics(graph, data, preprocess=options.preprocess,
+                                         limit=options.calibration_limit,
                                          progress=options.progress)  # fmt: skip
         calibration = calibration.with_statistics(statistics)
     return calibration

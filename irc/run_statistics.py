@@ -68,14 +68,17 @@ def calibrate(graph: Graph, data, method: str = "minmax", *, num_threads: int | 
 
 
 def rounding_statistics(
-    graph: Graph, data, *, preprocess=None, skip: int = 0, progress: bool = True, num_threads=None
-) -> dict[str, InputStatistics]:
+    graph: Graph, data, *, preprocess=None, skip: int = 0, limit: int | None = None,
+    progress: bool = True, num_threads=None,
+) -> dict[str, InputStatistics]:  # fmt: skip
     """``layer_hessians`` over up to ``GPTQ_SAMPLES`` inputs of ``data`` after the first
     ``skip`` (a sensitivity sample, which must not judge rounding fitted to it), or over the
-    last ones if there are too few; ``data`` as for ``irc.calibration.model_batches``."""
+    last ones if there are too few; of ``data`` (as for ``irc.calibration.model_batches``)
+    at most the first ``limit`` inputs are read."""
     if isinstance(data, Calibration):
         raise InputError("GPTQ rounding statistics need calibration data, not a Calibration")
-    sample, _ = sample_inputs(graph, data, preprocess, skip + GPTQ_SAMPLES)
+    count = skip + GPTQ_SAMPLES if limit is None else min(limit, skip + GPTQ_SAMPLES)
+    sample, _ = sample_inputs(graph, data, preprocess, count)
     sample = sample[skip:] if len(sample) > skip else sample[-GPTQ_SAMPLES:]
     return layer_hessians(graph, sample, progress=progress, num_threads=num_threads)
 

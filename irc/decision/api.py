@@ -45,6 +45,7 @@ def compile_with_strategy(model, input_shapes, options: CompileOptions) -> Compi
     if options.rounding != "nearest":
         statistics = rounding_statistics(graph, data, preprocess=options.preprocess,
                                          skip=options.sensitivity_limit,
+                                         limit=options.calibration_limit,
                                          progress=options.progress)  # fmt: skip
         calibrated = calibrated.with_statistics(statistics)
     sample, found = sample_inputs(graph, data, options.preprocess, options.sensitivity_limit)

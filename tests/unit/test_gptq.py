@@ -428,3 +428,21 @@ def test_weights_of_an_input_the_statistics_never_saw_keep_their_nearest_level(b
     alive = [0, 1, 3, 4, 5]
     without = gptq_levels(w[:, alive], scales, bits, h[:, alive][:, :, alive], 1)
     assert np.array_equal(levels[:, alive], without)
+
+
+def test_gptq_statistics_read_at_most_calibration_limit_inputs():
+    """irc.compile's calibration_limit caps the GPTQ statistics' inputs too: five inputs
+    are one batch of eight (no halves to choose a damping on), forty are five."""
+    from onnx_builders import small_convnet
+
+    import irc
+
+    data = np.random.default_rng(5).normal(size=(40, 3, 16, 16)).astype(np.float32)
+    models = {limit: irc.compile(small_convnet(), precision="int4", calibration=data,
+                                 rounding="gptq", calibration_limit=limit, progress=False)
+              for limit in (5, None)}  # fmt: skip
+    assert models[5].calibration.count == 5 and models[None].calibration.count == 40
+    for statistics in models[5].calibration.hessians.values():
+        assert statistics.halves is None
+    for statistics in models[None].calibration.hessians.values():
+        assert statistics.halves is not None
