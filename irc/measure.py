@@ -44,8 +44,15 @@ def sqnr_db(test: np.ndarray, reference: np.ndarray) -> float:
     inf when they are equal)."""
     reference = np.asarray(reference, np.float64)
     noise = float(np.sum((np.asarray(test, np.float64) - reference) ** 2))
-    signal = float(np.sum(reference**2))
-    return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
+    return energy_ratio_db(float(np.sum(reference**2)), noise)
+
+
+def energy_ratio_db(signal: float, noise: float) -> float:
+    """``signal`` over ``noise`` energy in dB (inf without noise): the SQNR of summed
+    squares, for callers that accumulate them."""
+    if noise == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(max(signal, 1e-300) / noise))
 
 
 def interleaved(runners: dict, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:

@@ -30,6 +30,7 @@ from irc.decision.layer_programs import layer_program
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
 from irc.ir import Graph, Op
+from irc.measure import energy_ratio_db
 from irc.precision import layer_name
 from irc.run_statistics import padded_batch
 from irc.specialize import specialize
@@ -66,9 +67,7 @@ class _Pair:
         self.samples += rows
 
     def sqnr(self) -> float:
-        if self.noise == 0.0:
-            return float("inf")
-        return 10.0 * np.log10(max(self.signal, 1e-300) / self.noise)
+        return energy_ratio_db(self.signal, self.noise)
 
     def mse(self) -> float:
         return self.noise / max(self.elements, 1)
