@@ -7,12 +7,14 @@ verify it, and run it in the reference interpreter.
     >>> graph = irc.import_onnx("model.onnx")          # or irc.load_graph("model.irc")
     >>> print(irc.print_graph(graph))
     >>> (logits,) = irc.run(graph, [x])
+    >>> calibration = irc.calibrate(graph, images)      # ranges, by the compiled program
     >>> model = irc.compile("model.onnx"); model.save("model.ircm")
     >>> model = irc.load("model.ircm")                 # a saved compiled model
+
+The compile stages behind ``irc.compile`` are ``irc.stages``.
 """
 
 from irc.build import load_model as load
-from irc.calibration import calibrate
 from irc.compile import CompiledModel, CompileOptions, compile
 from irc.errors import (
     ConversionError,
@@ -32,6 +34,7 @@ from irc.parser import parse_graph
 from irc.printer import print_graph
 from irc.serialize import ModelFileError
 from irc.specialize import specialize
+from irc.stages import calibrate
 from irc.verifier import verify_graph
 from irc.version import __version__  # noqa: F401 (irc.__version__, not in __all__)
 

@@ -9,6 +9,7 @@ import pytest
 from onnx_builders import single_node_model, tiny_cnn
 
 import irc
+from irc import run_statistics
 from irc.calibration import Calibration, Progress, calibrate, watched_values
 from irc.errors import InputError
 from irc.quant import activation_params
@@ -168,3 +169,34 @@ def test_calibrate_draws_progress_when_forced(relu, data, capsys):
     assert "40/40 img" in capsys.readouterr().err
     calibrate(relu, data, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_irc_calibrate_runs_the_compiled_program_and_matches_the_interpreter(
+    cnn, method, monkeypatch
+):
+    """irc.calibrate observes the compiled float program (one program per batch shape: 32
+    then 7; its ranges within float rounding of the interpreter's); engine='reference' is
+    the interpreter's calibration exactly."""
+    x = np.random.default_rng(4).standard_normal((39, 3, 8, 8)).astype(np.float32)
+    reference = calibrate(cnn, x, method, progress=False)
+    shapes = []
+    run = run_statistics.ProgramRunner.__call__
+
+    def counted(self, batch, observers):
+        shapes.append(batch["x"].shape[0])
+        return run(self, batch, observers)
+
+    monkeypatch.setattr(run_statistics.ProgramRunner, "__call__", counted)
+    compiled = irc.calibrate(cnn, x, method, progress=False)
+    assert shapes == [32, 7]
+    assert compiled.count == reference.count == 39 and list(compiled) == list(reference)
+    for name in reference:
+        np.testing.assert_allclose(compiled[name], reference[name], rtol=1e-5, atol=1e-6)
+        mean = reference.channel_mean(name)
+        if mean is not None:
+            np.testing.assert_allclose(compiled.channel_mean(name), mean, rtol=1e-5, atol=1e-6)
+    exact = irc.calibrate(cnn, x, method, engine="reference", progress=False)
+    assert dict(exact) == dict(reference)
+    with pytest.raises(InputError, match="engine"):
+        irc.calibrate(cnn, x, engine="gpu")
