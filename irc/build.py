@@ -8,16 +8,17 @@
 for a graph that is final), the ``plan-memory`` pass (whose plan the backend lays its
 driver over), binds a kernel per op and generates the driver
 (``irc.backends.numba.codegen``). Programs are cached in the process by a hash of the
-graph's text, its constant bytes and the pipeline, so building the same graph again skips
-everything; Numba's ``cache=True`` keeps the kernels' machine code on disk, so a second
-process does not compile them again.
+graph's text, its constant bytes and the pipeline, so building the same graph again while
+a model of it is alive skips everything; the cache holds programs weakly, so a dropped
+model's constants are freed with it. Numba's ``cache=True`` keeps the kernels' machine
+code on disk, so a second process does not compile them again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
+import weakref
 
 import numba
 import numpy as np
@@ -33,8 +34,9 @@ from irc.printer import print_graph
 from irc.serialize import read_graph_file
 from irc.specialize import specialize
 
-CACHE_SIZE = 8  # programs kept alive by the cache (each holds its model's constants)
-_CACHE: OrderedDict[str, tuple] = OrderedDict()
+# graph key -> program, held only while a CompiledModel uses it (each holds its constants)
+_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_STATS: dict[str, list] = {}  # graph key -> the passes' statistics of its cached program
 
 
 def load(model, input_shapes=None) -> Graph:
@@ -83,11 +85,10 @@ def build(graph: Graph, *, pipeline: str = "", num_threads: int | None = None,
     threads = check_threads(num_threads)
     graph = static_graph(graph)  # a copy when any shape changes
     key = graph_key(graph, pipeline) if cache else ""
-    hit = cache and key in _CACHE
-    if hit:
-        _CACHE.move_to_end(key)
-        program, own_stats = _CACHE[key]
-    else:
+    program = _CACHE.get(key) if cache else None
+    own_stats = _STATS.get(key) if program is not None else None
+    hit = own_stats is not None
+    if not hit:
         ctx = PassContext()
         graph = graph.clone()  # the program owns its graph (annotations are written on it)
         if pipeline:
@@ -95,9 +96,8 @@ def build(graph: Graph, *, pipeline: str = "", num_threads: int | None = None,
         PassManager("plan-memory", ctx).run(graph)
         program, own_stats = generate_program(graph, ctx.analyses["memory_plan"]), ctx.statistics
         if cache:
-            _CACHE[key] = (program, own_stats)
-            while len(_CACHE) > CACHE_SIZE:
-                _CACHE.popitem(last=False)
+            _CACHE[key], _STATS[key] = program, own_stats
+            weakref.finalize(program, _STATS.pop, key, None)
     model = CompiledModel(program, [*stats, *own_stats], threads, cache_hit=hit)
     if warmup and not program.warmed:  # kernels compiled once are compiled in the process
         model.warm_up()
@@ -120,6 +120,12 @@ def load_model(path, num_threads: int | None = None, warmup: bool = True) -> Com
 def clear_cache() -> None:
     """Forget every cached program (their constants are freed with the last model)."""
     _CACHE.clear()
+    _STATS.clear()
+
+
+def cached_programs() -> int:
+    """How many programs the cache holds (those a live model still uses)."""
+    return len(_CACHE)
 
 
 def graph_key(graph: Graph, pipeline: str) -> str:

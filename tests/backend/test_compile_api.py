@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numba
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from onnx_builders import tiny_cnn
 import irc
 from irc.backends.numba import kernel_table
 from irc.backends.numba.kernel_table import BackendError
+from irc.build import cached_programs
 from irc.compile import CompiledModel, clear_cache, format_profile, graph_key
 from irc.errors import InputError
 from irc.interpreter import ExecutionError
@@ -85,6 +88,19 @@ def test_bad_inputs_are_named(inputs, message):
     model = irc.compile(graph, pipeline="")
     with pytest.raises(InputError, match=message):
         model(*inputs)
+
+
+def test_the_program_cache_frees_a_dropped_models_program():
+    clear_cache()
+    graph, inputs = graph_and_inputs()
+    model = irc.compile(graph, pipeline="")
+    assert cached_programs() == 1
+    again = irc.compile(graph, pipeline="")
+    assert again.cache_hit and cached_programs() == 1
+    del model, again
+    gc.collect()
+    assert cached_programs() == 0  # its constants went with it
+    assert not irc.compile(graph, pipeline="").cache_hit
 
 
 def test_second_compile_of_the_same_graph_is_a_cache_hit():
