@@ -1,0 +1,56 @@
+"""A corrupt Numba cache file is a cache miss with a warning, not a failing model.
+
+Each run is a fresh process with its own ``NUMBA_CACHE_DIR`` (the suite's cache is never
+touched): the first fills the cache, every cache file is then truncated, and the next run
+must still compute the right answer, warn about the file, and rewrite it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import numpy as np, irc
+g = irc.parse_graph("graph @g(%x: f32[2,16]) {\\n  %y = relu(%x) : f32[2,16]\\n  return %y\\n}\\n")
+(y,) = irc.compile(g, num_threads=1)(np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16))
+print("sum", float(y.sum()))
+"""
+
+
+def run(cache: Path, prelude: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, "-c", prelude + SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture
+def corrupt_cache(tmp_path) -> Path:
+    first = run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "sum 8.258065223693848\n"  # (1 + 3 + ... + 31) / 31
+    files = [p for p in tmp_path.rglob("*") if p.suffix in (".nbi", ".nbc")]
+    assert files
+    for p in files:
+        p.write_bytes(p.read_bytes()[:20])  # truncated mid-pickle
+    return tmp_path
+
+
+def test_a_truncated_cache_file_is_rebuilt_with_a_warning(corrupt_cache):
+    again = run(corrupt_cache)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "sum 8.258065223693848\n"
+    assert "CorruptCacheWarning" in again.stderr and "is corrupt" in again.stderr
+    clean = run(corrupt_cache)  # the files were rewritten: no warning now
+    assert clean.returncode == 0 and "corrupt" not in clean.stderr
+
+
+def test_without_the_guard_the_same_cache_fails(corrupt_cache):
+    """What the guard prevents: Numba's own cache reader raises on every call."""
+    unguarded = "from numba.core import caching\ncaching.IndexDataCacheFile._irc_guarded = True\n"
+    failed = run(corrupt_cache, unguarded)
+    assert failed.returncode != 0 and "truncated" in failed.stderr
