@@ -46,12 +46,20 @@ class ParseError(IrcError):
 
 
 class VerifyError(IrcError):
-    """The graph breaks an IR invariant; the message lists every problem found."""
+    """The graph breaks an IR invariant; the message lists every problem found.
+
+    Its first line carries the first problem in full and counts the others, which follow
+    one a line: ``graph failed verification: op 'conv_3' (qconv2d): shift 70 outside
+    [1, 62] (and 2 more problems)`` (a one-line report, as the CLI prints, names a cause).
+    """
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        head = f"graph failed verification ({len(problems)} problem(s))"
-        super().__init__(head + ":\n  " + "\n  ".join(self.problems))
+        first, *rest = self.problems or ["(no problem given)"]
+        head = f"graph failed verification: {first}"
+        if rest:
+            head += f" (and {len(rest)} more problem{'s' if len(rest) > 1 else ''})"
+        super().__init__("\n  ".join([head, *rest]))
 
 
 class TypeInferenceError(IrcError):
@@ -64,3 +72,4 @@ class InputError(IrcError):
 
 class ElidedConstantError(IrcError):
     """A graph parsed from an elided dump cannot run: its large constants were not printed."""
+

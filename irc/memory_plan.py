@@ -19,6 +19,10 @@ arena (the caller owns them), and so do reshapes of them.
 Intervals are inclusive at both ends, so an op's results never share bytes with its
 operands (the in-place concat apart): kernels may read an operand after writing part of a
 result.
+
+Planning takes O(n log n + n·k log k) for n buffers of which at most k are live together:
+an interval index over op positions hands each buffer the placed buffers whose lives meet
+its own (never scanning the others), and aliases resolve to their roots once each.
 """
 
 from __future__ import annotations
@@ -114,15 +118,15 @@ def plan_memory(graph: Graph) -> MemoryPlan:
         if op.kind in ALIAS_KINDS:
             source = op.operands[0].name
             parent[op.result.name] = (source, 0)
-            storage[op.result.name] = storage[_resolve(source, parent)[0]]
+            # the root's storage: a view's is its root's by induction, and a root that a
+            # concat adopts later is an arena value, as that concat is
+            storage[op.result.name] = storage[source]
             free.add(op.result.name)
         elif op.kind == "concat":
             if _place_concat_operands(op, storage, parent):
                 free.add(op.result.name)
 
-    alias_of, offsets_in_root = {}, {}
-    for name in storage:
-        alias_of[name], offsets_in_root[name] = _resolve(name, parent)
+    alias_of, offsets_in_root = _resolve_all(storage, parent)
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for index, op in enumerate(graph.ops):
@@ -139,10 +143,15 @@ def plan_memory(graph: Graph) -> MemoryPlan:
     # largest first; among equals, the earlier one first (a deterministic plan)
     roots.sort(key=lambda name: (-sizes[name], first[name]))
     placed: list[Buffer] = []
+    lives = _IntervalIndex(len(graph.ops) + 1)  # op positions, and the end of the program
     for name in roots:
-        size = _align(sizes[name])
-        offset = _best_fit(size, first[name], last[name], placed)
-        placed.append(Buffer(name, size, first[name], last[name], offset))
+        size, start, end = _align(sizes[name]), first[name], last[name]
+        # the placed buffers live with this one, by offset (equal offsets in placement
+        # order, as a stable sort of the placement order gives them)
+        busy = sorted(lives.meeting(start, end), key=lambda i: (placed[i].offset, i))
+        offset = _best_fit(size, [placed[i] for i in busy])
+        lives.add(len(placed), start, end)
+        placed.append(Buffer(name, size, start, end, offset))
     placed.sort(key=lambda b: (b.first, b.offset))
     root_offset = {b.value: b.offset for b in placed}
     offsets = {
@@ -162,13 +171,25 @@ def plan_memory(graph: Graph) -> MemoryPlan:
     )
 
 
-def _resolve(name: str, parent: dict[str, tuple[str, int]]) -> tuple[str, int]:
-    """The value owning ``name``'s bytes and the byte offset of ``name`` within it."""
-    offset = 0
-    while name in parent:
-        name, step = parent[name]
-        offset += step
-    return name, offset
+def _resolve_all(names, parent: dict[str, tuple[str, int]]):
+    """For every name, the value owning its bytes and its byte offset within that value:
+    (alias_of, offsets_in_root), in the order of ``names``. Each link of a chain of parents
+    is followed once (linear in all, where walking each chain to its root is quadratic)."""
+    alias_of: dict[str, str] = {}
+    offsets_in_root: dict[str, int] = {}
+    for name in names:
+        path = []
+        while name not in alias_of and name in parent:
+            path.append(name)
+            name = parent[name][0]
+        if name not in alias_of:  # a root
+            alias_of[name], offsets_in_root[name] = name, 0
+        root, offset = alias_of[name], offsets_in_root[name]
+        for child in reversed(path):
+            offset += parent[child][1]
+            alias_of[child], offsets_in_root[child] = root, offset
+    # in the order of ``names`` (the plan prints the values sharing a buffer in this order)
+    return {n: alias_of[n] for n in names}, {n: offsets_in_root[n] for n in names}
 
 
 def _place_concat_operands(op, storage, parent) -> bool:
@@ -197,11 +218,9 @@ def _place_concat_operands(op, storage, parent) -> bool:
     return placed_all
 
 
-def _best_fit(size: int, first: int, last: int, placed: list[Buffer]) -> int:
-    """The offset of the smallest gap among buffers live with [first, last] that fits."""
-    busy = sorted(
-        (b for b in placed if b.first <= last and first <= b.last), key=lambda b: b.offset
-    )
+def _best_fit(size: int, busy: list[Buffer]) -> int:
+    """The offset of the smallest gap among ``busy`` (the placed buffers live with the new
+    one, by offset) that fits ``size`` bytes; the lowest of equal gaps; else above them."""
     best, best_gap, top = None, math.inf, 0
     for b in busy:
         gap = b.offset - top
@@ -209,6 +228,61 @@ def _best_fit(size: int, first: int, last: int, placed: list[Buffer]) -> int:
             best, best_gap = top, gap
         top = max(top, b.end)
     return top if best is None else best
+
+
+class _IntervalIndex:
+    """Closed intervals of positions in [0, n), each under an id: ``meeting(a, b)`` lists
+    the ids of those that meet [a, b] in O(log n + answers), ``add`` takes O(log n).
+
+    Two segment trees over the positions (iterative, leaves at ``base + position``): one
+    stores an interval at the O(log n) nodes that tile it, so the nodes on the path from
+    a's leaf to the root hold exactly the intervals containing a; the other stores it at
+    every ancestor of its start's leaf, so the nodes tiling [a + 1, b] hold exactly those
+    that start inside. Together: every interval meeting [a, b], each once.
+    """
+
+    def __init__(self, n: int):
+        self.base = 1 << max(n - 1, 1).bit_length()
+        self.tiles: dict[int, list[int]] = {}
+        self.starts: dict[int, list[int]] = {}
+
+    def add(self, ident: int, a: int, b: int) -> None:
+        """Index interval [a, b] (positions in [0, n)) under ``ident``."""
+        node = a + self.base
+        while node:
+            self.starts.setdefault(node, []).append(ident)
+            node >>= 1
+        for node in self._tiling(a, b):
+            self.tiles.setdefault(node, []).append(ident)
+
+    def meeting(self, a: int, b: int) -> list[int]:
+        """The ids of the indexed intervals that share a position with [a, b]."""
+        found: list[int] = []
+        tiles, starts = self.tiles, self.starts
+        node = a + self.base
+        while node:
+            if node in tiles:
+                found += tiles[node]
+            node >>= 1
+        for node in self._tiling(a + 1, b):
+            if node in starts:
+                found += starts[node]
+        return found
+
+    def _tiling(self, a: int, b: int) -> list[int]:
+        """The segment tree nodes that tile [a, b] exactly (none when a > b)."""
+        nodes = []
+        lo, hi = a + self.base, b + self.base + 1
+        while lo < hi:
+            if lo & 1:
+                nodes.append(lo)
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                nodes.append(hi)
+            lo >>= 1
+            hi >>= 1
+        return nodes
 
 
 def print_memory_plan(graph: Graph, plan: MemoryPlan) -> str:

@@ -2,17 +2,21 @@
 
 Checked: each operand is defined before its use (inputs or earlier ops), use-lists match
 operands exactly, value names are unique, every op kind is in the op table with valid
-attributes and operand count, stored result types equal re-inferred ones, and the graph
-outputs are defined values.
+attributes and operand count, stored result types equal re-inferred ones, the constant
+payloads type rules cannot see are in range (an integer layer's requantization multiplier
+and shift, ``irc.ops.quant.PAYLOAD_RULES``), and the graph outputs are defined values.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
 from irc.errors import IrcError, VerifyError
 from irc.ir import Graph
-from irc.opdef import OPS, infer_types
+from irc.opdef import OPS, has_trait, infer_types
+from irc.ops.quant import PAYLOAD_RULES
 
 
 def verify_graph(graph: Graph) -> None:
@@ -63,6 +67,8 @@ def collect_problems(graph: Graph) -> list[str]:
                 f"{where}: result types {[str(t) for t in stored]} differ from inferred "
                 f"{[str(t) for t in inferred]}"
             )
+        elif op.kind in PAYLOAD_RULES:
+            problems += [f"{where}: {p}" for p in _payload_problems(op)]
 
     actual_uses: Counter = Counter()
     for v in graph.values():
@@ -80,6 +86,22 @@ def collect_problems(graph: Graph) -> list[str]:
     if not graph.outputs:
         problems.append("graph has no outputs")
     return problems
+
+
+def _payload_problems(op) -> list[str]:
+    """What ``PAYLOAD_RULES`` finds wrong with the constant operands of ``op`` (the payloads
+    of ``constant`` / unpacked ``qconstant`` producers; other operands are not read)."""
+    indices, rule = PAYLOAD_RULES[op.kind]
+    payloads = {}
+    for index in indices:
+        if index < len(op.operands):
+            producer = op.operands[index].producer
+            if producer is None or not has_trait(producer.kind, "constant"):
+                continue
+            value = producer.attrs.get("value")
+            if isinstance(value, np.ndarray) and not producer.attrs.get("packed"):
+                payloads[index] = value
+    return rule(payloads) if payloads else []
 
 
 def _strip(t):

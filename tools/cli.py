@@ -233,10 +233,11 @@ def main(argv=None) -> int:
     except IrcError as e:
         if args.debug:
             raise
+        # one line: an error's first line names its cause (a VerifyError's, the first
+        # problem, counting the others); --debug shows the whole message and traceback
         first, *rest = str(e).splitlines() or [type(e).__name__]
         print(
-            f"irc: error: {first}" + (f" (+{len(rest)} more lines; --debug)" if rest else ""),
-            file=sys.stderr,
+            f"irc: error: {first}" + (" (--debug shows the rest)" if rest else ""), file=sys.stderr
         )
         return EXIT_USAGE
     except (OSError, MemoryError) as e:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
 from irc.ops.nn import _infer_conv
 from irc.ops.shape_rules import broadcast_shapes, static_dim
-from irc.quant import packed_row_bytes
+from irc.quant import INT32_MAX, MAX_SHIFT, packed_row_bytes
 from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType, QuantParams, TensorType
 
@@ -76,6 +78,57 @@ def _check_layer_tail(types, out_channels, what: str) -> None:
     for t, name in zip(types[3:], ("multiplier", "shift")):
         if t.dtype != DType.I32 or t.shape not in ((out_channels,), (1,)):
             raise TypeInferenceError(f"{what} {name} must be i32 [{out_channels}] or [1], got {t}")
+
+
+# ------------------------------------------------------------------ requantization payloads
+# The shifts ``irc.quant.rounding_shift`` (and the kernels' copy of it) compute for: 2^-shift
+# with a half to round to needs shift >= 1, and acc * M fits int64 only up to MAX_SHIFT.
+MIN_SHIFT = 1
+# M in [2^30, 2^31) or 0 (``irc.quant.quantize_multiplier``): a non-negative int32
+MULTIPLIER_RANGE = (0, INT32_MAX)
+SHIFT_RANGE = (MIN_SHIFT, MAX_SHIFT)
+
+
+def payload_range_problem(what: str, values, lo: int, hi: int) -> str | None:
+    """A one-line problem if an integer payload holds a value outside [lo, hi]: the first
+    such value and, when there are several channels, its channel; None when all fit."""
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind not in "iu":
+        return f"{what} must hold integers, got {flat.dtype}"
+    if flat.dtype == np.uint64:  # the one integer dtype int64 cannot hold
+        bad = [i for i, v in enumerate(flat.tolist()) if not lo <= v <= hi]
+    else:
+        wide = flat.astype(np.int64)
+        bad = np.flatnonzero((wide < lo) | (wide > hi)).tolist()
+    if not bad:
+        return None
+    first = int(bad[0])
+    problem = f"{what} {int(flat[first])} outside [{lo}, {hi}]"
+    if flat.size > 1:
+        others = len(bad) - 1
+        more = f", and {others} other channel{'s' if others > 1 else ''}" if others else ""
+        problem += f" (channel {first}{more})"
+    return problem
+
+
+def _requantization_payloads(payloads: dict[int, object]) -> list[str]:
+    """Problems of an L2 integer layer's constant multiplier (operand 3) and shift (4)."""
+    problems = []
+    for index, what, (lo, hi) in ((3, "multiplier", MULTIPLIER_RANGE), (4, "shift", SHIFT_RANGE)):
+        if index in payloads:
+            problem = payload_range_problem(what, payloads[index], lo, hi)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+# What type rules cannot see: op kind -> (operand indices, check of those operands'
+# constant payloads by index -> problems). The verifier applies them where the operands
+# are constants (a runtime value cannot be checked before it exists).
+PAYLOAD_RULES = {
+    "qconv2d": ((3, 4), _requantization_payloads),
+    "qgemm": ((3, 4), _requantization_payloads),
+}
 
 
 # ------------------------------------------------------------------ boundaries
