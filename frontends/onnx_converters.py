@@ -14,8 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from irc.errors import ConversionError, IrcError, UnsupportedOpError
-from irc.frontends.onnx_importer import ImportContext, NeedsConstantError
+from irc.errors import ConstantTooLargeError, ConversionError, IrcError, UnsupportedOpError
+from irc.frontends.onnx_importer import ImportContext, NeedsConstantError, node_name
 from irc.ir import Value
 from irc.opdef import build
 
@@ -35,18 +35,20 @@ def converter(*op_types: str):
 
 
 def node_label(node: onnx.NodeProto) -> str:
-    return f"node '{node.name or node.output[0]}' ({node.op_type})"
+    """``node '<name>' (<op type>)``, the prefix of every error about the node."""
+    return f"node '{node_name(node)}' ({node.op_type})"
 
 
 def attributes(node: onnx.NodeProto) -> dict:
-    """The node's attributes as python values (strings decoded)."""
+    """The node's attributes as python values (strings decoded; bytes that are not UTF-8
+    become U+FFFD, so a bad value is reported as unsupported rather than crashing)."""
     out = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
         if isinstance(v, bytes):
-            v = v.decode()
+            v = v.decode("utf-8", errors="replace")
         elif isinstance(v, list) and v and isinstance(v[0], bytes):
-            v = [x.decode() for x in v]
+            v = [x.decode("utf-8", errors="replace") for x in v]
         out[a.name] = v
     return out
 
@@ -77,9 +79,31 @@ def constant_input(ctx: ImportContext, node: onnx.NodeProto, i: int, what: str):
     return array
 
 
+def scalar_input(ctx: ImportContext, node: onnx.NodeProto, i: int, what: str) -> float | None:
+    """Input ``i``, which ONNX requires to be a scalar, as a float (None when absent).
+
+    A one-element tensor of any rank is taken (onnxruntime takes it too); any other size is
+    refused rather than reduced to its first element.
+    """
+    array = constant_input(ctx, node, i, what)
+    if array is None:
+        return None
+    return scalar_value(node, np.asarray(array), f"input '{what}' ('{node.input[i]}')")
+
+
+def scalar_value(node: onnx.NodeProto, array: np.ndarray, what: str) -> float:
+    """The one element of ``array`` as a float; ConversionError naming the node otherwise."""
+    if array.size != 1:
+        raise ConversionError(
+            f"{node_label(node)}: {what} must be a scalar, got shape {list(array.shape)} "
+            f"({array.size} elements); ONNX {node.op_type} takes one value"
+        )
+    return float(array.reshape(-1)[0])
+
+
 def unsupported(ctx: ImportContext, node: onnx.NodeProto, reason: str) -> UnsupportedOpError:
     """The error for a supported op type used in a form irc does not handle."""
-    return UnsupportedOpError(node.name or node.output[0], node.op_type, ctx.opset, reason)
+    return UnsupportedOpError(node_name(node), node.op_type, ctx.opset, reason)
 
 
 def emit(
@@ -110,8 +134,11 @@ def convert_node(ctx: ImportContext, node: onnx.NodeProto) -> None:
     except IrcError as e:
         label = node_label(node)
         msg = str(e)
-        raise ConversionError(msg if msg.startswith(label) else f"{label}: {msg}") from None
-    except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as e:
+        msg = msg if msg.startswith(label) else f"{label}: {msg}"
+        if isinstance(e, ConstantTooLargeError):  # keep the class: callers may raise the limit
+            raise ConstantTooLargeError(msg) from None
+        raise ConversionError(msg) from None
+    except (ValueError, TypeError, IndexError, MemoryError, np.exceptions.AxisError) as e:
         raise ConversionError(f"{node_label(node)}: cannot convert: {e}") from None
     for name, value in zip(node.output, outputs):
         if name and value is not None:

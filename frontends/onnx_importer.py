@@ -8,13 +8,14 @@ Shape/Gather/Cast/Concat chains that compute static shapes vanish at import.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 
 from irc.constant_folding import fold_constants
 from irc.errors import (
@@ -40,36 +41,218 @@ class NeedsConstantError(ConversionError):
         self.input_name = input_name
 
 
-def load_onnx_model(source) -> onnx.ModelProto:
-    """A ModelProto from a path, bytes or a ModelProto, with clear errors for bad files."""
-    if isinstance(source, onnx.ModelProto):
-        return source
-    if isinstance(source, (bytes, bytearray)):
-        data, label = bytes(source), "the given bytes"
-    else:
-        path = os.fspath(source)
-        label = f"'{path}'"
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"model file {label} does not exist")
-        with open(path, "rb") as f:
-            data = f.read()
+@contextmanager
+def onnx_errors(where: str):
+    """Turn any exception the onnx package (or protobuf, numpy under it) raises in the block
+    into a one-line ModelLoadError prefixed by ``where`` (the file, tensor or node).
+
+    Every call into onnx that reads the user's model runs under it: parsing, external data,
+    the checker, shape inference and ``numpy_helper.to_array`` (through ``tensor_array``).
+    """
     try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise ModelLoadError(
-            f"{label} is not a valid ONNX model (truncated or corrupt): {e}"
-        ) from None
+        yield
+    except IrcError:
+        raise
+    except Exception as e:  # onnx raises ValueError, ValidationError, DecodeError, OSError, ...
+        raise ModelLoadError(f"{where}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def node_name(node: onnx.NodeProto) -> str:
+    """How errors name a node: its name, else its first output, else its op type."""
+    return node.name or next((o for o in node.output if o), "") or f"<unnamed {node.op_type}>"
+
+
+def load_onnx_model(source) -> onnx.ModelProto:
+    """A private, validated ModelProto from a path, bytes or a ModelProto (never modified).
+
+    Raises ModelLoadError naming the file and the problem for anything wrong with it: a
+    missing, truncated or non-ONNX file; strings that are not UTF-8 (node and graph names
+    are decoded with U+FFFD instead, being labels only); external data that cannot be read
+    (outside the model's folder, past the end of its file, or given without a path);
+    tensors of unknown element type or whose raw data does not match their shape.
+    """
+    return _load(source)[0]
+
+
+def _load(source) -> tuple[onnx.ModelProto, str]:
+    """``load_onnx_model``, and how errors name the source (``'path'``, the given bytes)."""
+    path = None
+    if isinstance(source, onnx.ModelProto):
+        label = "the given model"
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data, label = bytes(source), "the given bytes"
+        else:
+            path = os.fspath(source)
+            label = f"'{path}'"
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"model file {label} does not exist")
+            with onnx_errors(f"cannot read {label}"):
+                with open(path, "rb") as f:
+                    data = f.read()
+        try:
+            model = onnx.load_model_from_string(data)
+        except Exception as e:  # DecodeError, ValueError, RuntimeError, ...
+            raise ModelLoadError(
+                f"{label} is not a valid ONNX model (truncated or corrupt): {_first_line(e)}"
+            ) from None
     if not model.HasField("graph") or not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{label} is not an ONNX model: it holds no graph")
-    if not isinstance(source, (bytes, bytearray)) and _has_external_data(model):
-        from onnx.external_data_helper import load_external_data_for_model
+    _decode_strings(model, "model", label)
+    tensors = list(_tensors(model.graph, ""))
+    _load_external_data(tensors, path, label)
+    for where, tensor in tensors:
+        check_tensor(tensor, f"{label}: {where}")
+    return model, label
 
-        load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-    return model
+
+# String fields that only label things: bytes that are not UTF-8 are replaced, not refused.
+_LABEL_FIELDS = {
+    ("NodeProto", "name"),
+    ("GraphProto", "name"),
+    ("ModelProto", "domain"),
+    ("ModelProto", "producer_name"),
+    ("ModelProto", "producer_version"),
+}
 
 
-def _has_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+def _decode_strings(message, path: str, label: str) -> None:
+    """Make every string field of ``message`` (recursively) a python str.
+
+    protobuf hands a proto2 string that is not valid UTF-8 back as ``bytes``, which breaks
+    whatever prints or compares it later. Labels (node and graph names, doc strings,
+    metadata) are decoded with U+FFFD; any other string (a value name, an op type, a
+    location) is refused with a ModelLoadError naming its place in the model.
+    """
+    kind = message.DESCRIPTOR.name
+    for field in message.DESCRIPTOR.fields:
+        name = field.name
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:  # protobuf before 5.28 has no is_repeated
+            repeated = field.label == field.LABEL_REPEATED
+        if field.type == field.TYPE_MESSAGE:
+            if repeated:
+                for i, item in enumerate(getattr(message, name)):
+                    _decode_strings(item, f"{path}.{name}[{i}]", label)
+            elif message.HasField(name):
+                _decode_strings(getattr(message, name), f"{path}.{name}", label)
+            continue
+        if field.type != field.TYPE_STRING:
+            continue
+        values = getattr(message, name)
+        items = enumerate(values) if repeated else [(None, values)]
+        for i, value in items:
+            if not isinstance(value, bytes):
+                continue
+            where = f"{path}.{name}" + ("" if i is None else f"[{i}]")
+            is_label = (
+                (kind, name) in _LABEL_FIELDS
+                or name in ("doc_string", "denotation")
+                or ".metadata_props[" in path
+            )
+            if not is_label:
+                shown = value[:60] + (b"..." if len(value) > 60 else b"")
+                raise ModelLoadError(
+                    f"{label}: {where} is not valid UTF-8 ({shown!r}); ONNX strings are UTF-8"
+                )
+            text = value.decode("utf-8", errors="replace")
+            if i is None:
+                setattr(message, name, text)
+            else:
+                values[i] = text
+
+
+def _tensors(graph: onnx.GraphProto, prefix: str):
+    """(description, TensorProto) of every initializer and tensor attribute, subgraphs too."""
+    for t in graph.initializer:
+        yield f"{prefix}initializer '{t.name}'", t
+    for node in graph.node:
+        where = f"{prefix}node '{node_name(node)}' ({node.op_type})"
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield f"{where}: attribute '{a.name}'", a.t
+            for k, t in enumerate(a.tensors):
+                yield f"{where}: attribute '{a.name}'[{k}]", t
+            subgraphs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            for g in subgraphs:
+                yield from _tensors(g, f"{where}: attribute '{a.name}': ")
+
+
+def _load_external_data(tensors, path: str | None, label: str) -> None:
+    """Read the external data of ``tensors`` from the folder of the model file ``path``."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for where, tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        if path is None:
+            raise ModelLoadError(
+                f"{label}: {where} keeps its data in the external file '{location}'; import "
+                "the model from its path so irc can find that file"
+            )
+        with onnx_errors(f"{label}: {where}: cannot read its external data '{location}'"):
+            load_external_data_for_tensor(tensor, os.path.dirname(os.path.abspath(path)))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
+# Element types narrower than a byte: raw data packs them (bits per element).
+_SUB_BYTE_BITS = {
+    getattr(onnx.TensorProto, name): bits
+    for name, bits in (
+        ("INT4", 4),
+        ("UINT4", 4),
+        ("FLOAT4E2M1", 4),
+        ("INT2", 2),
+        ("UINT2", 2),
+    )
+    if hasattr(onnx.TensorProto, name)
+}
+
+
+def check_tensor(tensor: onnx.TensorProto, where: str) -> None:
+    """ModelLoadError naming ``where`` unless the tensor has a known element type,
+    non-negative dims and (when it has raw data) exactly the bytes its shape needs."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except Exception:  # KeyError / ValueError for an unknown type
+        raise ModelLoadError(
+            f"{where} has unknown element type {tensor.data_type}; ONNX defines "
+            f"{min(onnx.TensorProto.DataType.values())}-{max(onnx.TensorProto.DataType.values())}"
+        ) from None
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{where} has a negative dimension in its shape {dims}")
+    if tensor.data_type == onnx.TensorProto.STRING or not tensor.HasField("raw_data"):
+        return
+    count = math.prod(dims)
+    bits = _SUB_BYTE_BITS.get(tensor.data_type)
+    need = -(-count * bits // 8) if bits else count * dtype.itemsize
+    have = len(tensor.raw_data)
+    if have != need:
+        type_name = onnx.TensorProto.DataType.Name(tensor.data_type)
+        raise ModelLoadError(
+            f"{where} holds {have} bytes of raw data, but its shape {dims} of {type_name} "
+            f"needs {need}"
+        )
+
+
+def tensor_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
+    """The array a TensorProto holds (``numpy_helper.to_array``), checked first; a
+    ModelLoadError naming ``where`` (the file and tensor, or the node) if it is malformed."""
+    check_tensor(tensor, where)
+    with onnx_errors(f"{where}: cannot decode the tensor"):
+        array = onnx.numpy_helper.to_array(tensor)
+    return np.asarray(array)
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -118,7 +301,7 @@ def sort_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 
 def _node_label(node: onnx.NodeProto) -> str:
-    return f"'{node.name or node.output[0]}' ({node.op_type})"
+    return f"'{node_name(node)}' ({node.op_type})"
 
 
 def onnx_dtype(elem_type: int, where: str) -> DType:
@@ -180,24 +363,29 @@ def import_onnx(
     # onnx_converters imports ImportContext from this module: a top-level import would cycle
     from irc.frontends.onnx_converters import CONVERTERS, convert_node
 
-    original = load_onnx_model(source)
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
+    model, label = _load(source)  # a private copy: the user's model is never modified
     opset = default_opset(model)
     if opset < MIN_OPSET:
         raise ModelLoadError(
             f"model uses ONNX opset {opset}; irc imports opset {MIN_OPSET} "
             "and newer (convert it with onnx.version_converter)"
         )
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ModelLoadError(
+            f"{label} uses ONNX opset {opset}, newer than the installed onnx package "
+            f"({onnx.__version__}) knows (up to opset {newest}); update onnx, or convert the "
+            "model with onnx.version_converter"
+        )
     nodes = sort_nodes(model.graph)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     if check:
-        _check(model)
+        _check(model, label)
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or node.op_type not in CONVERTERS:
             raise UnsupportedOpError(
-                node.name or node.output[0],
+                node_name(node),
                 node.op_type,
                 opset,
                 ""
@@ -227,7 +415,7 @@ def import_onnx(
                 vi.name, _input_type(vi, input_shapes.get(vi.name))
             )
     for name, tensor in inits.items():
-        ctx.set_constant(name, onnx.numpy_helper.to_array(tensor))
+        ctx.set_constant(name, tensor_array(tensor, f"{label}: initializer '{name}'"))
     for node in nodes:
         convert_node(ctx, node)
     for vi in model.graph.output:
@@ -236,20 +424,17 @@ def import_onnx(
     return ctx.graph
 
 
-def _check(model: onnx.ModelProto) -> None:
+def _check(model: onnx.ModelProto, label: str) -> None:
+    """onnx's checker and strict shape inference; ModelLoadError with their first line."""
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
-        raise ModelLoadError(f"the ONNX checker rejects this model: {first}") from None
     except ValueError as e:  # over 2 GB: the checker needs a path; skip it
         if "2GB" not in str(e):
-            raise ModelLoadError(f"the ONNX checker rejects this model: {e}") from None
-    try:
+            raise ModelLoadError(f"the ONNX checker rejects {label}: {_first_line(e)}") from None
+    except Exception as e:  # ValidationError and whatever else onnx raises
+        raise ModelLoadError(f"the ONNX checker rejects {label}: {_first_line(e)}") from None
+    with onnx_errors(f"ONNX shape inference rejects {label}"):
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelLoadError(f"ONNX shape inference rejects this model: {first}") from None
 
 
 class ImportContext:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from irc.constant_folding import check_constant_size
 from irc.errors import ConversionError
 from irc.frontends.onnx_converters import (
     attributes,
@@ -16,6 +17,7 @@ from irc.frontends.onnx_converters import (
     node_label,
     normalize_axis,
     operand,
+    scalar_input,
     unsupported,
 )
 from irc.frontends.onnx_importer import onnx_dtype
@@ -61,15 +63,16 @@ def convert_hard_sigmoid(ctx, node):
 
 @converter("Clip")
 def convert_clip(ctx, node):
+    """``clip`` with the node's bounds; ONNX requires scalar bounds, so a bound tensor of
+    more than one element is refused (not cut to its first element)."""
     x = operand(ctx, node, 0)
     if ctx.opset < 11:
         a = attributes(node)
         lo, hi = a.get("min", -math.inf), a.get("max", math.inf)
     else:
-        lo_array = constant_input(ctx, node, 1, "min")
-        hi_array = constant_input(ctx, node, 2, "max")
-        lo = -math.inf if lo_array is None else float(np.asarray(lo_array).reshape(-1)[0])
-        hi = math.inf if hi_array is None else float(np.asarray(hi_array).reshape(-1)[0])
+        lo, hi = scalar_input(ctx, node, 1, "min"), scalar_input(ctx, node, 2, "max")
+        lo = -math.inf if lo is None else lo
+        hi = math.inf if hi is None else hi
     return [emit(ctx, node, "clip", [x], {"min": lo, "max": hi})]
 
 
@@ -86,14 +89,16 @@ def convert_identity(ctx, node):
 
 @converter("Dropout")
 def convert_dropout(ctx, node):
+    """Inference dropout is the identity; its mask output, when used, a constant of ones."""
     a = attributes(node)
-    training = constant_input(ctx, node, 2, "training_mode") if ctx.opset >= 12 else None
+    training = scalar_input(ctx, node, 2, "training_mode") if ctx.opset >= 12 else None
     if a.get("is_test", 1) == 0 and ctx.opset < 7 or (training is not None and bool(training)):
         raise unsupported(ctx, node, "training-mode dropout; irc compiles for inference")
     x = operand(ctx, node, 0)
     if len(node.output) > 1 and node.output[1] and node.output[1] in ctx.consumed:
         if not x.type.is_static:
             raise unsupported(ctx, node, "its mask output needs a static input shape")
+        check_constant_size(x.type.shape, np.dtype(bool), node_label(node))
         mask = np.ones(x.type.shape, dtype=bool)
         return [x, ctx.set_constant(node.output[1], mask)]
     return [x]

@@ -2,6 +2,8 @@
 
 Flatten, Squeeze and Unsqueeze become ``reshape``; Split becomes ``slice`` ops; Constant
 and ConstantOfShape become ``constant``; Shape of a static tensor is a constant at once.
+ConstantOfShape is refused, before anything is allocated, when its tensor would exceed the
+constant size limit (``irc.constant_folding.max_constant_bytes``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 
+from irc.constant_folding import check_constant_size
 from irc.errors import ConversionError
 from irc.frontends.onnx_converters import (
     attributes,
@@ -20,8 +22,11 @@ from irc.frontends.onnx_converters import (
     node_label,
     normalize_axis,
     operand,
+    scalar_input,
+    scalar_value,
     unsupported,
 )
+from irc.frontends.onnx_importer import tensor_array
 
 
 def _ints(array) -> tuple[int, ...]:
@@ -84,6 +89,14 @@ def _product(dims):
 
 @converter("Squeeze", "Unsqueeze")
 def convert_squeeze(ctx, node):
+    """A ``reshape`` that drops (Squeeze) or inserts (Unsqueeze) size-1 axes.
+
+    Squeeze without axes drops every axis of size 1. Whether a symbolic axis goes depends
+    on its run-time size, so, like ONNX shape inference (which then leaves the output shape
+    unknown), irc cannot decide it: such a node is refused with a ConversionError naming
+    the node and the dimension (give the node axes, or static ``input_shapes``). With a
+    static input shape every size-1 axis goes, as in onnxruntime.
+    """
     x = operand(ctx, node, 0)
     a = attributes(node)
     if ctx.opset >= 13:
@@ -94,6 +107,14 @@ def convert_squeeze(ctx, node):
     shape = list(x.type.shape)
     if node.op_type == "Squeeze":
         if axes is None:
+            symbolic = [(i, d) for i, d in enumerate(shape) if isinstance(d, str)]
+            if symbolic:
+                i, d = symbolic[0]
+                raise ConversionError(
+                    f"{node_label(node)}: Squeeze without axes over symbolic dimension "
+                    f"'{d}' (axis {i}) is undecidable (it goes only if it is 1 at run time); "
+                    "give the node axes, or static input shapes (input_shapes=...)"
+                )
             axes = tuple(i for i, d in enumerate(shape) if d == 1)
         axes = {normalize_axis(ax, len(shape), node, "axes") for ax in axes}
         for ax in axes:
@@ -129,6 +150,8 @@ def convert_concat(ctx, node):
 
 @converter("Pad")
 def convert_pad(ctx, node):
+    """``pad`` with explicit per-axis pads and a scalar ``constant_value`` (attributes before
+    opset 11, inputs from then on; ``axes`` from opset 18)."""
     x = operand(ctx, node, 0)
     a = attributes(node)
     rank = x.type.rank
@@ -137,8 +160,8 @@ def convert_pad(ctx, node):
         pads, value = tuple(a.get("pads", a.get("paddings", ()))), a.get("value", 0.0)
     else:
         pads = _ints(constant_input(ctx, node, 1, "pads"))
-        value_array = constant_input(ctx, node, 2, "constant_value")
-        value = 0.0 if value_array is None else float(np.asarray(value_array).reshape(-1)[0])
+        value = scalar_input(ctx, node, 2, "constant_value")
+        value = 0.0 if value is None else value
         axes_array = constant_input(ctx, node, 3, "axes") if ctx.opset >= 18 else None
         if axes_array is not None:
             axes = [normalize_axis(ax, rank, node, "axes") for ax in _ints(axes_array)]
@@ -153,9 +176,10 @@ def convert_pad(ctx, node):
 
 @converter("Constant")
 def convert_constant(ctx, node):
+    """A ``constant`` holding the node's tensor or numeric value attribute."""
     a = attributes(node)
     if "value" in a:
-        array = onnx.numpy_helper.to_array(node.attribute[0].t)
+        array = tensor_array(a["value"], f"{node_label(node)}: attribute 'value'")
     elif "value_float" in a or "value_int" in a:
         key = "value_float" if "value_float" in a else "value_int"
         array = np.array(a[key], dtype=np.float32 if key == "value_float" else np.int64)
@@ -169,11 +193,18 @@ def convert_constant(ctx, node):
 
 @converter("ConstantOfShape")
 def convert_constant_of_shape(ctx, node):
+    """A ``constant`` of the given shape filled with the one-element ``value`` attribute
+    (f32 zero by default); ConstantTooLargeError before allocating one over the limit."""
     shape = _ints(constant_input(ctx, node, 0, "input"))
+    if any(d < 0 for d in shape):
+        raise ConversionError(f"{node_label(node)}: shape {list(shape)} has a negative dimension")
     a = attributes(node)
-    fill = (
-        onnx.numpy_helper.to_array(node.attribute[0].t) if "value" in a else np.zeros(1, np.float32)
-    )
+    if "value" in a:
+        fill = tensor_array(a["value"], f"{node_label(node)}: attribute 'value'")
+        scalar_value(node, fill, "attribute 'value'")
+    else:
+        fill = np.zeros(1, np.float32)
+    check_constant_size(shape, fill.dtype, node_label(node))
     array = np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)
     return [ctx.set_constant(node.output[0], array)]
 

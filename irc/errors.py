@@ -73,3 +73,7 @@ class InputError(IrcError):
 class ElidedConstantError(IrcError):
     """A graph parsed from an elided dump cannot run: its large constants were not printed."""
 
+
+class ConstantTooLargeError(IrcError):
+    """A constant irc would materialise (at import or by constant folding) is larger than
+    the limit, ``irc.constant_folding.MAX_CONSTANT_BYTES`` or ``$IRC_MAX_CONSTANT_BYTES``."""

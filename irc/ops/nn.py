@@ -12,6 +12,8 @@ from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
 from irc.ops.shape_rules import (
     broadcast_shapes,
+    broadcast_to,
+    check_pool_pads,
     norm_axis,
     reshape_target,
     same_dtype,
@@ -112,6 +114,7 @@ define(
 
 # ------------------------------------------------------------------ linear algebra
 def _infer_conv(types, attrs):
+    """NCHW output of a grouped 2-D convolution; the bias must be exactly [O]."""
     x, w = types[0], types[1]
     same_dtype(types, "conv2d")
     if x.rank != 4 or w.rank != 4:
@@ -153,6 +156,8 @@ define(
 
 
 def _infer_gemm(types, attrs):
+    """[M, N] from op(a) [M, K] and op(b) [K, N]; the bias C must broadcast *to* [M, N]
+    (unidirectionally, as ONNX Gemm says) and hold at least one element."""
     a, b = types[0], types[1]
     same_dtype(types, "gemm")
     if a.rank != 2 or b.rank != 2:
@@ -162,7 +167,7 @@ def _infer_gemm(types, attrs):
     if ka != kb and not (isinstance(ka, str) or isinstance(kb, str)):
         raise TypeInferenceError(f"gemm: inner dimensions {ka} and {kb} differ")
     if len(types) == 3:
-        broadcast_shapes([types[2].shape, (m, n)])
+        broadcast_to(types[2].shape, (m, n), "gemm bias C")
     return [TensorType(a.dtype, (m, n))]
 
 
@@ -177,8 +182,8 @@ define(
         **FUSED_ACTIVATION,
     },
     _infer_gemm,
-    doc="alpha * op(a) @ op(b) + beta * c, op = transpose when trans_* is 1, then the fused "
-    "activation",
+    doc="alpha * op(a) @ op(b) + beta * c, op = transpose when trans_* is 1, c broadcasts to "
+    "[M, N], then the fused activation",
     traits=("layer",),
 )
 
@@ -237,16 +242,16 @@ def _window_attrs(average: bool):
 
 
 def _infer_pool(types, attrs):
+    """NC<spatial> output of max / average pooling; no window may hold padding only (its
+    max would be -inf, its mean 0/0): each pad is smaller than the kernel, as onnxruntime
+    requires (than the dilated window, with dilations; see ``check_pool_pads``)."""
     x = types[0]
-    spatial = window_output_shape(
-        x,
-        attrs["kernel"],
-        attrs["strides"],
-        attrs["pads"],
-        attrs.get("dilations", (1,) * len(attrs["kernel"])),
-        attrs["ceil_mode"],
-        "pool",
-    )
+    kernel, strides, pads = attrs["kernel"], attrs["strides"], attrs["pads"]
+    dilations = attrs.get("dilations", (1,) * len(kernel))
+    ceil_mode = attrs["ceil_mode"]
+    spatial = window_output_shape(x, kernel, strides, pads, dilations, ceil_mode, "pool")
+    sizes = [static_dim(d, "pool spatial dimension") for d in x.shape[2:]]
+    check_pool_pads(sizes, kernel, strides, pads, dilations, ceil_mode, "pool")
     return [x.with_shape(x.shape[:2] + spatial)]
 
 
@@ -255,7 +260,7 @@ define(
     ["x"],
     _window_attrs(average=False),
     _infer_pool,
-    doc="max over windows; pads are -inf",
+    doc="max over windows; pads are -inf (each smaller than the kernel)",
 )
 define("avg_pool", ["x"], _window_attrs(average=True), _infer_pool, doc="mean over windows")
 

@@ -37,6 +37,25 @@ def broadcast_shapes(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
     return tuple(out)
 
 
+def broadcast_to(shape: tuple[Dim, ...], target: tuple[Dim, ...], what: str) -> None:
+    """TypeInferenceError naming ``what`` unless ``shape`` broadcasts *to* ``target``
+    (unidirectionally: ``target`` does not grow) and holds at least one element.
+
+    Each of ``shape``'s trailing dims must be 1 or equal the target's. A symbolic dim
+    matches only the same symbol, and a static dim other than 1 never matches a symbolic
+    one: either would hold only for some run-time sizes (give static shapes then).
+    """
+    if any(d == 0 for d in shape):
+        raise TypeInferenceError(
+            f"{what} {list(shape)} has zero elements; it must broadcast to {list(target)}"
+        )
+    fits = len(shape) <= len(target) and all(
+        d == 1 or d == t for d, t in zip(reversed(shape), reversed(target))
+    )
+    if not fits:
+        raise TypeInferenceError(f"{what} {list(shape)} does not broadcast to {list(target)}")
+
+
 def static_dim(d: Dim, what: str) -> int:
     """``d`` as an int; TypeInferenceError naming ``what`` if it is symbolic."""
     if isinstance(d, str):
@@ -108,6 +127,38 @@ def window_output_shape(x: TensorType, kernel, strides, pads, dilations, ceil_mo
             )
         )
     return tuple(out)
+
+
+def check_pool_pads(sizes, kernel, strides, pads, dilations, ceil_mode, what: str) -> None:
+    """TypeInferenceError unless every pooling window holds at least one input element.
+
+    A window of padding only has max -inf and mean 0/0. So each pad must be smaller than
+    its axis's window extent, ``dilation * (kernel - 1) + 1`` (the kernel itself when
+    undilated, where this is exactly onnxruntime's rule "pads < kernel"; a larger dilated
+    pad is what ``auto_pad`` SAME can need). When the window has gaps (dilation > 1) or the
+    input is empty, each window along ``sizes`` (static spatial lengths) is checked too.
+    """
+    nsp = len(kernel)
+    for i in range(nsp):
+        k, d, stride, size = kernel[i], dilations[i], strides[i], sizes[i]
+        extent = d * (k - 1) + 1
+        if max(pads[i], pads[i + nsp]) >= extent:
+            raise TypeInferenceError(
+                f"{what}: pads {list(pads)} must be smaller than the kernel {list(kernel)}"
+                + ("" if d == 1 else f" (dilated to {extent} on spatial axis {i})")
+                + "; a larger pad makes windows of padding only"
+            )
+        if d == 1 and size > 0:
+            continue  # contiguous windows that start and end by the input hold some of it
+        count = conv_output_size(size, k, stride, pads[i], pads[i + nsp], d, bool(ceil_mode))
+        for w in range(count):
+            start = w * stride - pads[i]
+            j = max(0, -(start // d))  # the first window element at index >= 0
+            if j >= k or start + j * d >= size:
+                raise TypeInferenceError(
+                    f"{what}: window {w} along spatial axis {i} holds padding only (input "
+                    f"length {size}, kernel {k}, dilation {d}, pads {list(pads)})"
+                )
 
 
 def reshape_target(in_shape: tuple[Dim, ...], target: tuple[int, ...]) -> tuple[Dim, ...]:
