@@ -191,9 +191,11 @@ class CompiledModel:
         """Per layer: op, shape, precision, weight bytes; and totals against FP32."""
         return model_report(self.graph)
 
-    def save(self, path) -> None:
-        """Write the compiled model to one file (``irc.load`` reads it back)."""
-        save_model(self, path)
+    def save(self, path, *, timestamp: bool = False, measurements: bool = False) -> None:
+        """Write the compiled model to one file (``irc.load`` reads it back); the same model
+        gives the same bytes unless ``timestamp`` (a creation time) or ``measurements``
+        (measured latencies) are asked for (``irc.serialize.save_model``)."""
+        save_model(self, path, timestamp=timestamp, measurements=measurements)
 
     def export_onnx(self, path=None, **options):
         """The model as standard ONNX in QDQ form (an ``onnx.ModelProto``), also written to

@@ -9,7 +9,8 @@ payloads as raw bytes, so a packed INT4 model file is about 1/8 of its FP32 one.
       metadata length u64 | IR length u64 | index length u64 | data length u64
       SHA-256 of metadata (32) | of IR (32) | of index (32) | of the preamble before it (32)
     metadata   JSON (UTF-8): irc and format version, inputs/outputs (name, shape, dtype),
-               precision per layer, calibration method, creation time, payload bytes
+               precision per layer, calibration method, payload bytes; the creation time
+               only when asked for (see below)
     IR         the graph's text IR, constants printed as dense<...> (``print_graph``)
     index      JSON list, one entry per constant payload in op order (each ``constant``
                value, each ``qconstant`` value and scales): op index, kind, attribute,
@@ -26,6 +27,23 @@ Reading checks the magic, the version (a newer format gets a clear error), the s
 (truncation), the checksums (naming the section or constant that is corrupt), parses the
 IR, re-attaches each payload to its op (checking kind, dtype and shape) and verifies the
 graph. Every problem raises ``ModelFileError``. No pickle: nothing in the file runs code.
+
+What a hostile file can make reading allocate is bounded: the IR and index blocks are
+inflated in one bounded step, each to at most ``MAX_INFLATION`` (64) times its compressed
+bytes plus ``INFLATION_SLACK`` (1 MiB) (real blocks inflate about 10x; a zlib bomb ~1000x),
+and JSON nested deeper than Python's recursion limit is a ``ModelFileError`` naming the
+block, not a RecursionError.
+
+The same model saved twice is the same bytes:
+
+- ``created`` (the creation time, UTC) is written only when the environment sets
+  ``SOURCE_DATE_EPOCH`` (that time: reproducible builds' convention) or the caller passes
+  ``timestamp=True`` (then the current time unless ``SOURCE_DATE_EPOCH`` is set). Files of
+  earlier versions, which always have it, read as before.
+- measurements, which differ from run to run, are left out unless ``measurements=True``:
+  the op attributes in ``MEASURED_ATTRS`` (``note_measured_us``, the latency the decision
+  measured per layer) and the metadata entries in ``MEASURED_METADATA`` (the decision
+  summary's verified latencies; ``irc inspect`` then says the latency was not saved).
 """
 
 from __future__ import annotations
@@ -33,6 +51,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import struct
 import zlib
@@ -40,7 +59,7 @@ import zlib
 import numpy as np
 
 from irc.derived_constants import derived_payloads, rederive
-from irc.errors import IrcError
+from irc.errors import InputError, IrcError
 from irc.ir import Graph
 from irc.loader import is_text_ir
 from irc.opdef import infer_types
@@ -65,6 +84,14 @@ PREAMBLE_SIZE = _PREAMBLE.size + 32
 TRAILER_SIZE = 32
 # dtypes a payload may have: every DType's numpy storage (no object or structured dtypes)
 _DTYPES = {d.numpy_name for d in DType}
+MAX_INFLATION = 64  # a zlib block may inflate to 64x its compressed bytes ...
+INFLATION_SLACK = 1 << 20  # ... plus 1 MiB
+# measurements (they differ from run to run): left out of a file unless asked for
+MEASURED_ATTRS = ("note_measured_us",)  # op attributes (irc.decision.choose.annotate)
+MEASURED_METADATA = (  # metadata entries
+    ("decision", "verified", "latency_ms"),
+    ("decision", "verified", "int8_latency_ms"),
+)
 
 
 class ModelFileError(IrcError):
@@ -97,10 +124,14 @@ def _keeps_inline(op, key: str) -> bool:
     return op.kind == "qconstant" and key == "scales" and op.attrs.get("axis", 0) < 0
 
 
-def _elided_text(graph: Graph) -> str:
-    """The graph's text IR with every constant payload printed as ``dense<...>``."""
+def _elided_text(graph: Graph, measurements: bool = False) -> str:
+    """The graph's text IR with every constant payload printed as ``dense<...>``, and
+    without the ``MEASURED_ATTRS`` unless ``measurements``."""
     copy = graph.clone()  # attribute dicts are copied: the caller's graph is untouched
     for op in copy.ops:
+        if not measurements:
+            for key in MEASURED_ATTRS:
+                op.attrs.pop(key, None)
         for key, value in op.attrs.items():
             if isinstance(value, np.ndarray) and not _keeps_inline(op, key):
                 op.attrs[key] = ElidedTensor(tensor_value_type(value))
@@ -121,14 +152,35 @@ def _signature(values) -> list[dict]:
     ]
 
 
-def graph_metadata(graph: Graph) -> dict:
-    """The metadata block's standard fields for ``graph`` (written by ``write_graph_file``)."""
+def creation_time(timestamp: bool = False) -> str | None:
+    """The ``created`` entry of a file written now: ``SOURCE_DATE_EPOCH`` (seconds since
+    1970, UTC) when the environment sets it, else the current time if ``timestamp``, else
+    None (no entry: the file's bytes do not depend on when it was written)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InputError(
+                f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970, got {epoch!r}"
+            ) from None
+    elif timestamp:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        return None
+    return when.isoformat(timespec="seconds")
+
+
+def graph_metadata(graph: Graph, timestamp: bool = False) -> dict:
+    """The metadata block's standard fields for ``graph`` (written by ``write_graph_file``);
+    ``created`` only as ``creation_time(timestamp)`` gives one."""
     report = model_report(graph)
+    created = creation_time(timestamp)
     return {
         "format": "irc-model",
         "format_version": FORMAT_VERSION,
         "irc_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **({"created": created} if created is not None else {}),
         "graph": graph.name,
         "inputs": _signature(graph.inputs),
         "outputs": _signature(graph.outputs),
@@ -139,14 +191,26 @@ def graph_metadata(graph: Graph) -> dict:
     }
 
 
-def write_graph_file(graph: Graph, path, metadata: dict | None = None) -> int:
+def write_graph_file(
+    graph: Graph,
+    path,
+    metadata: dict | None = None,
+    *,
+    timestamp: bool = False,
+    measurements: bool = False,
+) -> int:
     """Write ``graph`` (constants with data) to ``path``; returns the file's size.
 
-    ``metadata`` entries are added to (and override) ``graph_metadata(graph)``; they must
-    be JSON-able. The file is written to a temporary name and renamed into place.
+    ``metadata`` entries are added to (and override) ``graph_metadata(graph, timestamp)``;
+    they must be JSON-able. Unless ``measurements``, the op attributes ``MEASURED_ATTRS``
+    and the metadata entries ``MEASURED_METADATA`` are left out (the graph and ``metadata``
+    are not modified): the same graph gives the same bytes. The file is written to a
+    temporary name and renamed into place.
     """
-    meta = {**graph_metadata(graph), **(metadata or {})}
-    ir = zlib.compress(_elided_text(graph).encode("utf-8"), 6)
+    meta = {**graph_metadata(graph, timestamp), **(metadata or {})}
+    if not measurements:
+        meta = _without_measurements(meta)
+    ir = zlib.compress(_elided_text(graph, measurements).encode("utf-8"), 6)
     index, arrays, offset = [], [], 0
     for i, op, key, value in _payloads(graph):
         data = _little_endian_bytes(value)
@@ -193,13 +257,32 @@ def write_graph_file(graph: Graph, path, metadata: dict | None = None) -> int:
     return len(sections) + data_length + TRAILER_SIZE
 
 
-def save_model(compiled, path) -> int:
+def _without_measurements(meta: dict) -> dict:
+    """``meta`` without the entries ``MEASURED_METADATA`` names (copied where changed)."""
+    for path in MEASURED_METADATA:
+        meta = _without(meta, path)
+    return meta
+
+
+def _without(d, path: tuple[str, ...]):
+    if not isinstance(d, dict) or path[0] not in d:
+        return d
+    out = dict(d)
+    if len(path) == 1:
+        del out[path[0]]
+    else:
+        out[path[0]] = _without(d[path[0]], path[1:])
+    return out
+
+
+def save_model(compiled, path, *, timestamp: bool = False, measurements: bool = False) -> int:
     """Write a ``CompiledModel`` to one file (``irc.load`` reads it); returns its size.
 
     The model is not modified. The calibration method (and sample count), when the model
     was quantized with calibration data, and the decision summary (strategy, budgets,
     prediction, verification), when a strategy chose its precisions, go into the metadata;
-    per-layer reasons are annotations on the IR.
+    per-layer reasons are annotations on the IR. ``timestamp`` and ``measurements`` are as
+    for ``write_graph_file``: by default the same model gives the same bytes.
     """
     extra = {}
     calibration = getattr(compiled, "calibration", None)
@@ -213,7 +296,9 @@ def save_model(compiled, path) -> int:
         extra["decision"] = choice.summary()
     elif getattr(compiled, "metadata", None) and compiled.metadata.get("decision"):
         extra["decision"] = compiled.metadata["decision"]
-    return write_graph_file(compiled.graph, path, extra)
+    return write_graph_file(
+        compiled.graph, path, extra, timestamp=timestamp, measurements=measurements
+    )
 
 
 # ------------------------------------------------------------------ reading
@@ -286,16 +371,34 @@ def _split(path: str, data: bytes):
 
 
 def _text(path: str, sections, name: str) -> str:
-    """A block's text: the metadata as stored; the IR and index inflated when compressed."""
+    """A block's text: the metadata as stored; the IR and index inflated when compressed
+    (to at most ``MAX_INFLATION`` times their compressed size + ``INFLATION_SLACK``)."""
     raw = bytes(sections[name])
     try:
         if name != "metadata" and sections["flags"] & FLAG_ZLIB:
-            raw = zlib.decompress(raw)
+            raw = _inflate(path, name, raw)
         return raw.decode("utf-8")
     except (zlib.error, UnicodeDecodeError) as e:
         raise ModelFileError(
             f"'{path}' is corrupt: its {name} block cannot be read ({e})"
         ) from None
+
+
+def _inflate(path: str, name: str, raw: bytes) -> bytes:
+    """The zlib stream ``raw`` inflated, refused once it passes the cap (never inflated
+    further: a zlib bomb allocates the cap at most)."""
+    cap = MAX_INFLATION * len(raw) + INFLATION_SLACK
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(raw, cap)
+    if inflater.eof:
+        return out
+    if len(out) < cap:
+        raise zlib.error("the compressed stream is truncated")
+    raise ModelFileError(
+        f"'{path}' is corrupt: its {name} block inflates to more than {cap:,} bytes, "
+        f"{MAX_INFLATION}x its {len(raw):,} compressed bytes + {INFLATION_SLACK >> 20} MiB "
+        "(a zlib bomb, or not written by irc)"
+    )
 
 
 def _check_sums(path: str, data: bytes, fields, sections) -> None:
@@ -324,6 +427,11 @@ def _json(path: str, sections, name: str):
         return json.loads(text)
     except ValueError as e:
         raise ModelFileError(f"'{path}' is corrupt: its {name} block is not JSON ({e})") from None
+    except RecursionError:
+        raise ModelFileError(
+            f"'{path}' is corrupt: its {name} block is JSON nested too deeply to read "
+            "(irc writes a few levels)"
+        ) from None
 
 
 def _index(path: str, sections) -> list[dict]:
@@ -365,7 +473,7 @@ def _attach(path: str, graph: Graph, entries: list[dict], data) -> None:
                 f"{where} is {dtype}{list(shape)}, the op needs {expected.dtype.numpy}"
                 f"{list(expected.shape)}"
             )
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # Python ints: a forged shape cannot wrap around
         if count * dtype.itemsize != entry["nbytes"]:
             raise ModelFileError(f"{where}: {entry['nbytes']} bytes do not hold {dtype}{shape}")
         chunk = data[entry["offset"] : entry["offset"] + entry["nbytes"]]
@@ -419,8 +527,9 @@ def read_graph_file(path) -> tuple[Graph, dict]:
     _check_sums(path, data, fields, sections)
     meta = _json(path, sections, "metadata")
     entries = _index(path, sections)
+    text = _text(path, sections, "IR")
     try:
-        graph = parse_graph(_text(path, sections, "IR"), verify=False)
+        graph = parse_graph(text, verify=False)
         _refuse_old_int2(path, graph, fields[1])
         _attach(path, graph, entries, sections["data"])
         _restore_types(path, graph)
@@ -430,6 +539,10 @@ def read_graph_file(path) -> tuple[Graph, dict]:
     except IrcError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelFileError(f"'{path}': the saved graph cannot be rebuilt: {first}") from None
+    except RecursionError:
+        raise ModelFileError(
+            f"'{path}' is corrupt: its IR block nests too deeply to read"
+        ) from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"'{path}' is corrupt: its metadata block is not a JSON object")
     return graph, meta
@@ -448,9 +561,10 @@ def describe_metadata(path, meta: dict) -> str:
             for v in items
         )
 
+    created = get(meta, "created")  # only files written with a timestamp have one
     lines = [
         f"{os.fspath(path)}: irc compiled model (format {get(meta, 'format_version')}, "
-        f"irc {get(meta, 'irc_version')}, created {get(meta, 'created')})",
+        f"irc {get(meta, 'irc_version')}" + (f", created {created})" if created else ")"),
         f"inputs  {signature(get(meta, 'inputs'))}",
         f"outputs {signature(get(meta, 'outputs'))}",
     ]
@@ -465,7 +579,10 @@ def describe_metadata(path, meta: dict) -> str:
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MEASURED_ATTRS",
+    "MEASURED_METADATA",
     "ModelFileError",
+    "creation_time",
     "describe_metadata",
     "graph_metadata",
     "is_model_file",

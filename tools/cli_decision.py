@@ -115,8 +115,14 @@ def summary_lines(s: dict) -> list[str]:
         f"strategy {s['strategy']} under {s['budgets']} ({tries}; sensitivity on "
         f"{s['sensitivity_images']} inputs)",
         f"  predicted {format_bytes(p['bytes'])}, {p['latency_ms']:.2f} ms; measured "
-        f"{format_bytes(v['bytes'])}, {v['latency_ms']:.2f} ms, output SQNR {sqnr} dB{drop}",
+        f"{format_bytes(v['bytes'])}, {_ms(v.get('latency_ms'))}, output SQNR {sqnr} dB{drop}",
     ]
+
+
+def _ms(value) -> str:
+    """Milliseconds as the summary prints them; "latency not saved" when absent (a model
+    file keeps no measured timings unless saved with them)."""
+    return "latency not saved" if value is None else f"{value:.2f} ms"
 
 
 def inspect_rows(graph) -> list[dict]:
@@ -139,11 +145,19 @@ def inspect_rows(graph) -> list[dict]:
 
 
 def format_inspect(rows: list[dict], max_name: int = 48) -> str:
-    """An aligned table of ``inspect_rows``."""
+    """An aligned table of ``inspect_rows``: numbers formatted, a note of another kind (a
+    string, a list: a hand-edited or foreign file) printed as it is, a missing one as -."""
     header = ("layer", "precision", "out NSR", "SQNR dB", "pred µs", "meas µs", "bytes", "reason")
 
     def num(v, fmt):
-        return "-" if v is None else format(v, fmt)
+        if v is None:
+            return "-"
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return str(v)
+        try:
+            return format(v, fmt)
+        except OverflowError:  # an int too large for a float
+            return str(v)
 
     body = [
         (
@@ -154,7 +168,7 @@ def format_inspect(rows: list[dict], max_name: int = 48) -> str:
             num(r["predicted_us"], ".0f"),
             num(r["measured_us"], ".0f"),
             f"{r['bytes']:,}",
-            r["reason"] or "",
+            "" if r["reason"] is None else str(r["reason"]),
         )  # fmt: skip
         for r in rows
     ]

@@ -12,14 +12,23 @@ calls the interpreter's observers (the compile stage passes the compiled float p
 Statistics stream (``observers.py``): memory stays flat however many images are seen.
 The graph is only read. The ranges come out in a ``Calibration``, which keeps the
 statistics, so ``recompute`` tries another method without running the model again.
+
+Degenerate data calibrate badly without failing (all-zero or constant images quantize
+every later layer to few levels and change the model's top-1), so ``calibrate`` warns,
+once per calibration, naming what it found: a watched value whose range is zero
+(lo == hi), a graph input that is the same in every sample, or fewer than ``MIN_SAMPLES``
+(8) samples.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
+
+import numpy as np
 
 from irc.calibration.data import BatchSource, model_batches
 from irc.calibration.images import (
@@ -47,6 +56,7 @@ from irc.quant import activation_params
 __all__ = [
     "DEFAULT_BINS",
     "METHODS",
+    "MIN_SAMPLES",
     "PRESETS",
     "BatchSource",
     "Calibration",
@@ -63,6 +73,8 @@ __all__ = [
     "model_batches",
     "watched_values",
 ]
+
+MIN_SAMPLES = 8  # fewer calibration samples than this: a warning (ranges of a few inputs)
 
 
 class Calibration(Mapping):
@@ -200,8 +212,10 @@ def calibrate(
     source = model_batches(graph, data, batch_size=batch_size, preprocess=preprocess, limit=limit)
     count = 0
     first = graph.inputs[0].name
+    repeated = _RepeatedInputs()
     with Progress(source.total, enabled=bool(progress), force=progress == "force") as bar:
         for batch in source.batches:
+            repeated.update(batch)
             for name, observer in by_input:
                 observer.update(batch[name])
             run(batch, [observe] if by_result else [])
@@ -218,9 +232,65 @@ def calibrate(
             stacklevel=2,
         )
     ranges = _ranges(observers, method, percentile, entropy_bins)
+    problems = _degenerate(ranges, observers, repeated.names(), count)
+    if problems:
+        warnings.warn(
+            "calibration: degenerate statistics, the quantized model may lose accuracy: "
+            + "; ".join(problems)
+            + ". Calibrate on representative inputs (real images, preprocessed as in training)",
+            stacklevel=_caller_level(),
+        )
     return Calibration(
         ranges, method, count, observers, percentile=percentile, entropy_bins=entropy_bins
     )
+
+
+class _RepeatedInputs:
+    """Which graph inputs have been the same in every sample so far (a copy of the first
+    sample per input, compared with each batch until one differs)."""
+
+    def __init__(self):
+        self.first: dict[str, np.ndarray] = {}
+        self.same: dict[str, bool] = {}
+
+    def update(self, batch: dict[str, np.ndarray]) -> None:
+        """Compare ``batch`` (input name → array [B, ...]) with the first sample."""
+        for name, array in batch.items():
+            if not self.same.get(name, True) or array.shape[0] == 0:
+                continue
+            if name not in self.first:
+                self.first[name] = array[0].copy()
+            first = self.first[name]
+            self.same[name] = array.shape[1:] == first.shape and bool((array == first).all())
+            if not self.same[name]:
+                del self.first[name]
+
+    def names(self) -> list[str]:
+        """The inputs identical in every sample seen."""
+        return [name for name, same in self.same.items() if same]
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning raised by the caller of this function that points at
+    the first frame outside irc (the user's call, through the compile stages)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("irc."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _degenerate(ranges, observers, repeated: list[str], count: int) -> list[str]:
+    """What makes a calibration's statistics degenerate, one phrase each (none: [])."""
+    problems = []
+    flat = [n for n, (lo, hi) in ranges.items() if observers[n].seen and lo == hi]
+    if flat:
+        names = ", ".join(f"%{n}" for n in flat[:5]) + (" …" if len(flat) > 5 else "")
+        problems.append(f"{len(flat)} value(s) have range zero (lo == hi): {names}")
+    if count > 1:
+        problems += [f"input '{name}' is the same in all {count} samples" for name in repeated]
+    if count < MIN_SAMPLES:
+        problems.append(f"only {count} sample{'s' * (count != 1)} (use at least {MIN_SAMPLES})")
+    return problems
 
 
 def watched_values(graph: Graph, names: Iterable[str] | None = None) -> dict[str, Value]:

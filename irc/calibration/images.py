@@ -13,6 +13,7 @@ labels of a labelled folder.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,15 +137,47 @@ def list_images(folder, limit: int | None = None) -> list[Path]:
 
 
 def load_image(path, preprocess) -> np.ndarray:
-    """One image file preprocessed (see ``Preprocess.apply``); InputError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file preprocessed (see ``Preprocess.apply``).
+
+    InputError naming the file when Pillow cannot read it (whatever it raises), or when it
+    has more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb: a small
+    file declaring a huge image; Pillow itself only warns up to twice that).
+    """
+    from PIL import Image
 
     preprocess = resolve_preprocess(preprocess)
+    where = os.fspath(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
+            image = Image.open(path)
+        with image:
+            _check_pixels(image, where)
             return preprocess.apply(image)
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"data: cannot read image {os.fspath(path)!r}: {e}") from None
+    except InputError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise InputError(f"data: image {where!r} is too large to decode: {e}") from None
+    except OSError as e:  # Pillow's own: not an image, truncated
+        raise InputError(f"data: cannot read image {where!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any other failure of Pillow on a file's bytes
+        raise InputError(
+            f"data: cannot read image {where!r}, it is corrupt ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _check_pixels(image, where: str) -> None:
+    """InputError when ``image`` (opened, not decoded) has more pixels than Pillow allows."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    w, h = image.size
+    if limit is not None and w * h > limit:
+        raise InputError(
+            f"data: image {where!r} has {w * h:,} pixels ({w}x{h}), more than Pillow's limit "
+            f"of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS): a decompression bomb? Raise the "
+            "limit only for a file you trust"
+        )
 
 
 def iter_image_batches(files, preprocess, batch_size: int = 32) -> Iterator[np.ndarray]:

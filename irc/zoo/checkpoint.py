@@ -7,6 +7,21 @@ placeholder; anything else (``os.system``, ``builtins.eval``, …) stops the loa
 ``CheckpointError`` naming it. Tensors become arrays only after the pickle is read, by
 striding over their storage's bytes with every index checked against the storage size.
 
+What a hostile file can make this reader allocate is bounded, and checked before
+anything is allocated:
+
+- zip members (the pickle, each storage) are read in 1 MiB pieces, and all of them together
+  may inflate to at most ``MAX_INFLATION`` (16) times the checkpoint file's size plus
+  ``INFLATION_SLACK`` (16 MiB): a member whose declared size exceeds what is left is refused
+  unread (torch stores members uncompressed, so real checkpoints inflate 1×);
+- every tensor must lie inside its storage (offset + sum of (size - 1) * stride is an
+  element of it), checked against the storage's declared size before any storage is read,
+  and the declared sizes against the file before they are read;
+- all tensors together may materialise at most ``MAX_EXPANSION`` (4) times their storages'
+  bytes plus ``EXPANSION_SLACK`` (64 MiB): overlapping strides (stride 0, as torch's
+  ``expand`` saves) repeat elements, and a few hundred bytes could otherwise ask for
+  gigabytes. The tensor that crosses the cap is named.
+
 Both layouts torch has written are read:
 
 - zip (torch >= 1.6): ``<dir>/data.pkl`` plus one ``<dir>/data/<key>`` member per storage;
@@ -23,6 +38,7 @@ Both layouts torch has written are read:
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -35,6 +51,11 @@ from irc.errors import IrcError
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+MAX_INFLATION = 16  # zip members may inflate to 16x the file's size in all ...
+INFLATION_SLACK = 16 << 20  # ... plus 16 MiB
+MAX_EXPANSION = 4  # tensors may materialise 4x their storages' bytes in all ...
+EXPANSION_SLACK = 64 << 20  # ... plus 64 MiB
+_PIECE = 1 << 20  # zip members are read this many bytes at a time
 
 
 class CheckpointError(IrcError):
@@ -89,7 +110,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     (offset,) = _ints((storage_offset,), "storage offset")
     if len(shape) != len(strides):
         raise CheckpointError(f"tensor sizes {shape} and strides {strides} differ in rank")
-    return _TensorRef(storage, offset, shape, strides)  # bounds: checked in _materialize
+    return _TensorRef(storage, offset, shape, strides)  # bounds: _check_tensors, by name
 
 
 def _rebuild_parameter(data, *_ignored):
@@ -162,13 +183,15 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
 
     Takes a bare state dict or a dict holding one under ``state_dict`` / ``model``. Raises
     ``CheckpointError`` naming the file when it is missing, corrupt, truncated, not a
-    checkpoint, or names any global outside ``ALLOWED_GLOBALS``.
+    checkpoint, names any global outside ``ALLOWED_GLOBALS``, or would exceed the caps of
+    the module docstring (a zip member inflating too far, a tensor outside its storage,
+    tensors materialising too many bytes), before allocating for it.
     """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj, arrays = _read_zip(f) if zipfile.is_zipfile(f) else _read_legacy(f)
-        return _state_dict(_materialize(obj, arrays))
+            state, arrays = _read_zip(f) if zipfile.is_zipfile(f) else _read_legacy(f)
+        return {name: _materialize(name, ref, arrays) for name, ref in state.items()}
     except CheckpointError as e:
         raise CheckpointError(f"checkpoint '{path}': {e}") from None
     except OSError as e:
@@ -179,7 +202,9 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _read_zip(f) -> tuple[object, dict[str, np.ndarray]]:
+def _read_zip(f) -> tuple[dict[str, _TensorRef], dict[str, np.ndarray]]:
+    """(state dict of tensor placeholders, storage arrays) of a zip checkpoint."""
+    budget = _Budget(MAX_INFLATION * os.fstat(f.fileno()).st_size + INFLATION_SLACK)
     with zipfile.ZipFile(f) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -188,9 +213,13 @@ def _read_zip(f) -> tuple[object, dict[str, np.ndarray]]:
         prefix = pickles[0][: -len("data.pkl")]
         order = "little"
         if prefix + "byteorder" in names:
-            order = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
-        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])), tensors=True)
-        obj = unpickler.load()
+            order = budget.read(archive, prefix + "byteorder", f"'{prefix}byteorder'")
+            order = order.decode("ascii", "replace").strip()
+        data = budget.read(archive, pickles[0], f"'{pickles[0]}'")
+        unpickler = _Unpickler(io.BytesIO(data), tensors=True)
+        state = _state_dict(unpickler.load())
+        del data
+        _check_tensors(state, unpickler.storages, order)
         raw = {}
         for key, storage in unpickler.storages.items():
             member = f"{prefix}data/{key}"
@@ -201,11 +230,42 @@ def _read_zip(f) -> tuple[object, dict[str, np.ndarray]]:
             expected = storage.numel * _numpy_dtype(storage.kind, order).itemsize
             if archive.getinfo(member).file_size != expected:  # checked before inflating it
                 raise CheckpointError(f"storage '{key}' is not {storage.numel} elements long")
-            raw[key] = archive.read(member)
-    return obj, _storage_arrays(unpickler.storages, raw, order)
+            raw[key] = budget.read(archive, member, f"storage '{key}' ('{member}')")
+    return state, _storage_arrays(unpickler.storages, raw, order)
 
 
-def _read_legacy(f) -> tuple[object, dict[str, np.ndarray]]:
+class _Budget:
+    """The bytes zip members may still inflate to (``MAX_INFLATION``, ``INFLATION_SLACK``)."""
+
+    def __init__(self, limit: int):
+        self.limit = self.left = limit
+
+    def read(self, archive: zipfile.ZipFile, name: str, what: str) -> bytes:
+        """Member ``name`` of ``archive``, read in pieces; CheckpointError (naming it as
+        ``what``) when its declared or actual size exceeds what is left of the budget."""
+        declared = archive.getinfo(name).file_size
+        if declared > self.left:
+            raise self._refuse(what, declared)
+        pieces, size = [], 0
+        with archive.open(name) as member:
+            while piece := member.read(min(_PIECE, self.left - size + 1)):
+                size += len(piece)
+                if size > self.left or size > declared:  # zipfile stops at declared; be sure
+                    raise self._refuse(what, size)
+                pieces.append(piece)
+        self.left -= size
+        return b"".join(pieces)
+
+    def _refuse(self, what: str, size: int) -> CheckpointError:
+        return CheckpointError(
+            f"{what} inflates to {size:,} bytes or more, beyond the {self.limit:,} bytes all "
+            f"zip members may inflate to ({MAX_INFLATION}x the file's size + "
+            f"{INFLATION_SLACK >> 20} MiB): a zip bomb, or not a checkpoint torch wrote"
+        )
+
+
+def _read_legacy(f) -> tuple[dict[str, _TensorRef], dict[str, np.ndarray]]:
+    """(state dict of tensor placeholders, storage arrays) of a legacy checkpoint."""
     f.seek(0)  # is_zipfile moved it
     try:
         magic = _Unpickler(f, tensors=False).load()
@@ -222,7 +282,8 @@ def _read_legacy(f) -> tuple[object, dict[str, np.ndarray]]:
     big = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
     order = "big" if big else "little"
     unpickler = _Unpickler(f, tensors=True)
-    obj = unpickler.load()
+    state = _state_dict(unpickler.load())
+    _check_tensors(state, unpickler.storages, order)
     keys = _Unpickler(f, tensors=False).load()
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise CheckpointError("the list of storage keys after the pickle is malformed")
@@ -242,7 +303,7 @@ def _read_legacy(f) -> tuple[object, dict[str, np.ndarray]]:
         if nbytes > size - f.tell():  # checked before reading: a forged count allocates nothing
             raise CheckpointError(f"truncated: storage '{key}' ends early")
         raw[key] = f.read(nbytes)
-    return obj, _storage_arrays(unpickler.storages, raw, order)
+    return state, _storage_arrays(unpickler.storages, raw, order)
 
 
 def _numpy_dtype(kind: _StorageType, order: str) -> np.dtype:
@@ -265,34 +326,53 @@ def _storage_arrays(storages, raw: dict[str, bytes], order: str) -> dict[str, np
     return out
 
 
-def _materialize(obj, arrays: dict[str, np.ndarray]):
-    """The unpickled object with every tensor placeholder replaced by its own array."""
-    if isinstance(obj, _Storage | _StorageType):
-        return obj  # not a tensor: the state dict check rejects it
-    if isinstance(obj, _TensorRef):
-        data = arrays[obj.storage.key]
-        if 0 in obj.shape:
-            return np.zeros(obj.shape, data.dtype)
-        last = obj.offset + sum((n - 1) * s for n, s in zip(obj.shape, obj.stride))
-        if last >= data.size:  # as_strided would read past the buffer
+def _check_tensors(state: dict[str, _TensorRef], storages, order: str) -> None:
+    """CheckpointError naming the first tensor that reaches outside its storage, or that
+    takes the tensors' materialised bytes past ``MAX_EXPANSION`` x their storages' bytes +
+    ``EXPANSION_SLACK``; from the pickle's metadata alone, before any storage is read."""
+    roots = [s for s in storages.values() if s.view is None]
+    stored = sum(s.numel * _numpy_dtype(s.kind, order).itemsize for s in roots)
+    limit = MAX_EXPANSION * stored + EXPANSION_SLACK
+    total = 0
+    for name, t in state.items():
+        count = math.prod(t.shape)
+        if count == 0:
+            continue  # nothing to read
+        what = f"tensor '{name}' {list(t.shape)} (strides {list(t.stride)}, offset {t.offset})"
+        last = t.offset + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+        if last >= t.storage.numel:  # as_strided would read past the buffer
             raise CheckpointError(
-                f"a tensor {list(obj.shape)} (strides {list(obj.stride)}, offset {obj.offset}) "
-                f"reaches element {last} of a storage of {data.size}"
+                f"{what} reaches element {last} of a storage of {t.storage.numel}"
             )
-        strides = tuple(s * data.itemsize for s in obj.stride)
-        window = np.lib.stride_tricks.as_strided(data[obj.offset :], obj.shape, strides)
-        return np.array(window, copy=True)
-    if isinstance(obj, dict):
-        return {k: _materialize(v, arrays) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_materialize(v, arrays) for v in obj)
-    return obj
+        bfloat16 = t.storage.kind.name == "BFloat16Storage"  # read as float32
+        total += count * (4 if bfloat16 else np.dtype(t.storage.kind.dtype).itemsize)
+        if total > limit:
+            raise CheckpointError(
+                f"{what} would bring the tensors to {total / 2**20:,.1f} MiB from "
+                f"{stored / 2**20:,.1f} MiB of storages, beyond the cap of {MAX_EXPANSION}x "
+                f"those + {EXPANSION_SLACK >> 20} MiB (overlapping strides repeat elements); "
+                "refused unread"
+            )
 
 
-def _state_dict(obj) -> dict[str, np.ndarray]:
+def _materialize(name: str, t: _TensorRef, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Tensor placeholder ``t`` (named ``name``) as its own array, copied from its storage."""
+    data = arrays[t.storage.key]
+    if 0 in t.shape:
+        return np.zeros(t.shape, data.dtype)
+    last = t.offset + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    if last >= data.size:  # _check_tensors saw the declared size; this is the one read
+        raise CheckpointError(f"tensor '{name}' reaches element {last} of a storage of {data.size}")
+    strides = tuple(s * data.itemsize for s in t.stride)
+    window = np.lib.stride_tricks.as_strided(data[t.offset :], t.shape, strides)
+    return np.array(window, copy=True)
+
+
+def _state_dict(obj) -> dict[str, _TensorRef]:
+    """The state dict (name → tensor placeholder) in an unpickled checkpoint object."""
     if isinstance(obj, dict):
-        if obj and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()):
-            return obj
+        if obj and all(isinstance(k, str) and isinstance(v, _TensorRef) for k, v in obj.items()):
+            return dict(obj)
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict):
                 return _state_dict(obj[key])
