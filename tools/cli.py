@@ -278,18 +278,31 @@ def cmd_run(args) -> int:
             raise InputError("a compiled model has fixed input shapes: drop --input-shape")
         model = load_model(args.model, num_threads=args.threads, warmup=False)
         graph = model.graph
-        outputs = list(model(read_inputs(args.input, graph)))
+        outputs = list(model(_warn_non_finite(read_inputs(args.input, graph))))
     else:
         if args.threads is not None:
             raise InputError("--threads applies to compiled model files (irc compile -o FILE)")
         graph = _load(args)
-        outputs = run_graph(graph, read_inputs(args.input, graph))
+        outputs = run_graph(graph, _warn_non_finite(read_inputs(args.input, graph)))
     names = [v.name for v in graph.outputs]
     if args.output:
         write_outputs(args.output, names, outputs)
     else:
         print(summarize(names, outputs))
     return 0
+
+
+def _warn_non_finite(inputs: dict) -> dict:
+    """``inputs``, after a warning on stderr for each float input holding NaN or ±inf (float
+    ops follow IEEE; a quantize reads NaN as the zero point and saturates ±inf)."""
+    for name, array in inputs.items():
+        if np.issubdtype(array.dtype, np.floating):
+            nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            if nan or inf:
+                print(f"irc: warning: input '{name}' holds {nan} NaN and {inf} infinite values; "
+                      "float layers follow IEEE, integer layers read NaN as the zero point and "
+                      "saturate ±inf", file=sys.stderr)  # fmt: skip
+    return inputs
 
 
 def cmd_opt(args) -> int:

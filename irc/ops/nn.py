@@ -39,6 +39,27 @@ def _same(types, attrs):
     return [types[0]]
 
 
+def check_bounds(lo: float, hi: float, what: str) -> None:
+    """TypeInferenceError for a NaN clamp bound: one semantics for it (the interpreter's
+    ``np.clip``, the kernels' comparisons and onnxruntime each read it otherwise), so
+    none: a bound is a number or ±inf."""
+    if math.isnan(lo) or math.isnan(hi):
+        raise TypeInferenceError(
+            f"{what}: a clamp bound is NaN ([{lo}, {hi}]); give a number or ±inf"
+        )
+
+
+def _infer_clip(types, attrs):
+    check_bounds(attrs["min"], attrs["max"], "clip")
+    return [types[0]]
+
+
+def _fused_bounds(attrs, what: str) -> None:
+    """The fused activation's clamp bounds, checked as ``check_bounds`` does."""
+    if "act_min" in attrs:
+        check_bounds(attrs["act_min"], attrs["act_max"], f"{what}'s fused activation")
+
+
 # ------------------------------------------------------------------ elementwise
 for _name, _doc in (
     ("relu", "max(x, 0)"),
@@ -68,13 +89,14 @@ define(
     "clip",
     ["x"],
     {"min": Attr("float", -INF), "max": Attr("float", INF)},
-    _same,
-    doc="min(max(x, min), max); bounds are cast to x's element type",
+    _infer_clip,
+    doc="min(max(x, min), max); bounds are cast to x's element type (never NaN)",
     traits=("elementwise",),
 )
 
 
 def _infer_binary(types, attrs):
+    _fused_bounds(attrs, "elementwise")
     dtype = same_dtype(types, "elementwise")
     return [TensorType(dtype, broadcast_shapes([t.shape for t in types]))]
 
@@ -114,6 +136,7 @@ define(
 
 # ------------------------------------------------------------------ linear algebra
 def _infer_conv(types, attrs):
+    _fused_bounds(attrs, "conv2d")
     """NCHW output of a grouped 2-D convolution; the bias must be exactly [O]."""
     x, w = types[0], types[1]
     same_dtype(types, "conv2d")
@@ -156,6 +179,7 @@ define(
 
 
 def _infer_gemm(types, attrs):
+    _fused_bounds(attrs, "gemm")
     """[M, N] from op(a) [M, K] and op(b) [K, N]; the bias C must broadcast *to* [M, N]
     (unidirectionally, as ONNX Gemm says) and hold at least one element."""
     a, b = types[0], types[1]
