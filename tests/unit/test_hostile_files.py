@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import struct
 import subprocess
 import sys
@@ -424,3 +425,28 @@ def test_metadata_json_is_still_plain_json(tmp_path, compiled):
     compiled.save(tmp_path / "m.ircm")
     meta = json.loads(_sections((tmp_path / "m.ircm").read_bytes())["metadata"])
     assert meta["format"] == "irc-model" and meta["format_version"] == 3
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_a_forged_memo_index_costs_no_memory(tmp_path, layout):
+    """LONG_BINPUT 2**25: the C unpickler grows its memo array past it (512 MiB here,
+    under the probe's 1 GiB heap; a one-byte change to MobileNetV2's legacy checkpoint took
+    19 GB that way); irc's reader stays small."""
+    bomb = b"\x80\x02}r\x00\x00\x00\x02."  # PROTO 2, EMPTY_DICT, LONG_BINPUT 2^25, STOP
+    path = tmp_path / "m.pth"
+    if layout == "legacy":
+        sys_info = {"protocol_version": 1001, "little_endian": True}
+        parts = [pickle.dumps(checkpoint.MAGIC_NUMBER, 2), pickle.dumps(1001, 2),
+                 pickle.dumps(sys_info, 2), bomb, pickle.dumps([], 2)]  # fmt: skip
+        path.write_bytes(b"".join(parts))
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", bomb)
+    peak = _peak_rss_mib(f"""
+from irc.zoo.checkpoint import CheckpointError, load_state_dict
+try:
+    load_state_dict({str(path)!r})
+except CheckpointError:
+    pass
+""")
+    assert peak < 400
