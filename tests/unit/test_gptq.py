@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx_builders import small_convnet
 
+import irc
 from irc import gptq, quant
 from irc.gptq import (
     DAMPING,
@@ -22,6 +24,10 @@ from irc.gptq import (
     output_errors,
     round_layer,
 )
+from irc.interpreter import run_graph
+from irc.pass_manager import PassManager
+from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+from irc.precision import layer_name
 from irc.run_statistics import conv_patches, input_gram, layer_hessians, spatial_gram
 
 
@@ -98,9 +104,6 @@ def test_patches_match_a_direct_convolution():
 
 
 def test_compile_with_gptq_rounds_every_layer_and_runs_bit_exact():
-    from onnx_builders import small_convnet
-
-    import irc
 
     data = np.random.default_rng(2).normal(size=(16, 3, 16, 16)).astype(np.float32)
     model = irc.compile(small_convnet(), precision="int4", calibration=data, rounding="gptq",
@@ -113,11 +116,6 @@ def test_compile_with_gptq_rounds_every_layer_and_runs_bit_exact():
 
 
 def test_a_calibration_with_statistics_rounds_as_asked():
-    from onnx_builders import small_convnet
-
-    import irc
-    from irc.pass_manager import PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
     data = np.random.default_rng(2).normal(size=(16, 3, 16, 16)).astype(np.float32)
     graph = irc.import_onnx(small_convnet())
@@ -239,11 +237,6 @@ def test_held_out_damping_beats_the_default_where_few_inputs_overfit():
 
 
 def test_layer_hessians_halves_average_to_the_whole():
-    from onnx_builders import small_convnet
-
-    import irc
-    from irc.pass_manager import PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
     graph = irc.import_onnx(small_convnet())
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
@@ -259,12 +252,6 @@ def test_layer_hessians_halves_average_to_the_whole():
 
 
 def test_layer_hessians_keep_the_pool_inputs_per_position_statistics():
-    from onnx_builders import small_convnet
-
-    import irc
-    from irc.interpreter import run_graph
-    from irc.pass_manager import PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
     graph = irc.import_onnx(small_convnet())
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
@@ -344,13 +331,6 @@ def test_centered_statistics_are_the_sums_about_each_layers_input_mean():
     ``centered()`` H is mean Σ (p − μ)(p − μ)ᵀ over the patches p as the kernel reads them
     (padding's zeros included), μ the input's per-channel mean laid out like a weight row;
     the pooled gemm's per-position statistics are centered on the same μ."""
-    from onnx_builders import small_convnet
-
-    import irc
-    from irc.interpreter import run_graph
-    from irc.pass_manager import PassManager
-    from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-    from irc.precision import layer_name
 
     graph = irc.import_onnx(small_convnet())
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
@@ -433,9 +413,6 @@ def test_weights_of_an_input_the_statistics_never_saw_keep_their_nearest_level(b
 def test_gptq_statistics_read_at_most_calibration_limit_inputs():
     """irc.compile's calibration_limit caps the GPTQ statistics' inputs too: five inputs
     are one batch of eight (no halves to choose a damping on), forty are five."""
-    from onnx_builders import small_convnet
-
-    import irc
 
     data = np.random.default_rng(5).normal(size=(40, 3, 16, 16)).astype(np.float32)
     models = {limit: irc.compile(small_convnet(), precision="int4", calibration=data,

@@ -51,6 +51,7 @@ from irc.serialize import (
     save_model,
     write_graph_file,
 )
+from irc.tools.cli import main
 from irc.zoo import checkpoint
 from irc.zoo.checkpoint import CheckpointError, load_state_dict
 
@@ -330,8 +331,6 @@ def test_files_of_the_previous_version_with_created_still_load(tmp_path, compile
 
 # ------------------------------------------------------------------ irc inspect
 def test_inspect_prints_string_notes_as_they_are(tmp_path, compiled, capsys):
-    from irc.tools.cli import main
-
     graph = compiled.graph.clone()
     for op in graph.ops:
         if op.kind in ("conv2d", "gemm"):
