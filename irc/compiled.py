@@ -24,6 +24,7 @@ from numba.core.errors import NumbaError
 
 from irc.backends.numba.codegen import Driver, Program, Snapshot
 from irc.backends.numba.kernel_table import BackendError
+from irc.backends.numba.numba_cache import compile_lock
 from irc.errors import InputError
 from irc.export_onnx import export_onnx
 from irc.interpreter import ExecutionError, check_inputs
@@ -170,13 +171,14 @@ class CompiledModel:
         return ExecutionError(f"{where} failed in the compiled model: {again or error}")
 
     def warm_up(self) -> None:
-        """Run once on zeros so every kernel is compiled (or loaded from Numba's cache).
+        """Run once on zeros so every kernel is compiled (or loaded from Numba's cache; one
+        process at a time per cache, so a second one loads what the first compiled).
 
         BackendError names an op whose kernel Numba cannot compile; other failures are
         left to the first real call (zeros may be invalid data: an index, a divisor).
         """
         zeros = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in self.graph.inputs]
-        with self._lock:
+        with self._lock, compile_lock():  # another process warming the same kernels waits
             try:
                 self._driver.run(*zeros)
             except NumbaError:

@@ -4,17 +4,26 @@ Numba reads a cached kernel's index (``.nbi``) and machine code (``.nbc``) with 
 a truncated or damaged file makes every later call of that kernel raise (``pickle data was
 truncated``), naming neither the file nor a remedy. ``guard_cache`` turns an unreadable
 file into a cache miss: the file is removed, a warning names it, and Numba compiles the
-kernel again and writes it anew. (Numba writes each cache file to a temporary name and
-renames it into place, so processes that compile the same kernels at once each do the
-work but never corrupt each other's files.)
+kernel again and writes it anew. Numba writes each cache file to a temporary name and
+renames it into place, so processes that compile the same kernels at once never corrupt
+each other's files; ``compile_lock`` makes them take turns, so the second loads what the
+first compiled instead of compiling it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from pathlib import Path
 
+import numba
 from numba.core import caching
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; processes compile side by side
+    fcntl = None
 
 _GUARDED = "_irc_guarded"
 
@@ -64,3 +73,33 @@ def guard_cache() -> None:
 
     cls._load_index, cls._load_data = _load_index, _load_data
     setattr(cls, _GUARDED, True)
+
+
+def _lock_path() -> Path:
+    """The lock file beside the kernels' cache (``NUMBA_CACHE_DIR``, else this package's
+    ``__pycache__``)."""
+    folder = numba.config.CACHE_DIR or str(Path(__file__).parent / "__pycache__")
+    return Path(folder) / "irc-compile.lock"
+
+
+@contextlib.contextmanager
+def compile_lock():
+    """Hold an exclusive lock shared by every irc process using the same kernel cache, for
+    the duration of a warm-up (where kernels compile or load); a no-op where the lock file
+    cannot be made (a read-only cache folder, no ``fcntl``)."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        path = _lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - held across the yield
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

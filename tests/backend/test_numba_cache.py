@@ -1,4 +1,5 @@
-"""A corrupt Numba cache file is a cache miss with a warning, not a failing model.
+"""A corrupt Numba cache file is a cache miss with a warning, not a failing model; two
+processes compiling the same kernels cold take turns, and the second loads them.
 
 Each run is a fresh process with its own ``NUMBA_CACHE_DIR`` (the suite's cache is never
 touched): the first fills the cache, every cache file is then truncated, and the next run
@@ -54,3 +55,25 @@ def test_without_the_guard_the_same_cache_fails(corrupt_cache):
     unguarded = "from numba.core import caching\ncaching.IndexDataCacheFile._irc_guarded = True\n"
     failed = run(corrupt_cache, unguarded)
     assert failed.returncode != 0 and "truncated" in failed.stderr
+
+
+def _saves_of_two_cold_processes(cache: Path) -> int:
+    """Cache files Numba wrote ("data saved") when two processes compile at once."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_DEBUG_CACHE="1")
+    runs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    return sum(out.count("data saved") for out in outputs)
+
+
+def test_two_cold_processes_compile_each_kernel_once(tmp_path):
+    """The second process waits for the first's warm-up and loads what it compiled, so
+    the two save what one cold run saves (without the lock, two processes started together
+    save most kernels twice: 5 or 6 saves of 3 when this was written)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "count"), NUMBA_DEBUG_CACHE="1")
+    single = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=300).stdout.count("data saved")  # fmt: skip
+    assert single > 0
+    assert _saves_of_two_cold_processes(tmp_path / "shared") == single
