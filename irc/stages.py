@@ -18,6 +18,7 @@ from __future__ import annotations
 from irc.build import build, load, load_model, static_graph
 from irc.calibration import Calibration
 from irc.calibration import calibrate as reference_calibrate
+from irc.compile_options import CALIBRATION_ENGINES
 from irc.compiled import CompiledModel
 from irc.errors import InputError
 from irc.ir import Graph
@@ -28,10 +29,7 @@ from irc.run_statistics import GPTQ_SAMPLES, layer_hessians, rounding_statistics
 from irc.run_statistics import calibrate as compiled_calibrate
 from irc.specialize import specialize
 
-ENGINES = ("compiled", "reference")  # what runs the float graph during calibration
-
 __all__ = [
-    "ENGINES",
     "GPTQ_SAMPLES",
     "build",
     "build_plan",
@@ -61,8 +59,10 @@ def calibrate(graph: Graph, data, method: str = "minmax", *, engine: str = "comp
     ``irc.calibration.calibrate``: ``preprocess``, ``limit``, ``progress``, ...). ``engine``:
     ``compiled`` runs the graph's compiled float program, ``reference`` the numpy
     reference interpreter (every op, slowly)."""
-    if engine not in ENGINES:
-        raise InputError(f"calibration engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine not in CALIBRATION_ENGINES:
+        raise InputError(
+            f"calibration engine must be one of {', '.join(CALIBRATION_ENGINES)}; got {engine!r}"
+        )
     if engine == "reference":
         return reference_calibrate(graph, data, method, **options)
     return compiled_calibrate(graph, data, method, num_threads=num_threads, **options)
