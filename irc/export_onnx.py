@@ -5,7 +5,8 @@
 
     $ irc export model.ircm -o model.onnx                # a saved compiled model file
 
-The compiled graph (any level: L1, L2 or the final L3) is written op by op, every integer
+The compiled graph (any level: L1, L2 or the final L3; channels-last layers put back in
+ONNX's NCHW by the ``channels-first`` pass) is written op by op, every integer
 in it exactly as irc stores it:
 
 - **INT8 / INT4 / INT2 layer** (qconv2d, qgemm): the weight is an INT8 or INT4
@@ -54,6 +55,7 @@ from irc.errors import IrcError
 from irc.export_onnx_ops import CONVERTERS, ONNX_DTYPES, convert_float
 from irc.ir import Graph, Value
 from irc.opdef import has_trait
+from irc.passes.layout import channels_first
 from irc.precision import layer_name
 from irc.report import model_report
 from irc.types import DType
@@ -84,7 +86,7 @@ def export_onnx(model, path=None, *, activations: str = "uint8",
     for what, given in (("activations", activations), ("int8_weights", int8_weights)):
         if given not in STORAGE_TYPES:
             raise ExportError(f"{what} must be one of {', '.join(STORAGE_TYPES)}, not {given!r}")
-    graph = model if isinstance(model, Graph) else model.graph
+    graph = channels_first(model if isinstance(model, Graph) else model.graph)
     try:
         proto = _Exporter(graph, activations == "uint8", int8_weights == "uint8").build()
         onnx.checker.check_model(proto, full_check=True)

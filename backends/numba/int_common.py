@@ -4,14 +4,15 @@ The arithmetic is ``irc.quant``'s, so the kernels agree with the reference bit f
 ``p = acc · M`` in int64 (wrapping as numpy's int64 does), ``round_half_even(p / 2^shift)``,
 the output zero point, the clamp to the fused activation's levels.
 
-A channel whose product provably stays below 2^53 in magnitude wherever the result is not
-clamped takes a float64 path, which LLVM vectorises far better than 64-bit integer
-multiplies and shifts on AVX2: y = rint((acc + corr) · (M · 2^-shift)). When |acc · M| <
-2^53 every step is exact (a power-of-two scale adds no rounding, and ``rint`` rounds half to
-even), so y equals the integer result; when it is larger and shift <= 44, |y| >= 2^9, so
-both paths saturate to the same end. ``layer_constants`` picks the path per channel, and
-requires as well that the integer product cannot wrap (then the reference's int64 wraps
-and only the integer path follows it).
+A channel takes a float64 path where that is exact, which LLVM vectorises far better than
+64-bit integer multiplies and shifts: y = rint((acc + corr) · (M · 2^-shift)). When
+|acc · M| < 2^53 every step is exact (a power-of-two scale adds no rounding, and ``rint``
+rounds half to even), so y equals the integer result; when it is larger and shift <= 44,
+|y| >= 2^9, so both paths saturate to the same end. ``layer_constants`` picks the path per
+channel (exact for every accumulator the layer can produce, or shift <= 44), and requires
+as well that the integer product cannot wrap (then the reference's int64 wraps and only
+the integer path follows it). The kernels requantize a tile by the float path and redo
+the few channels that may not take it (``requantize_rows``) by the integer one.
 
 Layer tails are per output channel: ``layer_constants`` folds the int32 bias and the input
 zero point's term ``-z_x · Σ_k w[o, k]`` into one int64 per channel and widens the
@@ -74,7 +75,8 @@ def layer_constants(bias, multiplier, shift, weight_sums, x_zero, acc_bound):
         corr_f[c] = np.float64(corr[c])
         scale_f[c] = np.float64(mult[c]) / np.float64(np.int64(1) << shf[c])
         largest = (abs(corr_f[c]) + np.float64(acc_bound)) * np.float64(mult[c])
-        fast[c] = shf[c] <= FAST_SHIFT_MAX and largest < 2.0**62 and abs(corr_f[c]) < 2.0**52
+        exact = largest < 2.0**53 or shf[c] <= FAST_SHIFT_MAX
+        fast[c] = exact and largest < 2.0**62 and abs(corr_f[c]) < 2.0**52
     return corr, mult, shf, corr_f, scale_f, fast
 
 
@@ -120,26 +122,24 @@ def requantize_rows(acc, rows, cols, tail, c0, zp, lo, hi, of, off, pitch):
     """of[off + p·pitch + o] = requant(acc[p, o] + corr[c0 + o]) for p < rows, o < cols.
 
     The gemm epilogue: rows of the product written as rows of the [M, N] result, by the
-    float64 path when every channel of the tile may take it.
+    float64 path vectorised along the row, then the channels that may not take it redone
+    by the integer path.
     """
     corr, mult, shf, corr_f, scale_f, fast = tail
     fz, flo, fhi = np.float64(zp), np.float64(lo), np.float64(hi)
-    all_fast = True
-    for o in range(cols):
-        all_fast = all_fast and fast[c0 + o]
+    k, s = corr_f[c0 : c0 + cols], scale_f[c0 : c0 + cols]
     for p in range(rows):
         dst = uint64(off + p * pitch)
-        if all_fast:
-            for o in range(uint64(cols)):
-                c = c0 + o
-                y = np.rint((np.float64(acc[p, o]) + corr_f[c]) * scale_f[c]) + fz
-                y = flo if y < flo else y
-                of[dst + o] = np.int8(fhi if y > fhi else y)
-        else:
-            for o in range(uint64(cols)):
-                c = c0 + o
+        for o in range(uint64(cols)):
+            y = np.rint((np.float64(acc[p, o]) + k[o]) * s[o]) + fz
+            y = flo if y < flo else y
+            of[dst + o] = np.int8(fhi if y > fhi else y)
+    for o in range(cols):
+        c = c0 + o
+        if not fast[c]:
+            for p in range(rows):
                 v = requantize_one(np.int64(acc[p, o]) + corr[c], mult[c], shf[c], zp, lo, hi)
-                of[dst + o] = np.int8(v)
+                of[off + p * pitch + o] = np.int8(v)
 
 
 @njit(cache=True, inline="always")

@@ -1,4 +1,5 @@
-"""Integer elementwise kernels: quantize, dequantize, qadd and the integer global mean.
+"""Integer elementwise kernels: quantize, dequantize, qadd and the integer global mean
+(over NCHW rows, or channels last: per image, a sum of pixel rows vectorised over channels).
 
 ``quantize`` and ``dequantize`` compute in float32 exactly as ``irc.quant`` does (x / scale
 is one float32 division, ``np.rint`` rounds half to even), so they match numpy bit for
@@ -135,3 +136,22 @@ def qmean_rows(xf, of, count, x_zero, mult, shift, zp):
             total += np.int64(xf[base + i])
         total -= np.int64(count) * x_zero
         of[r] = np.int8(requantize_one(total, mult, shift, zp, -128, 127))
+
+
+@njit(cache=True)
+def qmean_channels_last(x, out, count, x_zero, mult, shift, zp):
+    """out[b, c] = requant(Σ_p x[b, p, c] - count·x_zero) for NHWC ``x`` of ``count``
+    pixels per image (viewed [N, count, C]); ``out`` holds N·C levels."""
+    images, channels = x.shape[0], x.shape[-1]
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    totals = np.empty(channels, dtype=np.int64)
+    n = uint64(channels)
+    for b in range(images):
+        totals[:] = -np.int64(count) * x_zero
+        for p in range(count):
+            base = uint64((b * count + p) * channels)
+            for c in range(n):
+                totals[c] += np.int64(xf[base + c])
+        for c in range(channels):
+            v = requantize_one(totals[c], mult, shift, zp, -128, 127)
+            of[b * channels + c] = np.int8(v)

@@ -8,10 +8,13 @@ qconv2d and qgemm run the L2/L3 form: an int32 bias operand and explicit per-cha
 multiplier and shift operands ([O] or [1]); the L1 form raises BackendError asking for
 the ``lower-quantized`` pass. Weights are int8 levels (i8, and i4/i2 not yet packed,
 whose levels are valid int8 ones), or a ``qconstant`` with ``packed=1``: uint8 rows of
-4- or 2-bit fields, which the kernels read in place. A conv is depthwise (direct kernel,
-``int_depthwise``) when every group has one input channel, and otherwise an int8 matrix
-product per group over gathered pixels (``int_conv``); the weights' level sums that
-correct for the input zero point are computed here when the weight is a constant.
+4- or 2-bit fields, which the kernels read in place. A conv is depthwise (direct kernel)
+when every group has one input channel, and otherwise an int8 matrix product per group
+over gathered pixels; the weights' level sums that correct for the input zero point are
+computed here when the weight is a constant. A qconv2d / qglobal_avg_pool with
+``layout=nhwc`` (the ``channels-last`` pass) runs the channels-last kernels
+(``int_depthwise_nhwc``, ``int_conv_nhwc``, ``qmean_channels_last``), the others the NCHW
+ones (``int_depthwise``, ``int_conv``, ``int_pointwise``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,16 @@ from irc import quant
 from irc.backends.numba.float_common import static_shape
 from irc.backends.numba.int_common import weight_sums
 from irc.backends.numba.int_conv import qconv_gemm, qgemm_tiles
+from irc.backends.numba.int_conv_nhwc import qconv_nhwc
 from irc.backends.numba.int_depthwise import qdepthwise
-from irc.backends.numba.int_elementwise import dequantize, qadd, qmean, quantize
+from irc.backends.numba.int_depthwise_nhwc import qdepthwise_nhwc
+from irc.backends.numba.int_elementwise import (
+    dequantize,
+    qadd,
+    qmean,
+    qmean_channels_last,
+    quantize,
+)
 from irc.backends.numba.int_pointwise import MAX_K, qpointwise
 from irc.backends.numba.int_simd import HAVE_AVX2
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
@@ -96,7 +107,10 @@ def _weight_form(op: Op) -> tuple[int, np.ndarray | None]:
 
 @kernel_builder("qconv2d")
 def build_qconv2d(op: Op) -> KernelFn:
-    """qconv2d: depthwise (direct) or per-group int8 products (pointwise or gathered)."""
+    """qconv2d: depthwise (direct) or per-group int8 products (pointwise or gathered), on
+    NCHW or channels-last activations as the op's ``layout`` says."""
+    if op.attrs["layout"] == "nhwc":
+        return _build_qconv2d_nhwc(op)
     n, cin, h, w = static_shape(op, op.operands[0], "input")
     cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")
     oh, ow = static_shape(op, op.results[0], "result")[2:]
@@ -138,6 +152,35 @@ def build_qconv2d(op: Op) -> KernelFn:
         qconv_gemm(x, wt, bits, bias, mult, shift, wsums, out, *params)
 
     return conv
+
+
+def _build_qconv2d_nhwc(op: Op) -> KernelFn:
+    """qconv2d on channels-last int8: a depthwise kernel vectorised over channels, or
+    products on the pixel rows as the layout stores them, requantized in the kernel."""
+    cin = static_shape(op, op.operands[0], "input")[3]
+    cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")
+    static_shape(op, op.results[0], "result")
+    _check_lowered(op, cout)
+    _, x_zero = _per_tensor(op, op.operands[0], "input")
+    zp, lo, hi = _clamp(op)
+    bits, sums = _weight_form(op)
+    geometry = (kh, kw, *op.attrs["strides"], *op.attrs["pads"][:2], *op.attrs["dilations"])
+    group = op.attrs["group"]
+    if cin_g == 1 and group == cin:
+        params = (*geometry, x_zero, zp, lo, hi)
+
+        def depthwise_nhwc(x, wt, bias, mult, shift, out):
+            qdepthwise_nhwc(x, wt, bits, bias, mult, shift, out, *params)
+
+        return depthwise_nhwc
+    k = cin_g * kh * kw
+    params = (*geometry, group, x_zero, zp, lo, hi)
+
+    def conv_nhwc(x, wt, bias, mult, shift, out):
+        wsums = sums if sums is not None else weight_sums(wt, bits, k)
+        qconv_nhwc(x, wt, bits, bias, mult, shift, wsums, out, *params)
+
+    return conv_nhwc
 
 
 @kernel_builder("qgemm")
@@ -237,9 +280,16 @@ def build_qglobal_avg_pool(op: Op) -> KernelFn:
     """qglobal_avg_pool: the int sum over the spatial axes, requantized."""
     shape = static_shape(op, op.operands[0], "input")
     x_scale, x_zero = _per_tensor(op, op.operands[0], "input")
-    count = int(math.prod(shape[2:]))
+    channels_last = op.attrs["layout"] == "nhwc"
+    count = int(math.prod(shape[1:3] if channels_last else shape[2:]))
     m, s = quant.mean_multiplier(x_scale, count, op.attrs["out_scale"])
     params = (count, x_zero, int(m[0]), int(s[0]), int(op.attrs["out_zero_point"]))
+    if channels_last:
+
+        def qglobal_avg_pool_nhwc(x, out):
+            qmean_channels_last(x, out, *params)
+
+        return qglobal_avg_pool_nhwc
 
     def qglobal_avg_pool_kernel(x, out):
         qmean(x, out, *params)

@@ -15,7 +15,7 @@ calls are its **transition** costs.
 
 Measurements are kept in a JSON file, ``<cache_dir>/costs-<machine hash>.json``::
 
-    {"version": 1, "machine": {"cpu", "avx2", "avx512", "numba", "irc", "threads"},
+    {"version": 2, "machine": {"cpu", "avx2", "avx512", "numba", "irc", "threads"},
      "layers": {"<signature>": {"allowed", "seconds", "quantize", "dequantize", "error",
                                 "precision", "class", "macs", "params", "in", "out",
                                 "touched"}},
@@ -61,7 +61,7 @@ from irc.report import model_report
 from irc.support import precision_problem, quantizable_layers
 from irc.version import __version__
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bumped when the kernels change what a layer costs
 # Fallback roofline constants, measured once on the development machine (AMD EPYC, AVX2,
 # shared, 1 thread): the median MACs/s per precision and class over MobileNetV2's layers
 # at batch 1 and the median bytes/s of its quantize/dequantize calls, rounded down by

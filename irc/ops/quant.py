@@ -11,6 +11,10 @@ three lowering levels use the same kinds:
 - **L3** (``pack-weights``): 4- and 2-bit weight constants hold packed bytes.
 
 Weights are [O, ...] with output channels on axis 0: qconv2d takes OIHW, qgemm [N, K].
+
+``layout`` (qconv2d, qglobal_avg_pool) names how the op's activations are stored:
+``nchw`` as ONNX lays them out, or ``nhwc`` (channels last, chosen by the ``channels-last``
+pass): the value types then hold the physical shapes [N, H, W, C]; weights stay OIHW.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ INT_ACTIVATION = {
     "act_max": Attr("float", INF),
 }
 OUTPUT_QUANT = {"out_scale": Attr("float"), "out_zero_point": Attr("int", 0)}
+LAYOUTS = ("nchw", "nhwc")
+LAYOUT = {"layout": Attr("str", "nchw", LAYOUTS)}
+TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)  # transpose perms between the two layouts
 WEIGHT_DTYPES = ("i8", "i4", "i2")
 QCONSTANT_DTYPES = WEIGHT_DTYPES + ("i32",)
 
@@ -220,16 +227,30 @@ PAYLOAD_TYPES = {"qconstant": qconstant_payload_type}
 
 
 # ------------------------------------------------------------------ integer layers
+def _logical_shape(shape, attrs, what: str) -> tuple:
+    """``shape`` in NCHW order: permuted from NHWC when the op's layout is ``nhwc``."""
+    if attrs["layout"] == "nchw":
+        return tuple(shape)
+    if len(shape) != 4:
+        raise TypeInferenceError(f"{what}: layout nhwc needs a rank-4 value, got {list(shape)}")
+    return tuple(shape[i] for i in TO_NCHW)
+
+
+def _physical_shape(shape, attrs) -> tuple:
+    """The stored shape of an NCHW-order ``shape`` in the op's layout."""
+    return tuple(shape) if attrs["layout"] == "nchw" else tuple(shape[i] for i in TO_NHWC)
+
+
 def _infer_qconv(types, attrs):
     x, w = types[0], types[1]
     require_int8(x, "qconv2d input")
     require_weight(w, "qconv2d weight")
-    float_x = TensorType(DType.F32, x.shape)
+    float_x = TensorType(DType.F32, _logical_shape(x.shape, attrs, "qconv2d input"))
     float_w = TensorType(DType.F32, w.shape)
     conv_attrs = dict(attrs, activation="none")
     (out,) = _infer_conv([float_x, float_w], conv_attrs)
     _check_layer_tail(types, static_dim(w.shape[0], "qconv2d output channels"), "qconv2d")
-    return [_output(attrs, out.shape)]
+    return [_output(attrs, _physical_shape(out.shape, attrs))]
 
 
 define(
@@ -242,11 +263,12 @@ define(
         "group": Attr("int", 1),
         **OUTPUT_QUANT,
         **INT_ACTIVATION,
+        **LAYOUT,
     },
     _infer_qconv,
-    doc="integer convolution: qi8 NCHW input (padding is real zero), per-channel i8/i4/i2 "
-    "OIHW weight, bias, requantized to qi8<out_scale:out_zero_point> and clamped by the "
-    "fused activation",
+    doc="integer convolution: qi8 NCHW (or, layout nhwc, NHWC) input (padding is real zero), "
+    "per-channel i8/i4/i2 OIHW weight, bias, requantized to qi8<out_scale:out_zero_point> and "
+    "clamped by the fused activation",
     traits=("integer-layer",),
 )
 
@@ -297,13 +319,15 @@ def _infer_qgap(types, attrs):
     require_int8(x, "qglobal_avg_pool input")
     if x.rank < 3:
         raise TypeInferenceError("global pooling needs an input of rank >= 3")
-    return [_output(attrs, x.shape[:2] + (1,) * (x.rank - 2))]
+    shape = _logical_shape(x.shape, attrs, "qglobal_avg_pool input")
+    return [_output(attrs, _physical_shape(shape[:2] + (1,) * (x.rank - 2), attrs))]
 
 
 define(
     "qglobal_avg_pool",
     ["x"],
-    dict(OUTPUT_QUANT),
+    {**OUTPUT_QUANT, **LAYOUT},
     _infer_qgap,
-    doc="integer mean over all spatial axes: the int32 sum requantized to the output type",
+    doc="integer mean over all spatial axes (layout nchw: axes 2.., nhwc: axes 1 and 2): the "
+    "int32 sum requantized to the output type",
 )

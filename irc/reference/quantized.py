@@ -21,6 +21,16 @@ def _per_tensor(t) -> tuple[float, int]:
     return t.quant.scales[0], t.quant.zero_points[0]
 
 
+def _nchw(x, layout: str) -> np.ndarray:
+    """An activation stored in ``layout`` as NCHW (a view)."""
+    return np.transpose(x, (0, 3, 1, 2)) if layout == "nhwc" else x
+
+
+def _stored(y, layout: str) -> np.ndarray:
+    """An NCHW result stored in ``layout`` (contiguous)."""
+    return np.ascontiguousarray(np.transpose(y, (0, 2, 3, 1)) if layout == "nhwc" else y)
+
+
 @semantics("quantize", typed=True)
 def quantize(x, *, scale, zero_point, types):
     """float → int8 levels (round half to even, saturate; NaN → zero point)."""
@@ -67,10 +77,12 @@ def _clamp(activation, act_min, act_max, out_scale, out_zero_point):
 
 @semantics("qconv2d", typed=True)
 def qconv2d(x, w, b=None, multiplier=None, shift=None, *, strides, pads, dilations, group,
-            out_scale, out_zero_point, activation, act_min, act_max, types):  # fmt: skip
-    """Σ (x - z_x)·w + bias in exact integers, requantized per output channel, clamped."""
+            out_scale, out_zero_point, activation, act_min, act_max, layout="nchw",
+            types):  # fmt: skip
+    """Σ (x - z_x)·w + bias in exact integers, requantized per output channel, clamped;
+    ``x`` and the result stored in ``layout``."""
     _, x_zero = _per_tensor(types[0])
-    centred = np.asarray(x, np.float64) - x_zero  # padding adds real zeros
+    centred = _nchw(np.asarray(x, np.float64), layout) - x_zero  # padding adds real zeros
     acc = conv2d(
         centred, np.asarray(w, np.float64), strides=strides, pads=pads, dilations=dilations,
         group=group,
@@ -79,8 +91,9 @@ def qconv2d(x, w, b=None, multiplier=None, shift=None, *, strides, pads, dilatio
     bias, m, s = _layer_tail(types, out_channels, b, multiplier, shift, out_scale)
     acc = np.rint(acc).astype(np.int64) + bias.reshape(1, -1, 1, 1)
     lo, hi = _clamp(activation, act_min, act_max, out_scale, out_zero_point)
-    return quant.requantize(acc, m.reshape(1, -1, 1, 1), s.reshape(1, -1, 1, 1),
-                            out_zero_point, lo, hi)  # fmt: skip
+    y = quant.requantize(acc, m.reshape(1, -1, 1, 1), s.reshape(1, -1, 1, 1), out_zero_point,
+                         lo, hi)  # fmt: skip
+    return _stored(y, layout)
 
 
 @semantics("qgemm", typed=True)
@@ -106,8 +119,11 @@ def qadd(a, b, *, out_scale, out_zero_point, activation, act_min, act_max, types
 
 
 @semantics("qglobal_avg_pool", typed=True)
-def qglobal_avg_pool(x, *, out_scale, out_zero_point, types):
+def qglobal_avg_pool(x, *, out_scale, out_zero_point, layout="nchw", types):
     """The int sum over spatial axes, minus count·z_x, requantized by s_x / (count·s_y)."""
+    if layout == "nhwc":
+        args = dict(out_scale=out_scale, out_zero_point=out_zero_point, types=types)
+        return _stored(qglobal_avg_pool(_nchw(x, layout), **args), layout)
     x_scale, x_zero = _per_tensor(types[0])
     axes = tuple(range(2, x.ndim))
     count = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))

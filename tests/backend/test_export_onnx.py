@@ -15,6 +15,7 @@ from onnx_builders import small_convnet
 import irc
 from irc import quant
 from irc.export_onnx import OPSET, ExportError, export_onnx
+from irc.passes.layout import channels_first
 from irc.tools.cli import main as irc_main
 
 DATA = np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32)
@@ -216,7 +217,9 @@ def test_names_precisions_and_float_layers():
     assert [v.name for v in graph.input] == ["x"] and [v.name for v in graph.output] == ["logits"]
     produced = {o for n in graph.node for o in n.output}
     kinds = ("constant", "qconstant")  # initializers, when read (multiplier, shift never are)
-    assert {op.result.name for op in model.graph.ops if op.kind not in kinds} <= produced
+    exported = channels_first(model.graph)  # the layout the export writes: no transposes
+    assert {op.result.name for op in exported.ops if op.kind not in kinds} <= produced
+    assert not any(n.op_type == "Transpose" for n in graph.node)
     docs = {n.name: n.doc_string for n in graph.node if n.doc_string}
     assert docs["depthwise"].endswith(": int4") and docs["head"].endswith(": fp16")
     assert "irc.precision" in {p.key for p in proto.metadata_props}

@@ -48,6 +48,7 @@ CLAMPS = st.sampled_from(
 VALUES = st.sampled_from(["uniform", "extremes", "small"])
 TAILS = st.sampled_from(["realistic", "random", "huge", "tiny", "ties"])
 BITS = st.sampled_from([8, 4, 2])
+LAYOUTS = st.sampled_from(["nchw", "nhwc"])
 
 
 def readonly(array) -> np.ndarray:
@@ -200,9 +201,17 @@ def conv_cases(draw):
         span = dilations[axis] * (kernel[axis] - 1) + 1
         assume(size + pads[axis] + pads[axis + 2] >= span)
     batch = draw(st.sampled_from([1, 2]))
+    layout = draw(LAYOUTS)
     attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
-    attrs.update(draw(CLAMPS))
-    return (batch, cin_g * group, height, width), (cout, cin_g) + kernel, attrs
+    attrs.update(draw(CLAMPS), layout=layout)
+    x_shape = stored((batch, cin_g * group, height, width), layout)
+    return x_shape, (cout, cin_g) + kernel, attrs
+
+
+def stored(nchw_shape, layout) -> tuple:
+    """An activation's NCHW shape as ``layout`` stores it."""
+    n, c, h, w = nchw_shape
+    return (n, h, w, c) if layout == "nhwc" else (n, c, h, w)
 
 
 @settings(max_examples=80, deadline=None)
@@ -229,8 +238,10 @@ def test_qconv2d(case, draw, bits, packed, seed, threads, small_tiles):
     ],
 )
 @pytest.mark.parametrize("bits, packed", [(8, False), (4, True), (2, True)])
-def test_qconv2d_large_planes(x_shape, w_shape, attrs, bits, packed):
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_qconv2d_large_planes(x_shape, w_shape, attrs, bits, packed, layout):
     draw = fixed_draw(x_scale=0.02, x_zero=-7, out_zero=5, out_factor=0.3)
+    x_shape, attrs = stored(x_shape, layout), dict(attrs, layout=layout)
     layer = Layer("qconv2d", x_shape, w_shape, attrs, bits, packed, np.random.default_rng(3), draw)
     layer.run(min(2, numba.config.NUMBA_NUM_THREADS))
 
@@ -259,7 +270,8 @@ def test_qgemm_many_rows_and_features():
 def test_qconv2d_weight_from_a_graph_input(case, draw, seed):
     """A weight that is no constant: the kernel sums its levels on every call."""
     x_shape, w_shape, attrs = case
-    assume(not (w_shape[1] == 1 and attrs["group"] == x_shape[1]))  # depthwise needs no sums
+    channels = x_shape[3 if attrs["layout"] == "nhwc" else 1]
+    assume(not (w_shape[1] == 1 and attrs["group"] == channels))  # depthwise needs no sums
     draw["weight_input"] = True
     Layer("qconv2d", x_shape, w_shape, attrs, 4, False, np.random.default_rng(seed), draw).run()
 
@@ -339,11 +351,13 @@ def check_simple(op, arrays, dtype):
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(1, 6), min_size=3, max_size=5), zero_points, zero_points, scales,
-       scales, VALUES, seeds)  # fmt: skip
-def test_qglobal_avg_pool(shape, zx, zo, sx, so, values, seed):
+       scales, VALUES, seeds, LAYOUTS)  # fmt: skip
+def test_qglobal_avg_pool(shape, zx, zo, sx, so, values, seed, layout):
+    layout = layout if len(shape) == 4 else "nchw"
     graph = Graph()
     x = graph.add_input("x", qi8(shape, sx, zx))
-    op = build(graph, "qglobal_avg_pool", [x], {"out_scale": so, "out_zero_point": zo})
+    attrs = {"out_scale": so, "out_zero_point": zo, "layout": layout}
+    op = build(graph, "qglobal_avg_pool", [x], attrs)
     check_simple(op, [activations(np.random.default_rng(seed), shape, values)], np.int8)
 
 

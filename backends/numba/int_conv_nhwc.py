@@ -1,0 +1,512 @@
+"""Channels-last (NHWC) integer convolution: pointwise, regular and grouped, no transposes.
+
+``qconv_nhwc`` computes what ``int_conv.qconv_gemm`` computes, bit for bit, on int8 NHWC
+activations [N, H, W, C_in] into int8 NHWC results [N, OH, OW, C_out]; the weights are the
+same OIHW rows (int8 levels, or ``irc.quant.pack``'s 4-/2-bit bytes) with their level sums.
+Work is split into tasks over (image, group, tile of output pixels), dealt into at most 64
+parallel chunks that each allocate their scratch once; every output element is computed by
+one task, so the result does not depend on the thread count.
+
+In NHWC a pixel's input channels are contiguous, so the [pixels, K] activation rows of the
+product need no transpose: for a pointwise conv (1×1, stride 1, no padding) they are the
+input's rows themselves, and otherwise each (kernel row, kernel column) of an output pixel
+contributes C_in/group contiguous bytes (padding cells hold the input zero point z_x; the
+product's -z_x·Σ_k w[o, k] is folded into the bias by ``layer_constants``). The int32
+product tile [pixels, channels] is row-major, i.e. already NHWC: the epilogue requantizes
+it along the output channels with per-channel constants (vectorised) and writes int8 rows
+of the result straight away, tile by tile while the tile is in cache.
+
+Two products, with identical (exact, wrapping int32) results:
+
+- **Outer product** (``HAVE_AVX2``, K ≤ ``OUTER_MAX_K``; with AVX-512 also any K from
+  ``OUTER_MIN_ROWS`` output pixels on), vectorised over OUTPUT CHANNELS. The weights are
+  unpacked per call (``weight_level``'s levels, any bits) into a table of int32 pairs
+  [group, K/2, O] — lanes are channels — with K in (kernel row, kernel column, channel)
+  order, so that gathering an activation row is a run of contiguous copies. A tile's rows
+  are widened to int16 pairs [pixels, K/2] (K padded to even with zeros). The micro-kernel
+  (a Numba ``intrinsic`` emitting LLVM IR) keeps R rows × V channel vectors of int32
+  accumulators in registers; per pair of k it broadcasts each row's int16 pair and
+  multiplies it into the V weight vectors with ``vpmaddwd`` (``llvm.x86.avx2.pmadd.wd``, 8
+  lanes, or ``llvm.x86.avx512.pmaddw.d.512``, 16 lanes, when the host has AVX-512BW; Numba's
+  LLVM 22 keeps madd + add, no ``vpdpwssd``), ``OUTER_K_PAIRS`` pairs per call (the
+  weight chunk stays in L1; later chunks add to the tile). int8·int8 products summed in pairs
+  are exact in int32 (|Σ| ≤ 2·128²), so nothing is reduced across lanes and nothing
+  rounds. This is the form for small K (MobileNetV2's expansion layers, K = 16–32), where
+  the dot-product GEMM pays a horizontal reduction per output.
+- **Dot-product GEMM** (``int_simd.gemm_s8_best``: AVX2 where available, else the
+  portable ``int_gemm.gemm_s8``), fed the input's rows in place for a pointwise conv, else
+  rows gathered into an int8 scratch in the weight's (channel, kernel row, kernel column)
+  order; packed weights are read in place.
+
+Kernels that the host cannot run are bound to a stub at import (``HAVE_AVX2``,
+``HAVE_AVX512``), so no AVX-512 instruction is ever compiled for a host without it. After
+editing an intrinsic here, delete ``backends/numba/__pycache__/*int_conv_nhwc*.nb[ic]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types, uint64
+from numba.core import config as numba_config
+from numba.extending import intrinsic
+
+from irc.backends.numba.int_common import (
+    ACC_PER_TERM,
+    layer_constants,
+    requantize_one,
+)
+from irc.backends.numba.int_simd import (
+    HAVE_AVX2,
+    _const,
+    _host_features,
+    _intrinsic_fn,
+    _load,
+    _loop,
+)
+from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
+
+# ------------------------------------------------------------------ host and tuning
+
+
+def has_avx512bw() -> bool:
+    """True when AVX2 kernels run here and the host (and Numba's target) has AVX-512BW."""
+    if not HAVE_AVX2 or "avx512bw" not in _host_features():
+        return False
+    features = numba_config.CPU_FEATURES
+    if features is not None:
+        flags = [f.strip() for f in features.split(",")]
+        return "+avx512bw" in flags and "-avx512bw" not in flags
+    return True
+
+
+HAVE_AVX512 = has_avx512bw() and os.environ.get("IRC_DISABLE_AVX512", "") in ("", "0")
+
+# ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
+PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16 = 0, 1, 2, 3
+OUTER_MAX_K = 64  # reductions up to which the outer-product kernel beats the GEMM, and
+OUTER_MIN_ROWS = 128  # pixels from which the 16-lane one does at any K (its weight table
+# costs ~0.3 ns per level per call: at 7² pixels more than the product's gain)
+# (R rows, V vectors of channels) per register tile, by vector count V = 1, 2, ...:
+# 8-lane (AVX2, 16 registers) and 16-lane (AVX-512, 32 registers) kernels
+TILES8 = ((12, 1), (6, 2), (4, 3))
+TILES16 = ((16, 1), (8, 2), (8, 3), (6, 4))
+OUTER_K_PAIRS = 64  # k pairs per kernel call (a weight chunk stays in L1)
+R_MAX = 16  # the most rows of any register tile (scratch rows are padded to R)
+OUTER_ACC_BYTES = 1 << 16  # int32 product tile budget per task (outer product)
+OUTER_X_BYTES = 1 << 14  # int16 activation scratch budget per task (L1 resident)
+GEMM_TILE_BYTES = 1 << 15  # gathered activations per GEMM tile, as build_qconv2d
+GEMM_ACC_BYTES = 1 << 17  # int32 product tile budget per task (GEMM)
+TABLE_BLOCK = 32  # channels and k per block of the weight table's transposition
+_CHUNKS = 64
+
+# ------------------------------------------------------------------ outer-product kernel
+
+
+def _make_outer(lanes, rows, vectors):
+    """An intrinsic ``(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)`` (i64
+    values): for g < groups, with row r = g·rows + i (i < rows) and channel vector v <
+    vectors,
+
+        acc[r, v·lanes : (v+1)·lanes] (int32) = (acc[r, ...] if keep else 0)
+                                               + Σ_{j < pairs} madd(splat(xs[r, j]), wt[j, v])
+
+    where ``xs`` rows hold int16 pairs (int32 words) at byte stride ``xs_rs``, ``wt`` rows
+    int32 weight pairs at byte stride ``wt_rs``, ``acc`` rows int32 at byte stride
+    ``acc_rs``. ``lanes`` is 8 (AVX2) or 16 (AVX-512BW).
+    """
+    i16v, i32v = ir.VectorType(ir.IntType(16), 2 * lanes), ir.VectorType(ir.IntType(32), lanes)
+    if lanes == 8:
+        name = "llvm.x86.avx2.pmadd.wd"
+    else:
+        name = "llvm.x86.avx512.pmaddw.d.512"
+    i32 = ir.IntType(32)
+
+    @intrinsic
+    def kernel(typingctx, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
+        sig = types.void(*(types.intp,) * 9)
+
+        def codegen(context, builder, signature, args):
+            xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep = args
+            kept = builder.icmp_signed("!=", keep, _const(0))
+            madd = _intrinsic_fn(builder, name, i32v, [i16v, i16v])
+            zero = ir.Constant(i32v, None)
+            splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            def group(g, carried):
+                first = builder.mul(g, _const(rows))
+                x_rows = [
+                    builder.add(xs, builder.mul(xs_rs, builder.add(first, _const(i))))
+                    for i in range(rows)
+                ]
+
+                def step(j, accs):
+                    w_row = builder.add(wt, builder.mul(j, wt_rs))
+                    wv = [
+                        builder.bitcast(_load(builder, w_row, _const(4 * lanes * v), i32v), i16v)
+                        for v in range(vectors)
+                    ]
+                    at = builder.mul(j, _const(4))
+                    accs = list(accs)
+                    for i in range(rows):
+                        pair = _load(builder, x_rows[i], at, i32)
+                        b = builder.insert_element(zero, pair, ir.Constant(i32, 0))
+                        b = builder.bitcast(builder.shuffle_vector(b, b, splat_mask), i16v)
+                        for v in range(vectors):
+                            t = i * vectors + v
+                            accs[t] = builder.add(accs[t], builder.call(madd, [b, wv[v]]))
+                    return accs
+
+                ptrs = []
+                for i in range(rows):
+                    dest = builder.add(acc, builder.mul(acc_rs, builder.add(first, _const(i))))
+                    for v in range(vectors):
+                        at = builder.add(dest, _const(4 * lanes * v))
+                        ptrs.append(builder.inttoptr(at, i32v.as_pointer()))
+                # the old sums (acc is always readable memory), or zeros
+                start = [builder.select(kept, builder.load(p, align=4), zero) for p in ptrs]
+                accs = _loop(builder, pairs, start, step)
+                for p, a in zip(ptrs, accs):
+                    builder.store(a, p, align=4)
+                return carried
+
+            _loop(builder, groups, [], group)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+@njit(cache=True)
+def _absent(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
+    """Stands in for a kernel the host cannot run (never called: the path is not taken)."""
+    raise RuntimeError("this host has no kernel for this path")
+
+
+# Module-level kernels (so that callers cache), bound to ``_absent`` where the host lacks them.
+if HAVE_AVX2:
+    _o8_1, _o8_2, _o8_3 = [_make_outer(8, r, v) for r, v in TILES8]
+else:  # pragma: no cover - hosts without AVX2
+    _o8_1 = _o8_2 = _o8_3 = _absent
+if HAVE_AVX512:
+    _o16_1, _o16_2, _o16_3, _o16_4 = [_make_outer(16, r, v) for r, v in TILES16]
+else:  # pragma: no cover - hosts without AVX-512BW
+    _o16_1 = _o16_2 = _o16_3 = _o16_4 = _absent
+
+
+@njit(cache=True)
+def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
+    """Run the (lanes, vectors) kernel of ``TILES8`` / ``TILES16`` over ``groups`` row groups."""
+    if lanes == 16:
+        if vectors == 4:
+            _o16_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 3:
+            _o16_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _o16_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _o16_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    else:
+        if vectors == 3:
+            _o8_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _o8_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _o8_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+
+
+@njit(cache=True)
+def _tile_rows(lanes, vectors):
+    """Rows R of the (lanes, vectors) register tile."""
+    if lanes == 16:
+        return (16, 8, 8, 6)[vectors - 1]
+    return (12, 6, 4)[vectors - 1]
+
+
+@njit(cache=True)
+def weight_table(w, bits, group, cin_g, kh, kw, o_pad):
+    """int32 [group, ceil(K/2), o_pad]: (level(o, t) & 0xFFFF) | level(o, t + 1) << 16 for
+    channel ``o`` of the group and t = 2j in (kernel row, kernel column, channel) order;
+    zeros past the group's channels and for the missing level of an odd K. The levels are
+    ``weight_level``'s (int8 rows, or packed 4-/2-bit fields).
+
+    By blocks of ``TABLE_BLOCK`` channels × ``TABLE_BLOCK`` k: the block's levels are first
+    laid k-major in a small scratch (a run along the channels per k), then each pair row of
+    the block is one contiguous (vectorised) run.
+    """
+    cout = w.shape[0]
+    og = cout // group
+    taps = kh * kw
+    k = cin_g * taps
+    pairs = (k + 1) // 2
+    wf = w.reshape(w.size)
+    w_rs = uint64(w.size // cout)
+    table = np.zeros((group, pairs, o_pad), dtype=np.int32)
+    tf = table.reshape(table.size)
+    width = TABLE_BLOCK
+    lev = np.zeros(width * width, dtype=np.int16)
+    source = np.empty(k, dtype=np.uint64)  # the weight row's index of table level t
+    for tap in range(taps):
+        for c in range(cin_g):
+            source[tap * cin_g + c] = c * taps + tap
+    log = 1 if bits == 4 else 2  # log2 of the fields per byte (packed weights)
+    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+    for g in range(group):
+        for o0 in range(0, og, width):
+            count = uint64(min(width, og - o0))
+            first = uint64(g * og + o0) * w_rs
+            for t0 in range(0, 2 * pairs, width):
+                t1 = min(2 * pairs, t0 + width)
+                for t in range(t0, t1):
+                    d = uint64((t - t0) * width)
+                    if t >= k:
+                        for col in range(count):
+                            lev[d + col] = 0
+                    elif bits == 8:
+                        src = first + source[t]
+                        for col in range(count):
+                            lev[d + col] = np.int16(wf[src + col * w_rs])
+                    else:
+                        s = source[t]
+                        src = first + (s >> uint64(log))
+                        move = (s & uint64((1 << log) - 1)) * uint64(bits)
+                        for col in range(count):
+                            field = (np.int32(wf[src + col * w_rs]) >> move) & mask
+                            value = (field ^ sign) - sign
+                            lev[d + col] = np.int16(2 * value + 1 if bits == 2 else value)
+                for j in range(t0 // 2, t1 // 2):
+                    even = uint64((2 * j - t0) * width)
+                    odd = even + uint64(width)
+                    dst = uint64((g * pairs + j) * o_pad + o0)
+                    for col in range(count):
+                        low = np.int32(lev[even + col]) & np.int32(0xFFFF)
+                        tf[dst + col] = low | (np.int32(lev[odd + col]) << np.int32(16))
+    return table
+
+
+@njit(cache=True)
+def _widen_rows(xf, x_off, cin, cin_g, rows, xs, row_len):
+    """xs[p, c] = int16(x row p0 + p, channel c) for a pointwise tile: rows of ``cin``
+    channels from ``x_off``, ``cin_g`` of them taken, into rows of ``row_len`` int16."""
+    for p in range(rows):
+        src, dst = uint64(x_off + p * cin), uint64(p * row_len)
+        for c in range(uint64(cin_g)):
+            xs[dst + c] = np.int16(xf[src + c])
+
+
+@njit(cache=True)
+def _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left, dh, dw, ow,
+                 p0, rows, x_zero, xs, row_len):  # fmt: skip
+    """xs[p, (i·kw + j)·cin_g + c] = int16(x[r·sh - top + i·dh, q·sw - left + j·dw, c]) for
+    output pixel p0 + p = (r, q), or x_zero in the padding (int16 rows of ``row_len``).
+
+    A kernel row whose taps all lie inside the image is one contiguous run of kw·cin
+    values when the group has every channel and dw = 1 (the run is (j, c)-ordered in NHWC).
+    """
+    pad = np.int16(x_zero)
+    run = cin_g == cin and dw == 1
+    span = (kw - 1) * dw
+    r, q = p0 // ow, p0 % ow
+    for p in range(rows):
+        dst = p * row_len
+        iw0 = q * sw - left
+        for i in range(kh):
+            ih = r * sh - top + i * dh
+            d0 = uint64(dst + i * kw * cin_g)
+            if ih < 0 or ih >= height:
+                for t in range(uint64(kw * cin_g)):
+                    xs[d0 + t] = pad
+                continue
+            row = img_off + ih * width * cin
+            if run and iw0 >= 0 and iw0 + span < width:
+                s = uint64(row + iw0 * cin)
+                for t in range(uint64(kw * cin)):
+                    xs[d0 + t] = np.int16(xf[s + t])
+                continue
+            for j in range(kw):
+                iw = iw0 + j * dw
+                d = d0 + uint64(j * cin_g)
+                if iw < 0 or iw >= width:
+                    for c in range(uint64(cin_g)):
+                        xs[d + c] = pad
+                else:
+                    s = uint64(row + iw * cin)
+                    for c in range(uint64(cin_g)):
+                        xs[d + c] = np.int16(xf[s + c])
+        q += 1
+        if q == ow:
+            q, r = 0, r + 1
+
+
+@njit(cache=True)
+def _gather(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left, dh, dw, ow, p0,
+            rows, x_zero, cols):  # fmt: skip
+    """cols[p, (c·kh + i)·kw + j] = x[r·sh - top + i·dh, q·sw - left + j·dw, c] for output
+    pixel p0 + p = (r, q), or x_zero in the padding: int8 rows of K in the weight's order."""
+    pad = np.int8(x_zero)
+    taps = kh * kw
+    k = cin_g * taps
+    for p in range(rows):
+        r, q = (p0 + p) // ow, (p0 + p) % ow
+        dst = p * k
+        for i in range(kh):
+            ih = r * sh - top + i * dh
+            for j in range(kw):
+                iw = q * sw - left + j * dw
+                d = uint64(dst + i * kw + j)
+                if ih < 0 or ih >= height or iw < 0 or iw >= width:
+                    for c in range(uint64(cin_g)):
+                        cols[d + c * uint64(taps)] = pad
+                else:
+                    s = uint64(img_off + (ih * width + iw) * cin)
+                    for c in range(uint64(cin_g)):
+                        cols[d + c * uint64(taps)] = xf[s + c]
+
+
+# ------------------------------------------------------------------ epilogue
+
+
+@njit(cache=True)
+def requantize_tile(acc, pitch_acc, rows, cols, tail, c0, zp, lo, hi, of, off, pitch):
+    """of[off + p·pitch + o] = requant(acc[p·pitch_acc + o] + corr[c0 + o]) for p < rows,
+    o < cols: a product tile (flat int32, rows of ``pitch_acc``) into NHWC int8 rows.
+
+    By the float64 path along each row (clamped to [lo - zp, hi - zp] before rounding, as
+    clamping to integers commutes with rounding, so the conversion never overflows), then
+    the channels that may not take it (``int_common.layer_constants``) redone by the
+    integer path; both equal ``requantize_one``.
+    """
+    corr, mult, shf, corr_f, scale_f, fast = tail
+    k = corr_f[c0 : c0 + cols]
+    s = scale_f[c0 : c0 + cols]
+    flo, fhi = np.float64(lo - zp), np.float64(hi - zp)
+    z = np.int32(zp)
+    for p in range(rows):
+        src, dst = uint64(p * pitch_acc), uint64(off + p * pitch)
+        for o in range(uint64(cols)):
+            y = (np.float64(acc[src + o]) + k[o]) * s[o]
+            y = flo if y < flo else y
+            y = fhi if y > fhi else y
+            of[dst + o] = np.int8(np.int32(np.rint(y)) + z)
+    for o in range(cols):
+        c = c0 + o
+        if not fast[c]:
+            for p in range(rows):
+                v = np.int64(acc[p * pitch_acc + o]) + corr[c]
+                of[off + p * pitch + o] = np.int8(requantize_one(v, mult[c], shf[c], zp, lo, hi))
+
+
+# ------------------------------------------------------------------ the convolution
+
+
+@njit(cache=True)
+def _plan(path, k, og, rows, pixels, tile):
+    """(outer lanes or 0 for the GEMM, pixels per task tile) for a layer of ``rows`` output
+    pixels in all (``pixels`` per image)."""
+    lanes = 0
+    if path == PATH_OUTER16 and HAVE_AVX512:
+        lanes = 16
+    elif path == PATH_OUTER8 and HAVE_AVX2:
+        lanes = 8
+    elif path == PATH_AUTO and HAVE_AVX512 and (k <= OUTER_MAX_K or rows >= OUTER_MIN_ROWS):
+        lanes = 16
+    elif path == PATH_AUTO and HAVE_AVX2 and k <= OUTER_MAX_K:
+        lanes = 8
+    if tile <= 0:
+        if lanes:
+            pairs = (k + 1) // 2
+            o_pad = -(-og // lanes) * lanes
+            tile = min(OUTER_ACC_BYTES // (4 * o_pad), OUTER_X_BYTES // (4 * pairs))
+        else:
+            tile = min(GEMM_TILE_BYTES // k, GEMM_ACC_BYTES // (4 * og))
+        tile = max(16, min(1024, tile))
+    tile = max(1, min(tile, pixels))
+    tiles = -(-pixels // tile)
+    return lanes, -(-pixels // tiles)  # even tiles: no thin last one
+
+
+@njit(cache=True, parallel=True)
+def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, top, left, dh, dw,
+               group, x_zero, zp, lo, hi, path=0, tile=0):  # fmt: skip
+    """out = requant(conv(x - x_zero, w) + bias) for NHWC int8 ``x`` [N, H, W, C_in] into
+    NHWC int8 ``out`` [N, OH, OW, C_out]: ``int_conv.qconv_gemm``'s arguments and results
+    (weight rows ``w`` [O, ...] at ``bits``, ``wsums`` [O] their level sums; trailing pads
+    implied by out's shape), without its pointwise flag and tile.
+
+    ``path`` (``PATH_*``) forces a product, where the host has it (0: by K and host);
+    ``tile`` > 0 sets the output pixels per task. Neither changes the result.
+    """
+    n, height, width, cin = x.shape
+    oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
+    cin_g, og = cin // group, cout // group
+    k = cin_g * kh * kw
+    pixels = oh * ow
+    pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
+                 and oh == height and ow == width)  # fmt: skip
+    lanes, tile = _plan(path, k, og, n * pixels, pixels, tile)
+    tail = layer_constants(bias, multiplier, shift, wsums, x_zero, ACC_PER_TERM * k)
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    tiles = -(-pixels // tile) if pixels else 0
+    tasks = n * group * tiles
+    chunks = min(tasks, _CHUNKS)
+    if lanes:
+        pairs = (k + 1) // 2
+        o_pad = -(-og // lanes) * lanes
+        table = weight_table(w, bits, group, cin_g, kh, kw, o_pad)
+        n_vec = o_pad // lanes
+        v_max = 4 if lanes == 16 else 3
+        blocks = -(-n_vec // v_max)
+        for chunk in prange(chunks):
+            xs = np.zeros((tile + R_MAX) * 2 * pairs, dtype=np.int16)
+            acc = np.empty((tile + R_MAX) * o_pad, dtype=np.int32)
+            for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+                image, rest = task // (group * tiles), task % (group * tiles)
+                g, p0 = rest // tiles, (rest % tiles) * tile
+                rows = min(tile, pixels - p0)
+                img_off = image * height * width * cin + g * cin_g
+                if pointwise:
+                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xs, 2 * pairs)
+                else:
+                    _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
+                                 left, dh, dw, ow, p0, rows, x_zero, xs, 2 * pairs)  # fmt: skip
+                wt = table.ctypes.data + g * pairs * o_pad * 4
+                v0 = 0
+                for b in range(blocks):
+                    vectors = (n_vec - v0) // (blocks - b)
+                    groups = -(-rows // _tile_rows(lanes, vectors))
+                    at = acc.ctypes.data + 4 * lanes * v0
+                    for j0 in range(0, pairs, OUTER_K_PAIRS):
+                        count = min(OUTER_K_PAIRS, pairs - j0)
+                        _outer(lanes, vectors, xs.ctypes.data + 4 * j0, 4 * pairs, groups,
+                               wt + (j0 * o_pad + lanes * v0) * 4, 4 * o_pad, count, at,
+                               4 * o_pad, j0)  # fmt: skip
+                    v0 += vectors
+                out_off = ((image * pixels) + p0) * cout + g * og
+                requantize_tile(acc, o_pad, rows, og, tail, g * og, zp, lo, hi, of, out_off,
+                                cout)  # fmt: skip
+    else:
+        w2 = w.reshape((cout, w.size // cout))
+        xr = x.reshape((n * height * width, cin))
+        for chunk in prange(chunks):
+            cols = np.empty(tile * k, dtype=np.int8)
+            acc = np.empty(tile * og, dtype=np.int32)
+            for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+                image, rest = task // (group * tiles), task % (group * tiles)
+                g, p0 = rest // tiles, (rest % tiles) * tile
+                rows = min(tile, pixels - p0)
+                tile_acc = acc[: rows * og].reshape((rows, og))
+                wg = w2[g * og : (g + 1) * og]
+                if pointwise:
+                    first = image * pixels + p0
+                    a = xr[first : first + rows, g * cin_g : (g + 1) * cin_g]
+                    gemm_s8(a, wg, bits, k, tile_acc)
+                else:
+                    img_off = image * height * width * cin + g * cin_g
+                    _gather(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left,
+                            dh, dw, ow, p0, rows, x_zero, cols)  # fmt: skip
+                    gemm_s8(cols[: rows * k].reshape((rows, k)), wg, bits, k, tile_acc)
+                out_off = ((image * pixels) + p0) * cout + g * og
+                requantize_tile(acc, og, rows, og, tail, g * og, zp, lo, hi, of, out_off, cout)
