@@ -2,7 +2,8 @@
 
 ``accuracy`` (and ``top1``) runs any ``batch -> logits`` callable over labelled images;
 ``interleaved`` times several runners called in turn once per round (so a noisy neighbour
-slows all of them alike) and keeps the medians; ``sqnr_db`` compares outputs with a
+slows all of them alike) and keeps the medians (``interleaved_cpu`` the process CPU time of
+each call beside its wall time); ``sqnr_db`` compares outputs with a
 reference. The decision's verification, the benchmark and the bench scripts use these.
 """
 
@@ -57,13 +58,23 @@ def energy_ratio_db(signal: float, noise: float) -> float:
 
 def interleaved(runners: dict, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:
     """Median seconds of each runner ``run(x)``, all called in turn once per round."""
+    return {name: wall for name, (wall, _) in interleaved_cpu(runners, x, runs, warmup).items()}
+
+
+def interleaved_cpu(runners: dict, x: np.ndarray, runs: int,
+                    warmup: int = 3) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """(median wall seconds, median process CPU seconds) of each runner ``run(x)``, all
+    called in turn once per round. On a shared machine the CPU time of a one-thread run
+    counts only this process's work, so its ratios move less than wall-time ones."""
     for _ in range(warmup):
         for run in runners.values():
             run(x)
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    walls: dict[str, list[float]] = {name: [] for name in runners}
+    cpus: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
         for name, run in runners.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             run(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
+            cpus[name].append(time.process_time() - cpu)
+            walls[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(walls[name])), float(np.median(cpus[name]))) for name in runners}

@@ -27,8 +27,9 @@ Two products, with identical (exact, wrapping int32) results:
   (a Numba ``intrinsic`` emitting LLVM IR) keeps R rows × V channel vectors of int32
   accumulators in registers; per pair of k it broadcasts each row's int16 pair and
   multiplies it into the V weight vectors with ``vpmaddwd`` (``llvm.x86.avx2.pmadd.wd``, 8
-  lanes, or ``llvm.x86.avx512.pmaddw.d.512``, 16 lanes, when the host has AVX-512BW; Numba's
-  LLVM 22 keeps madd + add, no ``vpdpwssd``), ``OUTER_K_PAIRS`` pairs per call (the
+  lanes, or ``llvm.x86.avx512.pmaddw.d.512``, 16 lanes, when the host has AVX-512BW; LLVM
+  does not fuse madd + add, so with AVX-512 VNNI the kernel calls ``vpdpwssd`` itself,
+  ``IRC_DISABLE_VNNI=1`` forcing the madd form), ``OUTER_K_PAIRS`` pairs per call (the
   weight chunk stays in L1; later chunks add to the tile). int8·int8 products summed in pairs
   are exact in int32 (|Σ| ≤ 2·128²), so nothing is reduced across lanes and nothing
   rounds. This is the form for small K (MobileNetV2's expansion layers, K = 16–32), where
@@ -84,6 +85,21 @@ def has_avx512bw() -> bool:
 
 HAVE_AVX512 = has_avx512bw() and os.environ.get("IRC_DISABLE_AVX512", "") in ("", "0")
 
+
+def has_avx512vnni() -> bool:
+    """True when the 16-lane kernels run here and the host (and Numba's target) has
+    AVX-512 VNNI, whose ``vpdpwssd`` does ``vpmaddwd`` and the add in one instruction."""
+    if not HAVE_AVX512 or "avx512vnni" not in _host_features():
+        return False
+    features = numba_config.CPU_FEATURES
+    if features is not None:
+        flags = [f.strip() for f in features.split(",")]
+        return "+avx512vnni" in flags and "-avx512vnni" not in flags
+    return True
+
+
+HAVE_VNNI = has_avx512vnni() and os.environ.get("IRC_DISABLE_VNNI", "") in ("", "0")
+
 # ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
 PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16 = 0, 1, 2, 3
 OUTER_MAX_K = 64  # reductions up to which the outer-product kernel beats the GEMM, and
@@ -122,6 +138,7 @@ def _make_outer(lanes, rows, vectors):
         name = "llvm.x86.avx2.pmadd.wd"
     else:
         name = "llvm.x86.avx512.pmaddw.d.512"
+    fused = lanes == 16 and HAVE_VNNI  # acc + madd(x, w) as one vpdpwssd
     i32 = ir.IntType(32)
 
     @intrinsic
@@ -132,6 +149,9 @@ def _make_outer(lanes, rows, vectors):
             xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep = args
             kept = builder.icmp_signed("!=", keep, _const(0))
             madd = _intrinsic_fn(builder, name, i32v, [i16v, i16v])
+            if fused:
+                dot = _intrinsic_fn(builder, "llvm.x86.avx512.vpdpwssd.512", i32v,
+                                    [i32v, i16v, i16v])  # fmt: skip
             zero = ir.Constant(i32v, None)
             splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
@@ -156,7 +176,10 @@ def _make_outer(lanes, rows, vectors):
                         b = builder.bitcast(builder.shuffle_vector(b, b, splat_mask), i16v)
                         for v in range(vectors):
                             t = i * vectors + v
-                            accs[t] = builder.add(accs[t], builder.call(madd, [b, wv[v]]))
+                            if fused:
+                                accs[t] = builder.call(dot, [accs[t], b, wv[v]])
+                            else:
+                                accs[t] = builder.add(accs[t], builder.call(madd, [b, wv[v]]))
                     return accs
 
                 ptrs = []

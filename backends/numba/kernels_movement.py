@@ -178,10 +178,31 @@ def build_constant(op: Op):
 def build_transpose(op: Op):
     """Output axis k walks input axis perm[k], over the fewest axes that say the same."""
     shape, perm = merge_axes(static_shape(op, op.operands[0], "input"), op.attrs["perm"])
+    if perm in ((1, 0), (0, 2, 1)):  # matrices transposed (NCHW <-> NHWC): blocked copies
+        batches, rows, cols = (1, *shape) if len(shape) == 2 else shape
+
+        def run_matrices(x, out):
+            transpose_matrices(x.reshape(-1), out.reshape(-1), batches, rows, cols)
+
+        return run_matrices
     strides = c_strides(shape)
     # Index maps are in output order and carry the input strides of the permuted axes.
     offsets = [np.arange(shape[p], dtype=np.int64) * strides[p] for p in perm]
     return remap_kernel(offsets, [1] * len(perm), fill_value(op, 0))
+
+
+@njit(cache=True)
+def transpose_matrices(xf, of, batches, rows, cols):
+    """of[b, j, i] = xf[b, i, j] for ``batches`` matrices [rows, cols], in blocks of 64
+    columns, so that each block's reads and writes stay in a few cache lines."""
+    for b in range(batches):
+        base = b * rows * cols
+        for j0 in range(0, cols, 64):
+            j1 = min(cols, j0 + 64)
+            for i in range(rows):
+                src = base + i * cols
+                for j in range(j0, j1):
+                    of[base + j * rows + i] = xf[src + j]
 
 
 def merge_axes(shape, perm) -> tuple[tuple[int, ...], tuple[int, ...]]:

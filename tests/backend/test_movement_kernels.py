@@ -9,6 +9,7 @@ the reductions.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +64,14 @@ def test_transpose_and_reshape(shape, data, dtype, seed):
     x = array(seed, shape, dtype)
     np.testing.assert_array_equal(*run_both("transpose", [x], {"perm": perm}))
     np.testing.assert_array_equal(*run_both("reshape", [x], {"shape": (-1,)}))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 13, 11), (2, 5, 9, 15), (3, 70, 1, 1), (1, 1, 8, 8)])
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2)])
+def test_layout_transposes(shape, perm):
+    """NCHW <-> NHWC (the channels-last pass's transposes) over several 64-column blocks."""
+    x = array(7, shape, np.int8)
+    np.testing.assert_array_equal(*run_both("transpose", [x], {"perm": perm}))
 
 
 @EXAMPLES
