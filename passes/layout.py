@@ -22,7 +22,7 @@ from typing import ClassVar
 from irc.ir import Graph, Op, Value
 from irc.matching import is_output
 from irc.opdef import build, get_opdef, has_trait
-from irc.ops.quant import TO_NCHW, TO_NHWC
+from irc.ops.shape_rules import TO_NCHW, TO_NHWC
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.canonicalize import Canonicalize
 from irc.types import DType
@@ -33,6 +33,9 @@ INTO = {"nhwc": TO_NHWC, "nchw": TO_NCHW}  # the perm that takes a value into a 
 def has_layout(op: Op) -> bool:
     """Whether ``op``'s kind stores its activations in a ``layout`` it names."""
     return "layout" in get_opdef(op.kind).attrs
+
+
+CHANNELS_LAST = frozenset({"qconv2d", "qglobal_avg_pool"})  # the kinds channels-last moves
 
 
 def _layout_free(op: Op) -> bool:
@@ -87,20 +90,23 @@ def convert(graph: Graph, op: Op, layout: str) -> Op:
     return new
 
 
+def _moves(op: Op, layout: str) -> bool:
+    """Whether the pass into ``layout`` converts ``op``: a layout-aware op of a kind it
+    moves (back to nchw: any), or a layout-free one fed by a converted op."""
+    if has_layout(op):
+        movable = layout == "nchw" or op.kind in CHANNELS_LAST
+        return movable and op.attrs["layout"] != layout and op.operands[0].type.rank == 4
+    return _layout_free(op) and any(_from_layer_in(v, layout) for v in op.operands)
+
+
 def _convert_all(graph: Graph, ctx: PassContext, layout: str) -> dict[str, int]:
     converted = 0
     for op in list(graph.ops):
-        if op.graph is not graph:
-            continue
-        if has_layout(op) and op.attrs["layout"] != layout and op.operands[0].type.rank == 4:
+        if op.graph is graph and _moves(op, layout):
             convert(graph, op, layout)
             converted += 1
-        elif _layout_free(op) and any(_from_layer_in(v, layout) for v in op.operands):
-            convert(graph, op, layout)
-            converted += 1
-    if not converted:
-        return {"converted": 0, "transposes": _count_transposes(graph)}
-    Canonicalize().run(graph, ctx)
+    if converted:
+        Canonicalize().run(graph, ctx)
     return {"converted": converted, "transposes": _count_transposes(graph)}
 
 

@@ -23,7 +23,7 @@ from irc.backends.numba.float_activation import activation_args, bias_activate_r
 from irc.backends.numba.float_blas import gemm_flat
 from irc.backends.numba.float_common import float_dtype, static_shape
 from irc.backends.numba.float_depthwise import depthwise_conv
-from irc.backends.numba.kernel_table import KernelFn, kernel_builder
+from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.ir import Op
 
 # Product tiles: about 1 MB of B block and result (the epilogue then rereads them from
@@ -35,6 +35,8 @@ _TILE_MIN_COLUMNS = 4096
 @kernel_builder("conv2d")
 def build_conv2d(op: Op) -> KernelFn:
     """conv2d: depthwise, pointwise or im2col form, bias and activation fused."""
+    if op.attrs["layout"] != "nchw":
+        raise BackendError(f"op {op.label()}: float conv2d runs NCHW only (layout nchw)")
     dtype = float_dtype(op)
     n, cin, h, w = static_shape(op, op.operands[0], "input")
     cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")

@@ -11,10 +11,13 @@ import math
 from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
 from irc.ops.shape_rules import (
+    LAYOUT,
     broadcast_shapes,
     broadcast_to,
     check_pool_pads,
+    logical_shape,
     norm_axis,
+    physical_shape,
     reshape_target,
     same_dtype,
     static_dim,
@@ -137,9 +140,12 @@ define(
 # ------------------------------------------------------------------ linear algebra
 def _infer_conv(types, attrs):
     _fused_bounds(attrs, "conv2d")
-    """NCHW output of a grouped 2-D convolution; the bias must be exactly [O]."""
+    """The output of a grouped 2-D convolution, stored in the op's layout; the bias must be
+    exactly [O]."""
     x, w = types[0], types[1]
     same_dtype(types, "conv2d")
+    if x.rank == 4:
+        x = TensorType(x.dtype, logical_shape(x.shape, attrs, "conv2d input"))
     if x.rank != 4 or w.rank != 4:
         raise TypeInferenceError(
             f"conv2d takes 4-D input and weight, got {x.rank}-D and {w.rank}-D"
@@ -158,7 +164,7 @@ def _infer_conv(types, attrs):
     spatial = window_output_shape(
         x, w.shape[2:], attrs["strides"], attrs["pads"], attrs["dilations"], 0, "conv2d"
     )
-    return [TensorType(x.dtype, (x.shape[0], cout) + spatial)]
+    return [TensorType(x.dtype, physical_shape((x.shape[0], cout) + spatial, attrs))]
 
 
 define(
@@ -170,10 +176,11 @@ define(
         "dilations": Attr("ints", (1, 1)),
         "group": Attr("int", 1),
         **FUSED_ACTIVATION,
+        **LAYOUT,
     },
     _infer_conv,
-    doc="2-D convolution (cross-correlation), NCHW input, OIHW weight, optional bias [O], "
-    "then the fused activation",
+    doc="2-D convolution (cross-correlation), NCHW (or, layout nhwc, NHWC) input, OIHW "
+    "weight, optional bias [O], then the fused activation",
     traits=("layer",),
 )
 

@@ -26,7 +26,13 @@ import numpy as np
 from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
 from irc.ops.nn import _infer_conv
-from irc.ops.shape_rules import broadcast_shapes, static_dim
+from irc.ops.shape_rules import (
+    LAYOUT,
+    broadcast_shapes,
+    logical_shape,
+    physical_shape,
+    static_dim,
+)
 from irc.quant import INT32_MAX, MAX_SHIFT, packed_row_bytes
 from irc.tensor import ElidedTensor, tensor_value_type
 from irc.types import DType, QuantParams, TensorType
@@ -40,9 +46,6 @@ INT_ACTIVATION = {
     "act_max": Attr("float", INF),
 }
 OUTPUT_QUANT = {"out_scale": Attr("float"), "out_zero_point": Attr("int", 0)}
-LAYOUTS = ("nchw", "nhwc")
-LAYOUT = {"layout": Attr("str", "nchw", LAYOUTS)}
-TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)  # transpose perms between the two layouts
 WEIGHT_DTYPES = ("i8", "i4", "i2")
 QCONSTANT_DTYPES = WEIGHT_DTYPES + ("i32",)
 
@@ -227,30 +230,16 @@ PAYLOAD_TYPES = {"qconstant": qconstant_payload_type}
 
 
 # ------------------------------------------------------------------ integer layers
-def _logical_shape(shape, attrs, what: str) -> tuple:
-    """``shape`` in NCHW order: permuted from NHWC when the op's layout is ``nhwc``."""
-    if attrs["layout"] == "nchw":
-        return tuple(shape)
-    if len(shape) != 4:
-        raise TypeInferenceError(f"{what}: layout nhwc needs a rank-4 value, got {list(shape)}")
-    return tuple(shape[i] for i in TO_NCHW)
-
-
-def _physical_shape(shape, attrs) -> tuple:
-    """The stored shape of an NCHW-order ``shape`` in the op's layout."""
-    return tuple(shape) if attrs["layout"] == "nchw" else tuple(shape[i] for i in TO_NHWC)
-
-
 def _infer_qconv(types, attrs):
     x, w = types[0], types[1]
     require_int8(x, "qconv2d input")
     require_weight(w, "qconv2d weight")
-    float_x = TensorType(DType.F32, _logical_shape(x.shape, attrs, "qconv2d input"))
+    float_x = TensorType(DType.F32, logical_shape(x.shape, attrs, "qconv2d input"))
     float_w = TensorType(DType.F32, w.shape)
-    conv_attrs = dict(attrs, activation="none")
+    conv_attrs = dict(attrs, activation="none", layout="nchw")  # on the logical shapes
     (out,) = _infer_conv([float_x, float_w], conv_attrs)
     _check_layer_tail(types, static_dim(w.shape[0], "qconv2d output channels"), "qconv2d")
-    return [_output(attrs, _physical_shape(out.shape, attrs))]
+    return [_output(attrs, physical_shape(out.shape, attrs))]
 
 
 define(
@@ -319,8 +308,8 @@ def _infer_qgap(types, attrs):
     require_int8(x, "qglobal_avg_pool input")
     if x.rank < 3:
         raise TypeInferenceError("global pooling needs an input of rank >= 3")
-    shape = _logical_shape(x.shape, attrs, "qglobal_avg_pool input")
-    return [_output(attrs, _physical_shape(shape[:2] + (1,) * (x.rank - 2), attrs))]
+    shape = logical_shape(x.shape, attrs, "qglobal_avg_pool input")
+    return [_output(attrs, physical_shape(shape[:2] + (1,) * (x.rank - 2), attrs))]
 
 
 define(

@@ -5,7 +5,30 @@ from __future__ import annotations
 from collections import Counter
 
 from irc.errors import TypeInferenceError
+from irc.opdef import Attr
 from irc.types import Dim, DType, TensorType
+
+# How an op that has a ``layout`` attribute stores its activations (rank 4): as ONNX does,
+# or channels last; its value types hold the stored shape.
+LAYOUTS = ("nchw", "nhwc")
+LAYOUT = {"layout": Attr("str", "nchw", LAYOUTS)}
+TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)  # transpose perms between the two layouts
+
+
+def logical_shape(shape, attrs, what: str) -> tuple:
+    """``shape`` in NCHW order: permuted from NHWC when the op's layout is ``nhwc``."""
+    if attrs["layout"] == "nchw":
+        return tuple(shape)
+    if len(shape) != 4:
+        raise TypeInferenceError(f"{what}: layout nhwc needs a rank-4 value, got {list(shape)}")
+    return tuple(shape[i] for i in TO_NCHW)
+
+
+def physical_shape(shape, attrs) -> tuple:
+    """The stored shape of an NCHW-order ``shape`` in the op's layout."""
+    return tuple(shape) if attrs["layout"] == "nchw" else tuple(shape[i] for i in TO_NHWC)
+
+
 
 
 def same_dtype(types: list[TensorType], what: str) -> DType:

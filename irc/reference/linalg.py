@@ -35,13 +35,19 @@ def conv2d(
     activation: str = "none",
     act_min: float = -np.inf,
     act_max: float = np.inf,
+    layout: str = "nchw",
 ) -> np.ndarray:
     """ONNX Conv in 2-D: cross-correlation of NCHW ``x`` with OIHW ``w``, plus bias ``b``,
-    then the fused activation.
+    then the fused activation (``layout="nhwc"``: ``x`` and the result channels last).
 
     ``pads`` is [top, left, bottom, right] of zeros; input channel group g feeds output
     channels [g*O/group, (g+1)*O/group).
     """
+    if layout == "nhwc":
+        args = dict(strides=strides, pads=pads, dilations=dilations, group=group,
+                    activation=activation, act_min=act_min, act_max=act_max)  # fmt: skip
+        y = conv2d(np.transpose(x, (0, 3, 1, 2)), w, b, **args)
+        return np.ascontiguousarray(np.transpose(y, (0, 2, 3, 1)))
     n, channels, height, width = x.shape
     out_channels, group_channels, kh, kw = w.shape
     top, left, bottom, right = pads

@@ -11,13 +11,30 @@ import irc
 from irc.calibration import calibrate, load_folder
 from irc.pass_manager import PassContext, PassManager
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
+from irc.precision import as_plan, layer_name
+from irc.support import quantizable_layers
 
 MODELS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
 
 
+MIXED = ("int8", "int4", "fp16", "int2", "fp32", "int8", "int4")  # cycled over the layers
+
+
+def plan_of(graph, precision: str):
+    """``precision``, or for "mixed" a layer → precision mapping cycling ``MIXED`` (float
+    islands among integer layers of three widths: transposes at each island's edges)."""
+    if precision != "mixed":
+        return precision
+    names = [layer_name(op) for op in quantizable_layers(graph)]
+    return {name: MIXED[i % len(MIXED)] for i, name in enumerate(names)}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("precision", ["int8", "int4", "mixed"])
 def test_quantized_levels_and_numba_agree_exactly(name, precision):
+    """L1 = L3 = channels-last L3 in the interpreter; the compiled programs of both L3
+    layouts equal each other bit for bit, and the interpreter when every layer is integer
+    (float kernels sum in another order than numpy's, so float islands may move a level)."""
     path = shared_path("models", f"{name}.onnx")
     calib = load_folder(shared_path("data", "imagenet-calib256"), MODELS[name], limit=4)
     x = load_folder(shared_path("data", "imagenet-val1300"), MODELS[name], limit=1)
@@ -25,14 +42,24 @@ def test_quantized_levels_and_numba_agree_exactly(name, precision):
     PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
     ctx = PassContext(verify_each=True)
     ctx.analyses["calibration"] = calibrate(graph, calib, "minmax", progress=False)
-    PassManager(f"quantize{{precision={precision}}}", ctx).run(graph)
+    ctx.analyses["precision_plan"] = as_plan(plan_of(graph, precision))
+    PassManager("quantize", ctx).run(graph)
     l1 = graph.clone()
     PassManager("lower-quantized,pack-weights", ctx).run(graph)
+    nhwc = graph.clone()
+    PassManager("channels-last", ctx).run(nhwc)
 
     (want,) = irc.run(l1, [x])
     (l3,) = irc.run(graph, [x])
     np.testing.assert_array_equal(l3, want)
-    model = irc.compile(graph, pipeline="", num_threads=1)
-    (got,) = model(x)
-    np.testing.assert_array_equal(got, l3)
-    assert all(op.kind not in ("conv2d", "gemm") for op in graph.ops)  # every layer integer
+    np.testing.assert_array_equal(irc.run(nhwc, [x])[0], want)
+    (first,) = irc.compile(graph, pipeline="", num_threads=1)(x)
+    (last,) = irc.compile(nhwc, pipeline="", num_threads=1)(x)
+    np.testing.assert_array_equal(last, first)
+    if precision != "mixed":
+        np.testing.assert_array_equal(last, want)
+    kinds = [op.kind for op in nhwc.ops]
+    if precision != "mixed":
+        assert "conv2d" not in kinds and "gemm" not in kinds  # every layer integer
+        assert kinds.count("transpose") == 2  # after the input's quantize, before the head
+    assert all(op.attrs["layout"] == "nhwc" for op in nhwc.ops if op.kind == "qconv2d")
