@@ -57,7 +57,7 @@ def cpu_name() -> str:
 def kind_of(op) -> str:
     """The row of the per-kind table an op's kernel time goes to."""
     if op.kind == "qconv2d":
-        cin = op.operands[0].type.shape[3 if op.attrs["layout"] == "nhwc" else 1]
+        cin = op.operands[0].type.shape[3 if op.attrs.get("layout") == "nhwc" else 1]
         if op.attrs["group"] > 1 and op.attrs["group"] == cin:
             return "depthwise"
         if op.operands[1].type.shape[2:] == (1, 1):
@@ -78,7 +78,7 @@ def kernel_table(model, x, runs: int) -> list[tuple[str, int, float, float]]:
         row = rows.setdefault(kind_of(op), [0, 0.0, 0])
         row[0] += 1
         row[1] += timing.seconds
-        row[2] += op_macs(op) * x.shape[0]
+        row[2] += op_macs(op)  # the compiled shapes are static: the batch is counted
     table = sorted(((k, c, t, m) for k, (c, t, m) in rows.items()), key=lambda r: -r[2])
     inside = sum(r[2] for r in table)
     return [*table, ("outside the kernels", 0, alone - inside, 0)]

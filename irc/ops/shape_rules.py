@@ -29,8 +29,6 @@ def physical_shape(shape, attrs) -> tuple:
     return tuple(shape) if attrs["layout"] == "nchw" else tuple(shape[i] for i in TO_NHWC)
 
 
-
-
 def same_dtype(types: list[TensorType], what: str) -> DType:
     """The common element type of ``types``; TypeInferenceError if they differ."""
     dtypes = {t.dtype for t in types}

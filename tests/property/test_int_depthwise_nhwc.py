@@ -8,7 +8,9 @@ transpose(x_nhwc))). Draws reach the corners as ``test_int_kernels`` does: activ
 -128/127, biases at the int32 limits, multipliers realistic, random, huge (saturation, the
 int64 requantization path), tiny and tie-prone, per channel or one for all; kernels 1..5,
 strides 1..3, dilations 1..2, pads asymmetric and beyond the kernel's reach, depth
-multipliers 1 and 2, channel counts that fill no vector, one or two Numba threads.
+multipliers 1 and 2, channel counts that fill no vector (nor a 16- or 32-channel block),
+per-channel mixes of channels on the float64 and the int64 requantization paths, one or
+two Numba threads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from irc.backends.numba.int_depthwise_nhwc import qdepthwise_nhwc
 THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
 seeds = st.integers(0, 2**32 - 1)
 zero_points = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
-TAILS = st.sampled_from(["realistic", "random", "huge", "tiny", "ties"])
+TAILS = st.sampled_from(["realistic", "random", "huge", "tiny", "ties", "mixed"])
 VALUES = st.sampled_from(["uniform", "extremes", "small"])
 CLAMPS = st.sampled_from([(-128, 127), (None, 127), (None, "relu6"), (-100, 90)])
 
@@ -65,6 +67,13 @@ def tail(rng, mode, channels, per_channel):
             s = rng.integers(31, 34, channels)
         elif mode == "random":
             s = rng.integers(1, quant.MAX_SHIFT + 1, channels)
+        elif mode == "mixed":  # realistic channels among random shifts: fast and int64 mixed
+            w_scales = (rng.random(channels) * 0.05 + 1e-3).astype(np.float32)
+            m_r, s_r = quant.layer_multipliers(0.02, w_scales, 0.1)
+            s = rng.integers(1, quant.MAX_SHIFT + 1, channels)
+            keep = rng.random(channels) < 0.7
+            m = np.where(keep, np.asarray(m_r, np.int64), m).astype(np.int32)
+            s = np.where(keep, np.asarray(s_r, np.int64), s)
         elif mode == "huge":  # everything saturates; the int64 path
             s = rng.integers(1, 8, channels)
         else:  # tiny: M = 0 at the largest shifts, or nearly
@@ -105,7 +114,7 @@ def layers(draw):
     oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
     ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
     assume(oh >= 1 and ow >= 1)
-    c = draw(st.one_of(st.sampled_from([1, 3, 16, 17, 32]), st.integers(1, 40)))
+    c = draw(st.one_of(st.sampled_from([1, 3, 16, 17, 32, 33, 48, 70]), st.integers(1, 40)))
     return {
         "x_shape": (draw(st.integers(1, 2)), h, w, c),
         "mult": draw(st.sampled_from([1, 1, 2])),
@@ -149,19 +158,20 @@ def test_nhwc_equals_nchw(layer, seed, threads):
 @pytest.mark.parametrize(
     "c, size, stride, mult, bits",
     [(32, 40, 1, 1, 8), (144, 23, 2, 1, 8), (960, 7, 1, 1, 4), (48, 19, 3, 1, 2),
-     (5, 30, 1, 2, 8), (1, 13, 2, 1, 8)],
+     (5, 30, 1, 2, 8), (1, 13, 2, 1, 8), (70, 17, 1, 1, 8)],
 )  # fmt: skip
-@pytest.mark.parametrize("tail_kind", ["realistic", "huge"])
-def test_mobilenet_like_layers(c, size, stride, mult, bits, tail_kind):
-    """3×3 pads 1 on larger planes: several accumulator blocks per output row, the nine-tap
-    pass and its edge pixels, the float64 (realistic) and int64 (huge) requantization."""
+@pytest.mark.parametrize("tail_kind", ["realistic", "huge", "mixed"])
+@pytest.mark.parametrize("k", [3, 5])
+def test_mobilenet_like_layers(c, size, stride, mult, bits, tail_kind, k):
+    """k×k pads k // 2 on larger planes: many channel blocks and register tiles per output
+    row, the float64 (realistic), int64 (huge) and mixed requantization."""
     rng = np.random.default_rng(c * size + stride)
     x = activations(rng, (1, size, size, c), "uniform")
     cout = c * mult
-    wt = weight_rows(rng, cout, 9, bits, "uniform")
+    wt = weight_rows(rng, cout, k * k, bits, "uniform")
     bias = rng.integers(-5000, 5000, cout).astype(np.int32)
     m, s = tail(rng, tail_kind, cout, True)
-    out = (size + 2 - 3) // stride + 1
-    conv = (3, 3, stride, stride, 1, 1, 1, 1)
+    out = (size + 2 * (k // 2) - k) // stride + 1
+    conv = (k, k, stride, stride, k // 2, k // 2, 1, 1)
     check(x, wt, bits, bias, m, s, out, out, conv, -7, -128, -128, 60,
           min(2, numba.config.NUMBA_NUM_THREADS))  # fmt: skip
