@@ -13,7 +13,9 @@ type rather than one per (type, rank) combination, which keeps cold compiles sho
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from irc.backends.numba.float_common import advance_outer_index, static_shape
 from irc.backends.numba.kernel_table import BackendError, kernel_builder
@@ -180,6 +182,14 @@ def build_transpose(op: Op):
     shape, perm = merge_axes(static_shape(op, op.operands[0], "input"), op.attrs["perm"])
     if perm in ((1, 0), (0, 2, 1)):  # matrices transposed (NCHW <-> NHWC): blocked copies
         batches, rows, cols = (1, *shape) if len(shape) == 2 else shape
+        bytewise = op.operands[0].type.dtype.numpy.itemsize == 1
+        if bytewise and rows in INTERLEAVE:  # e.g. an image's 3 planes into RGB pixels
+            interleave = INTERLEAVE[rows]
+
+            def run_interleave(x, out):
+                interleave(x.reshape(-1), out.reshape(-1), batches, cols)
+
+            return run_interleave
 
         def run_matrices(x, out):
             transpose_matrices(x.reshape(-1), out.reshape(-1), batches, rows, cols)
@@ -203,6 +213,58 @@ def transpose_matrices(xf, of, batches, rows, cols):
                 src = base + i * cols
                 for j in range(j0, j1):
                     of[base + j * rows + i] = xf[src + j]
+
+
+def _make_interleave(rows: int):
+    """An njit ``(xf, of, batches, cols)``: of[b, j, i] = xf[b, i, j] for ``rows`` planes of
+    ``cols`` bytes, 16 columns at a time as one LLVM shuffle of the planes' 16-byte runs
+    (LLVM lowers it to byte permutes), the last columns one by one."""
+
+    @intrinsic
+    def block(typingctx, src, cols, dst):
+        sig = types.void(types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            src, cols, dst = args
+            run = ir.VectorType(ir.IntType(8), 16)
+            parts = []
+            for i in range(rows):
+                at = builder.add(src, builder.mul(cols, ir.Constant(ir.IntType(64), i)))
+                parts.append(builder.load(builder.inttoptr(at, run.as_pointer()), align=1))
+            while len(parts) > 1:  # concatenate pairwise (shuffles take equal types)
+                if len(parts) % 2:
+                    parts.append(ir.Constant(parts[0].type, None))
+                width = parts[0].type.count
+                both = ir.Constant(ir.VectorType(ir.IntType(32), 2 * width), list(range(2 * width)))
+                parts = [
+                    builder.shuffle_vector(parts[k], parts[k + 1], both)
+                    for k in range(0, len(parts), 2)
+                ]
+            order = [i * 16 + j for j in range(16) for i in range(rows)]
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), len(order)), order)
+            out = builder.shuffle_vector(parts[0], parts[0], mask)
+            ptr = builder.inttoptr(dst, ir.VectorType(ir.IntType(8), 16 * rows).as_pointer())
+            builder.store(out, ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @njit(cache=True)
+    def interleave(xf, of, batches, cols):
+        for b in range(batches):
+            base = b * rows * cols
+            j = 0
+            while j + 16 <= cols:
+                block(xf.ctypes.data + base + j, cols, of.ctypes.data + base + rows * j)
+                j += 16
+            for q in range(j, cols):
+                for i in range(rows):
+                    of[base + rows * q + i] = xf[base + i * cols + q]
+
+    return interleave
+
+
+INTERLEAVE = {rows: _make_interleave(rows) for rows in (2, 3, 4)}
 
 
 def merge_axes(shape, perm) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -66,10 +66,14 @@ def test_transpose_and_reshape(shape, data, dtype, seed):
     np.testing.assert_array_equal(*run_both("reshape", [x], {"shape": (-1,)}))
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 13, 11), (2, 5, 9, 15), (3, 70, 1, 1), (1, 1, 8, 8)])
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 13, 11), (2, 5, 9, 15), (3, 70, 1, 1), (1, 1, 8, 8), (2, 2, 5, 7),
+              (1, 4, 6, 6), (2, 3, 4, 4), (1, 2, 1, 40)],
+)  # fmt: skip
 @pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2)])
 def test_layout_transposes(shape, perm):
-    """NCHW <-> NHWC (the channels-last pass's transposes) over several 64-column blocks."""
+    """NCHW <-> NHWC (the channels-last pass's transposes): several 64-column blocks, and
+    2-4 byte planes interleaved 16 columns at a time (with a tail)."""
     x = array(7, shape, np.int8)
     np.testing.assert_array_equal(*run_both("transpose", [x], {"perm": perm}))
 
