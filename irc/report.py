@@ -16,6 +16,7 @@ scales determine and loading recomputes (``irc.derived_constants``); were they h
 away from that, they are stored and counted (4 bytes an element).
 Its FP32 bytes are ``params * 4 + bias elements * 4``. Constants that belong to no layer
 count as *other* bytes in both totals. Works on elided graphs too (sizes come from types).
+Output shapes are in the model's own (ONNX) order, also for channels-last layers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from irc.derived_constants import derived_payloads
 from irc.ir import Graph, Op, Value
 from irc.opdef import has_trait
+from irc.ops.shape_rules import logical_shape
 from irc.precision import PRECISIONS, layer_name
 from irc.tensor import ElidedTensor, tensor_value_type
 
@@ -243,6 +245,8 @@ def _layer_row(op: Op, const: Op, precision: str, counted: set[int], derived: se
     for extra in op.operands[3:]:
         requant += take(_constant_producer(extra))
     shape = tuple(op.results[0].type.shape)
+    if op.attrs.get("layout", "nchw") != "nchw":  # in the model's own order, as FP32 layers
+        shape = logical_shape(shape, op.attrs, op.label())
     return LayerRow(layer_name(op), op.kind, shape, precision, params, weight_bytes,
                     bias_bytes, requant, 4 * (params + bias_elems))  # fmt: skip
 

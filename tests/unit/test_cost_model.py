@@ -62,6 +62,9 @@ def test_bytes_add_up_to_the_whole_model_report(setup, precision):
         assert row.name == costs.layers[i] and row.precision == precision
         assert costs.bytes[i, j] == row.bytes
         assert costs.bytes[i, costs.column("fp32")] == row.fp32_bytes
+    # output shapes in the model's order whatever layout the integer layers run in
+    fp32 = irc.compile(tiny_cnn(), precision="fp32", progress=False).report()
+    assert [row.shape for row in report.layers] == [row.shape for row in fp32.layers]
 
 
 def test_fp32_bytes_are_params_and_bias_at_four_bytes(setup):
