@@ -1,17 +1,19 @@
 """channels-last and channels-first: the layout of the integer part of a graph.
 
 ``channels-last`` stores the activations of the integer layers channels last (NHWC): every
-op with a ``layout`` attribute (qconv2d, qglobal_avg_pool) takes ``layout=nhwc``, and an
-integer elementwise op (qadd) whose operand already comes out of an NHWC layer follows
-it. ``channels-first`` puts every such op back to ``nchw`` (what ONNX export needs).
+qconv2d and qglobal_avg_pool takes ``layout=nhwc``; a float conv2d and an elementwise op on
+equal rank-4 shapes (qadd, dequantize, quantize, add...) whose operand already comes out of
+a converted op follow it, so a float island between integer layers runs channels last too.
+``channels-first`` puts every op with a ``layout`` back to ``nchw`` (what ONNX export
+needs).
 
 Both convert op by op, in graph order: a converted op reads its activations through a
 ``transpose`` into the new layout and its result is transposed back, so the graph
 computes the same values at every step. ``canonicalize`` then cancels each pair of
 transposes that meet (a layer's output transposed back and into the next layer), and
-what remains is a transpose where the integer part meets the model's own layout: after
-the input's ``quantize``, before a ``dequantize``, at a float island or an op that has no
-NHWC form. Transposes stay on int8 values (a quarter of the bytes of float ones).
+what remains is a transpose where the converted part meets the model's own layout: after
+the input's ``quantize`` (int8), before an op that has no NHWC form (a reshape to the
+classifier, a pooling op, an op that broadcasts).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from irc.opdef import build, get_opdef, has_trait
 from irc.ops.shape_rules import TO_NCHW, TO_NHWC
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.passes.canonicalize import Canonicalize
-from irc.types import DType
 
 INTO = {"nhwc": TO_NHWC, "nchw": TO_NCHW}  # the perm that takes a value into a layout
 
@@ -35,18 +36,19 @@ def has_layout(op: Op) -> bool:
     return "layout" in get_opdef(op.kind).attrs
 
 
-CHANNELS_LAST = frozenset({"qconv2d", "qglobal_avg_pool"})  # the kinds channels-last moves
+CHANNELS_LAST = frozenset({"qconv2d", "qglobal_avg_pool"})  # always moved into NHWC
+FOLLOWERS = frozenset({"conv2d"})  # moved when a moved op feeds them: float islands
 
 
 def _layout_free(op: Op) -> bool:
-    """An integer elementwise op on equal rank-4 shapes: it computes the same in any layout."""
+    """An elementwise op on equal rank-4 shapes, quantized per tensor if at all: it
+    computes the same in any layout."""
     if not has_trait(op.kind, "elementwise") or not op.operands:
         return False
-    values = [*op.operands, *op.results]
     shape = op.results[0].type.shape
-    return all(v.type.dtype == DType.I8 and v.type.shape == shape for v in values) and (
-        len(shape) == 4
-    )
+    values = [*op.operands, *op.results]
+    per_tensor = all(v.type.quant is None or v.type.quant.axis is None for v in values)
+    return len(shape) == 4 and per_tensor and all(v.type.shape == shape for v in values)
 
 
 def _from_layer_in(value: Value, layout: str) -> bool:
@@ -92,10 +94,14 @@ def convert(graph: Graph, op: Op, layout: str) -> Op:
 
 def _moves(op: Op, layout: str) -> bool:
     """Whether the pass into ``layout`` converts ``op``: a layout-aware op of a kind it
-    moves (back to nchw: any), or a layout-free one fed by a converted op."""
+    always moves (back to nchw: any kind), a follower or a layout-free op fed by a
+    converted op."""
     if has_layout(op):
-        movable = layout == "nchw" or op.kind in CHANNELS_LAST
-        return movable and op.attrs["layout"] != layout and op.operands[0].type.rank == 4
+        if op.attrs["layout"] == layout or op.operands[0].type.rank != 4:
+            return False
+        if layout == "nchw" or op.kind in CHANNELS_LAST:
+            return True
+        return op.kind in FOLLOWERS and _from_layer_in(op.operands[0], layout)
     return _layout_free(op) and any(_from_layer_in(v, layout) for v in op.operands)
 
 

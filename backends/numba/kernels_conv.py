@@ -11,7 +11,9 @@ Three forms, chosen once by the builder from the op's shapes and attributes:
   into a buffer, then the same product and epilogue per group.
 
 Bias and the fused activation are applied inside the kernels; a conv without bias gets a
-zero bias bound at compile time, so both cases share one specialisation.
+zero bias bound at compile time, so both cases share one specialisation. A conv2d with
+``layout=nhwc`` (a float layer among channels-last integer ones) runs the channels-last
+kernels of ``float_conv_nhwc`` instead.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from numba import njit
 from irc.backends.numba.float_activation import activation_args, bias_activate_rows
 from irc.backends.numba.float_blas import gemm_flat
 from irc.backends.numba.float_common import float_dtype, static_shape
+from irc.backends.numba.float_conv_nhwc import plan_conv2d_nhwc
 from irc.backends.numba.float_depthwise import depthwise_conv
-from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
+from irc.backends.numba.kernel_table import KernelFn, kernel_builder
 from irc.ir import Op
 
 # Product tiles: about 1 MB of B block and result (the epilogue then rereads them from
@@ -34,23 +37,28 @@ _TILE_MIN_COLUMNS = 4096
 
 @kernel_builder("conv2d")
 def build_conv2d(op: Op) -> KernelFn:
-    """conv2d: depthwise, pointwise or im2col form, bias and activation fused."""
-    if op.attrs["layout"] != "nchw":
-        raise BackendError(f"op {op.label()}: float conv2d runs NCHW only (layout nchw)")
+    """conv2d: depthwise, pointwise or im2col form, bias and activation fused; on NCHW, or
+    (``layout=nhwc``) on channels-last activations by ``float_conv_nhwc``'s kernels."""
     dtype = float_dtype(op)
-    n, cin, h, w = static_shape(op, op.operands[0], "input")
+    x_shape = static_shape(op, op.operands[0], "input")
     cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")
-    oh, ow = static_shape(op, op.results[0], "result")[2:]
-    sh, sw = op.attrs["strides"]
-    top, left = op.attrs["pads"][:2]
-    dh, dw = op.attrs["dilations"]
-    group = op.attrs["group"]
+    out_shape = static_shape(op, op.results[0], "result")
     hard_swish, lo, hi = activation_args(op, dtype)
-
+    a = op.attrs
+    if a["layout"] == "nhwc":
+        jit, params = plan_conv2d_nhwc(x_shape, (cout, cin_g, kh, kw), out_shape, a["strides"],
+                                       a["pads"], a["dilations"], a["group"], hard_swish, lo, hi,
+                                       dtype.itemsize)  # fmt: skip
+        return _with_bias(op, jit, params, cout, dtype)
+    cin, (oh, ow) = x_shape[1], out_shape[2:]
+    sh, sw = a["strides"]
+    top, left = a["pads"][:2]
+    dh, dw = a["dilations"]
+    group = a["group"]
     if cin_g == 1 and group == cin:
         jit, params = depthwise_conv, (sh, sw, top, left, dh, dw, hard_swish, lo, hi)
     else:
-        pointwise = kh == kw == 1 and (sh, sw) == (1, 1) and not any(op.attrs["pads"])
+        pointwise = kh == kw == 1 and (sh, sw) == (1, 1) and not any(a["pads"])
         k = cin_g * kh * kw
         per_column = (cout // group + (0 if pointwise else k)) * dtype.itemsize
         rows = max(_TILE_BYTES // (per_column * ow), -(-_TILE_MIN_COLUMNS // ow))
@@ -58,14 +66,19 @@ def build_conv2d(op: Op) -> KernelFn:
         tile_rows = -(-oh // (-(-oh // rows)))  # even tiles: no thin last tile
         jit = _conv_gemm
         params = (sh, sw, top, left, dh, dw, group, pointwise, tile_rows, hard_swish, lo, hi)
+    return _with_bias(op, jit, params, cout, dtype)
 
+
+def _with_bias(op: Op, jit, params: tuple, cout: int, dtype) -> KernelFn:
+    """The kernel function calling ``jit(x, w, bias, out, *params)``; a conv without bias
+    gets a zero bias bound here (one specialisation for both)."""
     if len(op.operands) == 3:
 
         def conv(x, wt, bias, out):
             jit(x, wt, bias, out, *params)
 
         return conv
-    zero_bias = np.zeros(cout, dtype)  # one specialisation for both: a bias of zeros
+    zero_bias = np.zeros(cout, dtype)
 
     def conv_no_bias(x, wt, out):
         jit(x, wt, zero_bias, out, *params)

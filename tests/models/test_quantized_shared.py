@@ -9,6 +9,7 @@ from model_paths import shared_path
 
 import irc
 from irc.calibration import calibrate, load_folder
+from irc.measure import sqnr_db
 from irc.pass_manager import PassContext, PassManager
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import as_plan, layer_name
@@ -33,8 +34,8 @@ def plan_of(graph, precision: str):
 @pytest.mark.parametrize("precision", ["int8", "int4", "mixed"])
 def test_quantized_levels_and_numba_agree_exactly(name, precision):
     """L1 = L3 = channels-last L3 in the interpreter; the compiled programs of both L3
-    layouts equal each other bit for bit, and the interpreter when every layer is integer
-    (float kernels sum in another order than numpy's, so float islands may move a level)."""
+    layouts equal it bit for bit when every layer is integer, and come close otherwise
+    (float kernels sum in another order than numpy's, so a float island may move a level)."""
     path = shared_path("models", f"{name}.onnx")
     calib = load_folder(shared_path("data", "imagenet-calib256"), MODELS[name], limit=4)
     x = load_folder(shared_path("data", "imagenet-val1300"), MODELS[name], limit=1)
@@ -55,11 +56,16 @@ def test_quantized_levels_and_numba_agree_exactly(name, precision):
     np.testing.assert_array_equal(irc.run(nhwc, [x])[0], want)
     (first,) = irc.compile(graph, pipeline="", num_threads=1)(x)
     (last,) = irc.compile(nhwc, pipeline="", num_threads=1)(x)
-    np.testing.assert_array_equal(last, first)
     if precision != "mixed":
+        np.testing.assert_array_equal(first, want)
         np.testing.assert_array_equal(last, want)
+    else:  # float kernels round in their own order: a level may move after an island
+        assert sqnr_db(first, want) > 20 and sqnr_db(last, want) > 20, (
+            sqnr_db(first, want), sqnr_db(last, want))  # fmt: skip
     kinds = [op.kind for op in nhwc.ops]
     if precision != "mixed":
         assert "conv2d" not in kinds and "gemm" not in kinds  # every layer integer
         assert kinds.count("transpose") == 2  # after the input's quantize, before the head
     assert all(op.attrs["layout"] == "nhwc" for op in nhwc.ops if op.kind == "qconv2d")
+    if precision == "mixed":  # float islands between integer layers follow them
+        assert any(op.attrs["layout"] == "nhwc" for op in nhwc.ops if op.kind == "conv2d")
