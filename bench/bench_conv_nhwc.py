@@ -5,11 +5,11 @@ its stem (224² input, 3 → 32, 3×3, stride 2, pad 1), int8 weights, realistic
 requantization: the old ``int_conv.qconv_gemm`` on NCHW with the tile and pointwise flag
 ``kernels_quant.build_qconv2d`` would pass, against ``qconv_nhwc`` on the same data in NHWC
 (its automatic path; ``--paths`` adds each forced product: GEMM, 8- and 16-lane outer
-product where the host has them). For reference, ``int_pointwise.qpointwise`` (what
-build_qconv2d runs for NCHW pointwise layers with K ≤ 64 on AVX2) is timed too. Every
-result is checked equal to the old one. One Numba thread unless --threads; all runners are
-called in turn each round (interleaved), median of --runs rounds. Prints per layer ms and
-GOP/s (2·MACs / time), and the totals.
+product and the u8 × s8 ``vpdpbusd`` quad kernel where the host has them). For reference,
+``int_pointwise.qpointwise`` (what build_qconv2d runs for NCHW pointwise layers with K ≤ 64
+on AVX2) is timed too. Every result is checked equal to the old one. One Numba thread
+unless --threads; all runners are called in turn each round (interleaved), median of
+--runs rounds. Prints per layer ms and GOP/s (2·MACs / time), and the totals.
 
     .venv/bin/python bench/bench_conv_nhwc.py [--runs 30] [--threads 1] [--paths] [--bits 8]
 """
@@ -104,6 +104,8 @@ def runners(x_shape, w_shape, geometry, bits, rng, paths):
             forced.append(("nhwc o8", nhwc.PATH_OUTER8))
         if nhwc.HAVE_AVX512:
             forced.append(("nhwc o16", nhwc.PATH_OUTER16))
+        if nhwc.HAVE_VNNI:
+            forced.append(("nhwc vnni", nhwc.PATH_VNNI))
         for name, path in forced:
             runs[name] = (lambda path=path: new(path), nhwc_result)
     return runs, n * oh * ow * k * cout

@@ -16,13 +16,27 @@ product tile [pixels, channels] is row-major, i.e. already NHWC: the epilogue re
 it along the output channels with per-channel constants (vectorised) and writes int8 rows
 of the result straight away, tile by tile while the tile is in cache.
 
-Two products, with identical (exact, wrapping int32) results:
+Three products, with identical (exact, wrapping int32) results:
 
-- **Outer product** (``HAVE_AVX2``, K ≤ ``OUTER_MAX_K``; with AVX-512 also any K from
-  ``OUTER_MIN_ROWS`` output pixels on), vectorised over OUTPUT CHANNELS. The weights are
-  unpacked per call (``weight_level``'s levels, any bits) into a table of int32 pairs
-  [group, K/2, O] — lanes are channels — with K in (kernel row, kernel column, channel)
-  order, so that gathering an activation row is a run of contiguous copies. A tile's rows
+- **Quad kernel** (AVX-512 VNNI hosts, ``HAVE_VNNI``: every layer, as it measures fastest
+  on all of MobileNetV2's, the stem and the 7² layers with K up to 960 included). The
+  activations are taken as unsigned bytes u = x + 128 (= x ^ 0x80), so that
+  Σ_k (x_k - z_x)·w_k = Σ_k u_k·w_k - (z_x + 128)·Σ_k w_k: ``layer_constants`` gets the
+  input zero point z_x + 128, and padding cells hold z_x + 128. Per step of four k the
+  micro-kernel (the outer-product one below with ``quads``) broadcasts each row's four
+  bytes and calls ``vpdpbusd`` (``llvm.x86.avx512.vpdpbusd.512``: 16 lanes of
+  acc + Σ_{4 bytes} u8·s8) with weight vectors from a per-call table of int8 quads
+  [group, K/4, O] (``quad_table``: word j of channel o holds w[o, 4j..4j+3], K padded to a
+  multiple of 4 with zero weights, so the padding bytes of a row may be anything; half the
+  bytes per weight of the int16-pair table, and built by a blocked word transposition, so
+  it pays even at 7² pixels). A tile's rows are copied (pointwise) or gathered as bytes
+  x ^ 0x80 into a scratch of K/4 words per row; ``OUTER_K_QUADS`` quads per call. Exact in
+  int32: |Σ u·w| ≤ 255·128·K < 2^31 for K ≤ ``irc.quant.MAX_REDUCTION``.
+- **Outer product** (without VNNI: ``HAVE_AVX2``, K ≤ ``OUTER_MAX_K``; with AVX-512 also
+  any K from ``OUTER_MIN_ROWS`` output pixels on), vectorised over OUTPUT CHANNELS. The
+  weights are unpacked per call (``weight_level``'s levels, any bits) into a table of
+  int32 pairs [group, K/2, O] — lanes are channels — with K in (kernel row, kernel column,
+  channel) order, so that gathering an activation row is a run of contiguous copies. A tile's rows
   are widened to int16 pairs [pixels, K/2] (K padded to even with zeros). The micro-kernel
   (a Numba ``intrinsic`` emitting LLVM IR) keeps R rows × V channel vectors of int32
   accumulators in registers; per pair of k it broadcasts each row's int16 pair and
@@ -39,8 +53,10 @@ Two products, with identical (exact, wrapping int32) results:
   rows gathered into an int8 scratch in the weight's (channel, kernel row, kernel column)
   order; packed weights are read in place.
 
-Kernels that the host cannot run are bound to a stub at import (``HAVE_AVX2``,
-``HAVE_AVX512``), so no AVX-512 instruction is ever compiled for a host without it. After
+``path`` (``PATH_*``) forces one product (``PATH_VNNI``: the quad kernel);
+``IRC_DISABLE_VNNI=1`` turns the quad kernel (and ``vpdpwssd``) off. Kernels that the
+host cannot run are bound to a stub at import (``HAVE_AVX2``, ``HAVE_AVX512``,
+``HAVE_VNNI``), so no AVX-512 instruction is ever compiled for a host without it. After
 editing an intrinsic here, delete ``backends/numba/__pycache__/*int_conv_nhwc*.nb[ic]``.
 """
 
@@ -101,7 +117,7 @@ def has_avx512vnni() -> bool:
 HAVE_VNNI = has_avx512vnni() and os.environ.get("IRC_DISABLE_VNNI", "") in ("", "0")
 
 # ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
-PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16 = 0, 1, 2, 3
+PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16, PATH_VNNI = 0, 1, 2, 3, 4
 OUTER_MAX_K = 64  # reductions up to which the outer-product kernel beats the GEMM, and
 OUTER_MIN_ROWS = 128  # pixels from which the 16-lane one does at any K (its weight table
 # costs ~0.3 ns per level per call: at 7² pixels more than the product's gain)
@@ -110,6 +126,7 @@ OUTER_MIN_ROWS = 128  # pixels from which the 16-lane one does at any K (its wei
 TILES8 = ((12, 1), (6, 2), (4, 3))
 TILES16 = ((16, 1), (8, 2), (8, 3), (6, 4))
 OUTER_K_PAIRS = 64  # k pairs per kernel call (a weight chunk stays in L1)
+OUTER_K_QUADS = 64  # k quads per call of the u8 × s8 (``vpdpbusd``) kernel
 R_MAX = 16  # the most rows of any register tile (scratch rows are padded to R)
 OUTER_ACC_BYTES = 1 << 16  # int32 product tile budget per task (outer product)
 OUTER_X_BYTES = 1 << 14  # int16 activation scratch budget per task (L1 resident)
@@ -121,7 +138,7 @@ _CHUNKS = 64
 # ------------------------------------------------------------------ outer-product kernel
 
 
-def _make_outer(lanes, rows, vectors):
+def _make_outer(lanes, rows, vectors, quads=False):
     """An intrinsic ``(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)`` (i64
     values): for g < groups, with row r = g·rows + i (i < rows) and channel vector v <
     vectors,
@@ -132,13 +149,21 @@ def _make_outer(lanes, rows, vectors):
     where ``xs`` rows hold int16 pairs (int32 words) at byte stride ``xs_rs``, ``wt`` rows
     int32 weight pairs at byte stride ``wt_rs``, ``acc`` rows int32 at byte stride
     ``acc_rs``. ``lanes`` is 8 (AVX2) or 16 (AVX-512BW).
+
+    With ``quads`` (16 lanes, AVX-512 VNNI), ``pairs`` counts quads: ``xs`` words hold four
+    unsigned bytes, ``wt`` words four int8 weights, and madd is ``vpdpbusd``'s
+    Σ_{b < 4} u8 · s8 per 32-bit lane (acc + that as one instruction).
     """
     i16v, i32v = ir.VectorType(ir.IntType(16), 2 * lanes), ir.VectorType(ir.IntType(32), lanes)
     if lanes == 8:
         name = "llvm.x86.avx2.pmadd.wd"
     else:
         name = "llvm.x86.avx512.pmaddw.d.512"
-    fused = lanes == 16 and HAVE_VNNI  # acc + madd(x, w) as one vpdpwssd
+    fused = lanes == 16 and (HAVE_VNNI or quads)  # acc + madd(x, w) as one vpdpwssd/vpdpbusd
+    dot_name = "llvm.x86.avx512.vpdpwssd.512"
+    if quads:
+        assert lanes == 16
+        i16v, dot_name = ir.VectorType(ir.IntType(8), 64), "llvm.x86.avx512.vpdpbusd.512"
     i32 = ir.IntType(32)
 
     @intrinsic
@@ -148,10 +173,10 @@ def _make_outer(lanes, rows, vectors):
         def codegen(context, builder, signature, args):
             xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep = args
             kept = builder.icmp_signed("!=", keep, _const(0))
-            madd = _intrinsic_fn(builder, name, i32v, [i16v, i16v])
-            if fused:
-                dot = _intrinsic_fn(builder, "llvm.x86.avx512.vpdpwssd.512", i32v,
-                                    [i32v, i16v, i16v])  # fmt: skip
+            if not fused:
+                madd = _intrinsic_fn(builder, name, i32v, [i16v, i16v])
+            else:
+                dot = _intrinsic_fn(builder, dot_name, i32v, [i32v, i16v, i16v])
             zero = ir.Constant(i32v, None)
             splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
@@ -218,12 +243,26 @@ if HAVE_AVX512:
     _o16_1, _o16_2, _o16_3, _o16_4 = [_make_outer(16, r, v) for r, v in TILES16]
 else:  # pragma: no cover - hosts without AVX-512BW
     _o16_1 = _o16_2 = _o16_3 = _o16_4 = _absent
+if HAVE_VNNI:
+    _q_1, _q_2, _q_3, _q_4 = [_make_outer(16, r, v, quads=True) for r, v in TILES16]
+else:  # pragma: no cover - hosts without AVX-512 VNNI
+    _q_1 = _q_2 = _q_3 = _q_4 = _absent
 
 
 @njit(cache=True)
 def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
-    """Run the (lanes, vectors) kernel of ``TILES8`` / ``TILES16`` over ``groups`` row groups."""
-    if lanes == 16:
+    """Run the (lanes, vectors) kernel of ``TILES8`` / ``TILES16`` over ``groups`` row groups
+    (lanes 64: the u8 × s8 quad kernel, with ``TILES16``'s tiles)."""
+    if lanes == 64:
+        if vectors == 4:
+            _q_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 3:
+            _q_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _q_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _q_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif lanes == 16:
         if vectors == 4:
             _o16_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
         elif vectors == 3:
@@ -244,7 +283,7 @@ def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, kee
 @njit(cache=True)
 def _tile_rows(lanes, vectors):
     """Rows R of the (lanes, vectors) register tile."""
-    if lanes == 16:
+    if lanes >= 16:
         return (16, 8, 8, 6)[vectors - 1]
     return (12, 6, 4)[vectors - 1]
 
@@ -311,25 +350,93 @@ def weight_table(w, bits, group, cin_g, kh, kw, o_pad):
 
 
 @njit(cache=True)
-def _widen_rows(xf, x_off, cin, cin_g, rows, xs, row_len):
-    """xs[p, c] = int16(x row p0 + p, channel c) for a pointwise tile: rows of ``cin``
-    channels from ``x_off``, ``cin_g`` of them taken, into rows of ``row_len`` int16."""
+def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
+    """int32 [group, ceil(K/4), o_pad]: the int8 levels level(o, 4j + b) in byte b (b < 4)
+    of word j for channel ``o`` of the group, with K in (kernel row, kernel column, channel)
+    order; zeros past the group's channels and for the missing levels of a K not a
+    multiple of 4. The levels are ``weight_level``'s (int8 rows, or packed 4-/2-bit fields).
+    ``o_pad`` is a multiple of 16.
+
+    By blocks of 16 channels: their levels are laid in table order, a byte row per channel
+    (a plain copy for int8 weights in that order already: pointwise and depthwise), in a
+    small scratch whose words are then stored 16 channels at a time down the table.
+    """
+    cout = w.shape[0]
+    og = cout // group
+    taps = kh * kw
+    k = cin_g * taps
+    quads = (k + 3) // 4
+    row_len = uint64(4 * quads)
+    wf = w.reshape(w.size)
+    w_rs = uint64(w.size // cout)
+    table = np.empty((group, quads, o_pad), dtype=np.int32)
+    tf = table.reshape(table.size)
+    lev = np.zeros(16 * 4 * quads, dtype=np.int8)  # the padding levels stay 0
+    words = lev.view(np.int32)
+    source = np.empty(k, dtype=np.uint64)  # the weight row's index of table level t
+    for tap in range(taps):
+        for c in range(cin_g):
+            source[tap * cin_g + c] = c * taps + tap
+    in_order = taps == 1 or cin_g == 1  # source[t] = t
+    log = 1 if bits == 4 else 2  # log2 of the fields per byte (packed weights)
+    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+    for g in range(group):
+        base = uint64(g * quads * o_pad)
+        for o0 in range(0, o_pad, 16):
+            for oo in range(16):
+                o = o0 + oo
+                dst = uint64(oo) * row_len
+                if o >= og:
+                    for t in range(uint64(k)):
+                        lev[dst + t] = 0
+                    continue
+                row = uint64(g * og + o) * w_rs
+                if bits == 8 and in_order:
+                    for t in range(uint64(k)):
+                        lev[dst + t] = wf[row + t]
+                elif bits == 8:
+                    for t in range(uint64(k)):
+                        lev[dst + t] = wf[row + source[t]]
+                else:
+                    for t in range(uint64(k)):
+                        s = source[t]
+                        move = (s & uint64((1 << log) - 1)) * uint64(bits)
+                        field = (np.int32(wf[row + (s >> uint64(log))]) >> move) & mask
+                        value = (field ^ sign) - sign
+                        lev[dst + t] = 2 * value + 1 if bits == 2 else value
+            for j in range(uint64(quads)):
+                d = base + j * uint64(o_pad) + uint64(o0)
+                for oo in range(uint64(16)):
+                    tf[d + oo] = words[oo * uint64(quads) + j]
+    return table
+
+
+@njit(cache=True)
+def _widen_rows(xf, x_off, cin, cin_g, rows, xs, row_len, lift):
+    """xs[p, c] = (x row p0 + p, channel c) + lift for a pointwise tile: rows of ``cin``
+    channels from ``x_off``, ``cin_g`` of them taken, into rows of ``row_len`` of xs's type
+    (int16 with lift 0, or uint8 with lift 128: x + 128 = x ^ 0x80)."""
     for p in range(rows):
         src, dst = uint64(x_off + p * cin), uint64(p * row_len)
-        for c in range(uint64(cin_g)):
-            xs[dst + c] = np.int16(xf[src + c])
+        if lift == 0:
+            for c in range(uint64(cin_g)):
+                xs[dst + c] = xf[src + c]
+        else:
+            for c in range(uint64(cin_g)):
+                xs[dst + c] = xf[src + c] ^ np.int8(-128)
 
 
 @njit(cache=True)
 def _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left, dh, dw, ow,
-                 p0, rows, x_zero, xs, row_len):  # fmt: skip
-    """xs[p, (i·kw + j)·cin_g + c] = int16(x[r·sh - top + i·dh, q·sw - left + j·dw, c]) for
-    output pixel p0 + p = (r, q), or x_zero in the padding (int16 rows of ``row_len``).
+                 p0, rows, x_zero, xs, row_len, lift):  # fmt: skip
+    """xs[p, (i·kw + j)·cin_g + c] = x[r·sh - top + i·dh, q·sw - left + j·dw, c] + lift for
+    output pixel p0 + p = (r, q), or x_zero + lift in the padding (rows of ``row_len`` of
+    xs's type: int16 with lift 0, or uint8 with lift 128).
 
     A kernel row whose taps all lie inside the image is one contiguous run of kw·cin
     values when the group has every channel and dw = 1 (the run is (j, c)-ordered in NHWC).
     """
-    pad = np.int16(x_zero)
+    pad = np.int32(x_zero) + lift
     run = cin_g == cin and dw == 1
     span = (kw - 1) * dw
     r, q = p0 // ow, p0 % ow
@@ -347,7 +454,7 @@ def _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, le
             if run and iw0 >= 0 and iw0 + span < width:
                 s = uint64(row + iw0 * cin)
                 for t in range(uint64(kw * cin)):
-                    xs[d0 + t] = np.int16(xf[s + t])
+                    xs[d0 + t] = np.int32(xf[s + t]) + lift
                 continue
             for j in range(kw):
                 iw = iw0 + j * dw
@@ -358,7 +465,7 @@ def _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, le
                 else:
                     s = uint64(row + iw * cin)
                     for c in range(uint64(cin_g)):
-                        xs[d + c] = np.int16(xf[s + c])
+                        xs[d + c] = np.int32(xf[s + c]) + lift
         q += 1
         if q == ow:
             q, r = 0, r + 1
@@ -427,22 +534,28 @@ def requantize_tile(acc, pitch_acc, rows, cols, tail, c0, zp, lo, hi, of, off, p
 
 @njit(cache=True)
 def _plan(path, k, og, rows, pixels, tile):
-    """(outer lanes or 0 for the GEMM, pixels per task tile) for a layer of ``rows`` output
-    pixels in all (``pixels`` per image)."""
+    """(product, pixels per task tile) for a layer of ``rows`` output pixels in all
+    (``pixels`` per image): the product as outer lanes (8, 16, or 64 for the u8 × s8 quad
+    kernel) or 0 for the GEMM."""
     lanes = 0
-    if path == PATH_OUTER16 and HAVE_AVX512:
+    if path == PATH_VNNI and HAVE_VNNI:
+        lanes = 64
+    elif path == PATH_OUTER16 and HAVE_AVX512:
         lanes = 16
     elif path == PATH_OUTER8 and HAVE_AVX2:
         lanes = 8
+    elif path == PATH_AUTO and HAVE_VNNI:
+        lanes = 64
     elif path == PATH_AUTO and HAVE_AVX512 and (k <= OUTER_MAX_K or rows >= OUTER_MIN_ROWS):
         lanes = 16
     elif path == PATH_AUTO and HAVE_AVX2 and k <= OUTER_MAX_K:
         lanes = 8
     if tile <= 0:
         if lanes:
-            pairs = (k + 1) // 2
-            o_pad = -(-og // lanes) * lanes
-            tile = min(OUTER_ACC_BYTES // (4 * o_pad), OUTER_X_BYTES // (4 * pairs))
+            step = 4 if lanes == 64 else 2
+            row_bytes = 4 * ((k + step - 1) // step)
+            o_pad = -(-og // 16) * 16 if lanes == 64 else -(-og // lanes) * lanes
+            tile = min(OUTER_ACC_BYTES // (4 * o_pad), OUTER_X_BYTES // row_bytes)
         else:
             tile = min(GEMM_TILE_BYTES // k, GEMM_ACC_BYTES // (4 * og))
         tile = max(16, min(1024, tile))
@@ -470,41 +583,56 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
     pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
                  and oh == height and ow == width)  # fmt: skip
     lanes, tile = _plan(path, k, og, n * pixels, pixels, tile)
-    tail = layer_constants(bias, multiplier, shift, wsums, x_zero, ACC_PER_TERM * k)
+    # the quad kernel sums (x + 128)·w: its correction is the one of input zero point x_zero + 128
+    lift = 128 if lanes == 64 else 0
+    tail = layer_constants(bias, multiplier, shift, wsums, x_zero + lift, ACC_PER_TERM * k)
     xf, of = x.reshape(x.size), out.reshape(out.size)
     tiles = -(-pixels // tile) if pixels else 0
     tasks = n * group * tiles
     chunks = min(tasks, _CHUNKS)
     if lanes:
-        pairs = (k + 1) // 2
-        o_pad = -(-og // lanes) * lanes
-        table = weight_table(w, bits, group, cin_g, kh, kw, o_pad)
-        n_vec = o_pad // lanes
-        v_max = 4 if lanes == 16 else 3
+        quad = lanes == 64
+        step, vl = (4, 16) if quad else (2, lanes)  # k per word, channels per vector
+        units = (k + step - 1) // step  # words per row (k pairs or quads)
+        o_pad = -(-og // vl) * vl
+        if quad:
+            table = quad_table(w, bits, group, cin_g, kh, kw, o_pad)
+        else:
+            table = weight_table(w, bits, group, cin_g, kh, kw, o_pad)
+        n_vec = o_pad // vl
+        v_max = 4 if vl == 16 else 3
         blocks = -(-n_vec // v_max)
+        k_chunk = OUTER_K_QUADS if quad else OUTER_K_PAIRS
         for chunk in prange(chunks):
-            xs = np.zeros((tile + R_MAX) * 2 * pairs, dtype=np.int16)
+            xb = np.zeros((tile + R_MAX) * 4 * units, dtype=np.uint8)  # u8 quads, or
+            xw = xb.view(np.int16)  # int16 pairs
             acc = np.empty((tile + R_MAX) * o_pad, dtype=np.int32)
             for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
                 image, rest = task // (group * tiles), task % (group * tiles)
                 g, p0 = rest // tiles, (rest % tiles) * tile
                 rows = min(tile, pixels - p0)
                 img_off = image * height * width * cin + g * cin_g
-                if pointwise:
-                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xs, 2 * pairs)
+                if pointwise and quad:
+                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xb, 4 * units, 128)
+                elif pointwise:
+                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xw, 2 * units, 0)
+                elif quad:
+                    _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
+                                 left, dh, dw, ow, p0, rows, x_zero, xb, 4 * units,
+                                 128)  # fmt: skip
                 else:
                     _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
-                                 left, dh, dw, ow, p0, rows, x_zero, xs, 2 * pairs)  # fmt: skip
-                wt = table.ctypes.data + g * pairs * o_pad * 4
+                                 left, dh, dw, ow, p0, rows, x_zero, xw, 2 * units, 0)  # fmt: skip
+                wt = table.ctypes.data + g * units * o_pad * 4
                 v0 = 0
                 for b in range(blocks):
                     vectors = (n_vec - v0) // (blocks - b)
                     groups = -(-rows // _tile_rows(lanes, vectors))
-                    at = acc.ctypes.data + 4 * lanes * v0
-                    for j0 in range(0, pairs, OUTER_K_PAIRS):
-                        count = min(OUTER_K_PAIRS, pairs - j0)
-                        _outer(lanes, vectors, xs.ctypes.data + 4 * j0, 4 * pairs, groups,
-                               wt + (j0 * o_pad + lanes * v0) * 4, 4 * o_pad, count, at,
+                    at = acc.ctypes.data + 4 * vl * v0
+                    for j0 in range(0, units, k_chunk):
+                        count = min(k_chunk, units - j0)
+                        _outer(lanes, vectors, xb.ctypes.data + 4 * j0, 4 * units, groups,
+                               wt + (j0 * o_pad + vl * v0) * 4, 4 * o_pad, count, at,
                                4 * o_pad, j0)  # fmt: skip
                     v0 += vectors
                 out_off = ((image * pixels) + p0) * cout + g * og

@@ -8,8 +8,11 @@ at 8 bits and packed 4/2 bits, activations and weights at their extremes, input 
 at both ends, biases at the int32 limits, multipliers realistic, random, huge (everything
 saturates), tiny (M = 0) and tie-prone, per channel or one for all, and every clamp. Each
 example runs one product the host has (automatic choice, the dot-product GEMM, the 8- and
-16-lane outer-product kernels), whole or in tiles of a few pixels, on one or two threads,
-into a result pre-filled with junk.
+16-lane outer-product kernels, the u8 × s8 ``vpdpbusd`` quad kernel), whole or in tiles of
+a few pixels, on one or two threads, into a result pre-filled with junk. On AVX-512 VNNI
+hosts the quad kernel is also forced on every draw of its own test (plus pointwise convs
+with K = 1..300, most not a multiple of 4), so its correction (x_zero + 128) and K padding
+meet every zero point and weight grid.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
 PATHS = [nhwc.PATH_AUTO, nhwc.PATH_GEMM]
 PATHS += [nhwc.PATH_OUTER8] if HAVE_AVX2 else []
 PATHS += [nhwc.PATH_OUTER16] if nhwc.HAVE_AVX512 else []
+PATHS += [nhwc.PATH_VNNI] if nhwc.HAVE_VNNI else []
+NO_VNNI = "no AVX-512 VNNI here (or IRC_DISABLE_VNNI=1): the quad kernel is not compiled"
+needs_vnni = pytest.mark.skipif(not nhwc.HAVE_VNNI, reason=NO_VNNI)
 zero_points = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
 CLAMPS = st.sampled_from([(-128, 127), (0, 127), (-128, -128), (-20, 90), (5, 5)])
 
@@ -129,6 +135,18 @@ def conv_cases(draw):
     return (n, cin_g * group, height, width), (og * group, cin_g, kh, kw), geometry, group
 
 
+@st.composite
+def quad_cases(draw):
+    """``conv_cases``, or a pointwise conv with K = 1..300 (the quad kernel's K padding)."""
+    if draw(st.booleans()):
+        return draw(conv_cases())
+    group = draw(st.integers(1, 2))
+    cin_g, og = draw(st.integers(1, 300)), draw(st.integers(1, 40))
+    height, width, n = draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 2))
+    geometry = (1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+    return (n, cin_g * group, height, width), (og * group, cin_g, 1, 1), geometry, group
+
+
 @settings(max_examples=300, deadline=None)
 @given(conv_cases(), st.sampled_from([8, 4, 2]), st.sampled_from(["uniform", "extremes", "small"]),
        st.sampled_from(["realistic", "random", "huge", "tiny", "ties"]), st.booleans(),
@@ -145,6 +163,44 @@ def test_qconv_nhwc_equals_nchw(case, bits, values, tail_mode, per_channel, bias
     k = int(np.prod(w_shape[1:]))
     tail = layer_tail(rng, tail_mode, w_shape[0], k, per_channel, bias_draw == 0)
     check(x, levels, bits, geometry, group, tail, x_zero, zp, clamp, path, tile, threads)
+
+
+@needs_vnni
+@settings(max_examples=300, deadline=None)
+@given(quad_cases(), st.sampled_from([8, 4, 2]), st.sampled_from(["uniform", "extremes", "small"]),
+       st.sampled_from(["realistic", "random", "huge", "tiny", "ties"]), st.booleans(),
+       st.integers(0, 7), zero_points, zero_points, CLAMPS, st.sampled_from([0, 0, 1, 2, 5]),
+       THREADS, st.integers(0, 2**32 - 1))  # fmt: skip
+def test_qconv_nhwc_vnni_equals_nchw(case, bits, values, tail_mode, per_channel, bias_draw, x_zero,
+                                     zp, clamp, tile, threads, seed):  # fmt: skip
+    """The quad kernel forced on each draw (and the automatic choice, then, on the same)."""
+    x_shape, w_shape, geometry, group = case
+    rng = np.random.default_rng(seed)
+    if tail_mode == "ties":
+        values, x_zero = "small", 0
+    x = activations(rng, x_shape, values)
+    levels = weights(rng, w_shape, bits, values)
+    k = int(np.prod(w_shape[1:]))
+    tail = layer_tail(rng, tail_mode, w_shape[0], k, per_channel, bias_draw == 0)
+    for path in (nhwc.PATH_VNNI, nhwc.PATH_AUTO):
+        check(x, levels, bits, geometry, group, tail, x_zero, zp, clamp, path, tile, threads)
+
+
+@needs_vnni
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quad_table_holds_the_levels(bits):
+    """Word j of channel o holds levels 4j..4j+3 in (kernel row, column, channel) order."""
+    rng = np.random.default_rng(bits)
+    group, og, cin_g, kh, kw = 2, 21, 5, 3, 2
+    levels = weights(rng, (group * og, cin_g, kh, kw), bits, "uniform")
+    wt = quant.pack(levels, bits) if bits < 8 else levels
+    table = nhwc.quad_table(wt, bits, group, cin_g, kh, kw, 32)
+    k = cin_g * kh * kw
+    ordered = levels.transpose(0, 2, 3, 1).reshape(group, og, k)  # (i, j, c) order
+    padded = np.zeros((group, 32, 4 * table.shape[1]), np.int8)
+    padded[:, :og, :k] = ordered
+    want = padded.view(np.int32).transpose(0, 2, 1)
+    np.testing.assert_array_equal(table, want)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -171,10 +227,14 @@ def test_qconv_nhwc_large_layers(x_shape, w_shape, geometry, group, bits, path):
 
 
 def test_the_automatic_product():
-    """Small K takes the outer product where the host has it; the 7×7 layers with large K
-    (whose weight table would cost more than it saves) take the GEMM."""
+    """With AVX-512 VNNI every layer takes the quad kernel (lanes 64); else small K takes
+    the outer product where the host has it, and the 7×7 layers with large K (whose int16
+    pair table would cost more than it saves) take the GEMM."""
+    vnni = 64 if nhwc.HAVE_VNNI else 0
     lanes, tile = nhwc._plan(nhwc.PATH_AUTO, 16, 96, 112 * 112, 112 * 112, 0)
-    assert lanes == (16 if nhwc.HAVE_AVX512 else 8 if HAVE_AVX2 else 0)
+    assert lanes == (vnni or 16 if nhwc.HAVE_AVX512 else 8 if HAVE_AVX2 else 0)
     assert 1 <= tile <= 112 * 112
-    assert nhwc._plan(nhwc.PATH_AUTO, 960, 160, 49, 49, 0)[0] == 0
+    assert nhwc._plan(nhwc.PATH_AUTO, 960, 160, 49, 49, 0)[0] == vnni
+    assert nhwc._plan(nhwc.PATH_AUTO, 27, 32, 112 * 112, 112 * 112, 0)[0] == (vnni or lanes)
     assert nhwc._plan(nhwc.PATH_GEMM, 16, 96, 49, 49, 5) == (0, 5)
+    assert nhwc._plan(nhwc.PATH_VNNI, 16, 96, 49, 49, 5) == (vnni, 5)
