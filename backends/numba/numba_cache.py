@@ -8,6 +8,12 @@ kernel again and writes it anew. Numba writes each cache file to a temporary nam
 renames it into place, so processes that compile the same kernels at once never corrupt
 each other's files; ``compile_lock`` makes them take turns, so the second loads what the
 first compiled instead of compiling it again.
+
+Numba keys a cached kernel by its bytecode, closure and target CPU, not by the module
+globals it read while compiling; irc's kernels read their instruction choice
+(``IRC_DISABLE_SIMD``, ``IRC_DISABLE_AVX512``, ``IRC_DISABLE_VNNI``) that way, so
+``key_by_kernel_choice`` adds those settings to the key: a process that forces a lower
+path compiles (and caches) its own kernels instead of loading the others'.
 """
 
 from __future__ import annotations
@@ -73,6 +79,25 @@ def guard_cache() -> None:
 
     cls._load_index, cls._load_data = _load_index, _load_data
     setattr(cls, _GUARDED, True)
+
+
+KERNEL_CHOICE = ("IRC_DISABLE_SIMD", "IRC_DISABLE_AVX512", "IRC_DISABLE_VNNI")
+_KEYED = "_irc_keyed"
+
+
+def key_by_kernel_choice() -> None:
+    """Add the ``KERNEL_CHOICE`` settings of this process to every cache key (idempotent)."""
+    cls = caching.Cache
+    if getattr(cls, _KEYED, False):
+        return
+    choice = tuple((name, os.environ.get(name, "")) for name in KERNEL_CHOICE)
+    index_key = cls._index_key
+
+    def _index_key(self, sig, codegen):
+        return (*index_key(self, sig, codegen), choice)
+
+    cls._index_key = _index_key
+    setattr(cls, _KEYED, True)
 
 
 def _lock_path() -> Path:

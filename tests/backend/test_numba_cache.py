@@ -77,3 +77,28 @@ def test_two_cold_processes_compile_each_kernel_once(tmp_path):
                             text=True, timeout=300).stdout.count("data saved")  # fmt: skip
     assert single > 0
     assert _saves_of_two_cold_processes(tmp_path / "shared") == single
+
+
+PLAN = """
+from irc.backends.numba import int_conv_nhwc as c
+print("vnni" if c.HAVE_VNNI else "no-vnni", c._plan(c.PATH_AUTO, 32, 16, 1000, 1000, 0)[0])
+"""
+
+
+def test_forcing_a_lower_path_does_not_load_the_other_kernels(tmp_path):
+    """A kernel compiled with VNNI and cached is not what a process with IRC_DISABLE_VNNI=1
+    loads: the kernel choice is part of the cache key (the choice is a compile-time
+    constant of the cached code)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("IRC_DISABLE_VNNI", None)
+    first = subprocess.run([sys.executable, "-c", PLAN], env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    if not first.stdout.startswith("vnni"):
+        pytest.skip("this CPU (or Numba's target) has no AVX-512 VNNI")
+    assert first.stdout.split()[1] == "64"  # the u8 x s8 quad kernel
+    env["IRC_DISABLE_VNNI"] = "1"
+    second = subprocess.run([sys.executable, "-c", PLAN], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["no-vnni", "16"]  # the int16-pair kernel, compiled anew
