@@ -8,14 +8,13 @@ the totals over the network's layers. One Numba thread; the two kernels are call
 interleaved round-robin, so a noisy neighbour hits both alike. Outputs are checked to agree
 bit for bit (NHWC against the transposed NCHW result) before timing.
 
-    python bench/bench_depthwise_nhwc.py [--runs 40] [--budget 2.0]
+    python bench/bench_depthwise_nhwc.py [--runs 40]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
@@ -25,6 +24,7 @@ import numpy as np  # noqa: E402
 from irc import quant  # noqa: E402
 from irc.backends.numba.int_depthwise import qdepthwise  # noqa: E402
 from irc.backends.numba.int_depthwise_nhwc import qdepthwise_nhwc  # noqa: E402
+from irc.measure import interleaved  # noqa: E402
 
 # (channels, input height = width, stride, kernel, pad before, pad after): MobileNetV2's
 # depthwise 3×3 layers, then EfficientNet-Lite0's 5×5 ones
@@ -60,29 +60,14 @@ def operands(c: int, size: int, stride: int, k: int = 3, pad0: int = 1, pad1: in
 
 
 def bind(kernel, x, w, bias, mult, shift, out, params):
-    """A zero-argument call of ``kernel`` on these operands (8-bit weights)."""
-    return lambda: kernel(x, w, 8, bias, mult, shift, out, *params)
-
-
-def median_seconds(calls: dict, runs: int, budget: float) -> dict:
-    """Median wall time of each zero-argument call, interleaved, at most ``budget`` s each."""
-    times = {name: [] for name in calls}
-    for fn in calls.values():  # warm up (compile, caches)
-        fn()
-    for _ in range(runs):
-        for name, fn in calls.items():
-            if times[name] and sum(times[name]) > budget:
-                continue
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
+    """A call of ``kernel`` on these operands (8-bit weights), as ``interleaved`` makes it
+    (its one argument unused)."""
+    return lambda _: kernel(x, w, 8, bias, mult, shift, out, *params)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds per kernel and layer")
     args = parser.parse_args()
     numba.set_num_threads(1)
     print(f"{'C':>5} {'HxW':>8} {'k':>2} {'s':>2} {'NCHW ms':>9} {'GOP/s':>7} {'NHWC ms':>9}"
@@ -97,9 +82,9 @@ def main() -> None:
             "nhwc": bind(qdepthwise_nhwc, x_nhwc, w, bias, mult, shift, out_nhwc, params),
         }
         for fn in calls.values():
-            fn()
+            fn(None)
         np.testing.assert_array_equal(out_nhwc, out.transpose(0, 2, 3, 1))
-        t = median_seconds(calls, args.runs, args.budget)
+        t = interleaved(calls, None, args.runs)
         ops = 2.0 * c * out.shape[2] * out.shape[3] * k * k
         total_ops += ops
         for name in total:

@@ -67,7 +67,6 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types, uint64
-from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from irc.backends.numba.int_common import (
@@ -78,43 +77,24 @@ from irc.backends.numba.int_common import (
 from irc.backends.numba.int_simd import (
     HAVE_AVX2,
     _const,
-    _host_features,
     _intrinsic_fn,
     _load,
     _loop,
+    target_has,
 )
 from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
 
 # ------------------------------------------------------------------ host and tuning
 
 
-def has_avx512bw() -> bool:
-    """True when AVX2 kernels run here and the host (and Numba's target) has AVX-512BW."""
-    if not HAVE_AVX2 or "avx512bw" not in _host_features():
-        return False
-    features = numba_config.CPU_FEATURES
-    if features is not None:
-        flags = [f.strip() for f in features.split(",")]
-        return "+avx512bw" in flags and "-avx512bw" not in flags
-    return True
+def _enabled(variable: str) -> bool:
+    """False when the environment ``variable`` (IRC_DISABLE_...) is set to force a lower path."""
+    return os.environ.get(variable, "") in ("", "0")
 
 
-HAVE_AVX512 = has_avx512bw() and os.environ.get("IRC_DISABLE_AVX512", "") in ("", "0")
-
-
-def has_avx512vnni() -> bool:
-    """True when the 16-lane kernels run here and the host (and Numba's target) has
-    AVX-512 VNNI, whose ``vpdpwssd`` does ``vpmaddwd`` and the add in one instruction."""
-    if not HAVE_AVX512 or "avx512vnni" not in _host_features():
-        return False
-    features = numba_config.CPU_FEATURES
-    if features is not None:
-        flags = [f.strip() for f in features.split(",")]
-        return "+avx512vnni" in flags and "-avx512vnni" not in flags
-    return True
-
-
-HAVE_VNNI = has_avx512vnni() and os.environ.get("IRC_DISABLE_VNNI", "") in ("", "0")
+# 16-lane kernels need AVX-512BW; ``vpdpbusd`` / ``vpdpwssd`` (madd and add in one) VNNI
+HAVE_AVX512 = HAVE_AVX2 and target_has("avx512bw") and _enabled("IRC_DISABLE_AVX512")
+HAVE_VNNI = HAVE_AVX512 and target_has("avx512vnni") and _enabled("IRC_DISABLE_VNNI")
 
 # ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
 PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16, PATH_VNNI = 0, 1, 2, 3, 4

@@ -89,21 +89,25 @@ def _is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def has_avx2() -> bool:
-    """True when the host CPU has AVX2 and Numba compiles for a target that has it too.
+def target_has(feature: str) -> bool:
+    """True when the host CPU has ``feature`` (LLVM's name: 'avx2', 'avx512bw', ...) and
+    Numba compiles for a target that has it too.
 
     Numba's target is the host unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` say
     otherwise (e.g. ``generic`` for portable caches); then the feature string decides.
     """
-    if not _is_x86_64():
-        return False
-    if "avx2" not in _host_features():
+    if feature not in _host_features():
         return False
     features = numba_config.CPU_FEATURES
     if features is not None:
         flags = [f.strip() for f in features.split(",")]
-        return "+avx2" in flags and "-avx2" not in flags
+        return f"+{feature}" in flags and f"-{feature}" not in flags
     return True
+
+
+def has_avx2() -> bool:
+    """True on an x86-64 host with AVX2 when Numba's target has it too (``target_has``)."""
+    return _is_x86_64() and target_has("avx2")
 
 
 HAVE_AVX2 = has_avx2() and os.environ.get("IRC_DISABLE_SIMD", "") in ("", "0")
