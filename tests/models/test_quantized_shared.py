@@ -18,20 +18,23 @@ from irc.support import quantizable_layers
 MODELS = {"mobilenetv2_bn": "torchvision", "efficientnet_lite0_bn": "efficientnet-lite"}
 
 
-MIXED = ("int8", "int4", "fp16", "int2", "fp32", "int8", "int4")  # cycled over the layers
+MIXES = {  # cycled over the layers
+    "mixed": ("int8", "int4", "fp16", "int2", "fp32", "int8", "int4"),
+    "int-mixed": ("int8", "int4", "int2", "int4"),
+}
 
 
 def plan_of(graph, precision: str):
-    """``precision``, or for "mixed" a layer → precision mapping cycling ``MIXED`` (float
-    islands among integer layers of three widths: transposes at each island's edges)."""
-    if precision != "mixed":
+    """``precision``, or a layer → precision mapping cycling one of ``MIXES``: float
+    islands among integer layers of three widths ("mixed"), or the widths alone."""
+    if precision not in MIXES:
         return precision
     names = [layer_name(op) for op in quantizable_layers(graph)]
-    return {name: MIXED[i % len(MIXED)] for i, name in enumerate(names)}
+    return {name: MIXES[precision][i % len(MIXES[precision])] for i, name in enumerate(names)}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("precision", ["int8", "int4", "mixed"])
+@pytest.mark.parametrize("precision", ["int8", "int4", "int-mixed", "mixed"])
 def test_quantized_levels_and_numba_agree_exactly(name, precision):
     """L1 = L3 = channels-last L3 in the interpreter; the compiled programs of both L3
     layouts equal it bit for bit when every layer is integer, and come close otherwise
