@@ -11,7 +11,8 @@ driver over), binds a kernel per op and generates the driver
 graph's text, its constant bytes and the pipeline, so building the same graph again while
 a model of it is alive skips everything; the cache holds programs weakly, so a dropped
 model's constants are freed with it. Numba's ``cache=True`` keeps the kernels' machine
-code on disk, so a second process does not compile them again.
+code on disk, so a second process does not compile them again. ``kernel_isa()`` names
+the instruction set the integer kernels use here (for the cost model's cache keys).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numba
 import numpy as np
 
 from irc.backends.numba.codegen import generate_program
+from irc.backends.numba.isa import kernel_isa  # noqa: F401 - for clients of this stage
 from irc.backends.numba.kernel_table import BackendError
 from irc.compiled import CompiledModel
 from irc.frontends.onnx_importer import import_onnx

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba.core.errors import NumbaError
 
 from irc.backends.numba.codegen import Driver, Program, Snapshot
+from irc.backends.numba.isa import kernel_isa
 from irc.backends.numba.kernel_table import BackendError
 from irc.backends.numba.numba_cache import compile_lock
 from irc.errors import InputError
@@ -189,9 +190,16 @@ class CompiledModel:
             except Exception:  # noqa: BLE001 - data-dependent; the real call reports it
                 pass
 
+    @property
+    def kernel_isa(self) -> str:
+        """The instruction set the integer kernels run on this machine ('avx512-vnni',
+        'avx512', 'avx2' or 'portable'); every one gives the same results."""
+        return kernel_isa()
+
     def report(self):
-        """Per layer: op, shape, precision, weight bytes; and totals against FP32."""
-        return model_report(self.graph)
+        """Per layer: op, shape, precision, weight bytes; totals against FP32; and the
+        kernels' instruction set."""
+        return replace(model_report(self.graph), kernels=self.kernel_isa)
 
     def save(self, path, *, timestamp: bool = False, measurements: bool = False) -> None:
         """Write the compiled model to one file (``irc.load`` reads it back); the same model

@@ -91,11 +91,13 @@ class ReportTotals:
 
 @dataclass(frozen=True)
 class ModelReport:
-    """Per-layer rows and totals; ``str()`` is an aligned table, ``to_dict()`` JSON-able."""
+    """Per-layer rows and totals; ``str()`` is an aligned table, ``to_dict()`` JSON-able.
+    ``kernels``: the instruction set of a compiled model's integer kernels ("" for a graph)."""
 
     graph: str
     layers: list[LayerRow]
     totals: ReportTotals
+    kernels: str = ""
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and numbers (``json.dumps`` takes it as is)."""
@@ -112,7 +114,8 @@ class ModelReport:
             "layer_bytes": t.layer_bytes, "layer_fp32_bytes": t.layer_fp32_bytes,
             "other_bytes": t.other_bytes, "counts": dict(t.counts),
         }  # fmt: skip
-        return {"graph": self.graph, "layers": rows, "totals": totals}
+        kernels = {"kernels": self.kernels} if self.kernels else {}
+        return {"graph": self.graph, "layers": rows, "totals": totals, **kernels}
 
     def to_text(self, max_name: int = 56) -> str:
         """An aligned table, one layer a line, then the totals."""
@@ -152,6 +155,8 @@ class ModelReport:
             f"size {format_bytes(t.bytes)} vs FP32 {format_bytes(t.fp32_bytes)} "
             f"({t.ratio:.2f}× smaller)"
         )
+        if self.kernels:
+            lines.append(f"integer kernels: {self.kernels}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

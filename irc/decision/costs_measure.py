@@ -15,7 +15,7 @@ calls are its **transition** costs.
 
 Measurements are kept in a JSON file, ``<cache_dir>/costs-<machine hash>.json``::
 
-    {"version": 2, "machine": {"cpu", "avx2", "avx512", "numba", "irc", "threads"},
+    {"version": 2, "machine": {"cpu", "avx2", "avx512", "kernels", "numba", "irc", "threads"},
      "layers": {"<signature>": {"allowed", "seconds", "quantize", "dequantize", "error",
                                 "precision", "class", "macs", "params", "in", "out",
                                 "touched"}},
@@ -48,7 +48,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from irc.build import build
+from irc.build import build, kernel_isa
 from irc.calibration.progress import Progress
 from irc.decision.cost import INTEGER, PRECISIONS, CostModel
 from irc.decision.layer_programs import quantized_layer_graph
@@ -292,7 +292,8 @@ def machine_info(threads: int) -> dict:
     flags = set(flags.group(1).split()) if flags else set()
     cpu = cpu.group(1).strip() if cpu else platform.processor() or platform.machine()
     versions = {"irc": __version__, "numba": numba.__version__, "threads": int(threads)}
-    return {"cpu": cpu, "avx2": "avx2" in flags, "avx512": "avx512f" in flags, **versions}
+    isa = {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "kernels": kernel_isa()}
+    return {"cpu": cpu, **isa, **versions}
 
 
 def _digest(obj) -> str:

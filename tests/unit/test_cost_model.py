@@ -12,6 +12,7 @@ import pytest
 from onnx_builders import tiny_cnn
 
 import irc
+from irc.build import kernel_isa
 from irc.decision import costs_measure
 from irc.decision.costs_measure import (
     DEFAULT_BANDWIDTH,
@@ -62,6 +63,9 @@ def test_bytes_add_up_to_the_whole_model_report(setup, precision):
         assert row.name == costs.layers[i] and row.precision == precision
         assert costs.bytes[i, j] == row.bytes
         assert costs.bytes[i, costs.column("fp32")] == row.fp32_bytes
+    assert report.kernels == model.kernel_isa in ("avx512-vnni", "avx512", "avx2", "portable")
+    assert f"integer kernels: {model.kernel_isa}" in str(report)
+    assert report.to_dict()["kernels"] == model.kernel_isa
     # output shapes in the model's order whatever layout the integer layers run in
     fp32 = irc.compile(tiny_cnn(), precision="fp32", progress=False).report()
     assert [row.shape for row in report.layers] == [row.shape for row in fp32.layers]
@@ -87,6 +91,7 @@ def test_every_precision_allowed_and_measured(setup):
     (path,) = cache.glob("costs-*.json")
     data = json.loads(path.read_text())
     assert data["machine"]["threads"] == 1
+    assert data["machine"]["kernels"] == kernel_isa()  # costs of one path are not another's
     assert len(data["layers"]) == 2 * 5 and len(data["models"]) == 1
     op = quantizable_layers(graph)[0]
     entry = data["layers"][layer_signature(op, "int8")]
