@@ -8,12 +8,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from model_paths import shared_path
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx_builders import small_convnet
 
 import irc
 from irc import quant
+from irc.calibration import load_folder
 from irc.export_onnx import OPSET, ExportError, export_onnx
 from irc.passes.layout import channels_first
 from irc.tools.cli import main as irc_main
@@ -295,10 +297,6 @@ def test_irc_export_of_a_bad_file_is_one_line_and_exit_2(tmp_path, capsys, damag
 # ------------------------------------------------------------------ a real model
 @pytest.mark.slow
 def test_mobilenetv2_int8_in_onnxruntime():
-    from model_paths import shared_path
-
-    from irc.calibration import load_folder
-
     path = shared_path("models", "mobilenetv2_bn.onnx")
     calib = load_folder(shared_path("data", "imagenet-calib256"), "torchvision", limit=8)
     images = load_folder(shared_path("data", "imagenet-val1300"), "torchvision", limit=16)
