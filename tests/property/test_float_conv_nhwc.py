@@ -12,8 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_draws import conv_geometry
 
 from irc.backends.numba import float_conv_nhwc
 from irc.backends.numba.float_conv_nhwc import plan_conv2d_nhwc
@@ -74,17 +75,8 @@ def conv_cases(draw):
     else:
         group = draw(st.sampled_from([1, 2])) if form == "pointwise" else 1
         cin_g, cout = draw(st.integers(1, 40)) // group + 1, group * draw(st.integers(1, 20))
-    if form == "pointwise":
-        kernel, strides, dilations, pads = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
-    else:
-        kernel = tuple(draw(st.integers(1, 5)) for _ in range(2))
-        strides = tuple(draw(st.integers(1, 3)) for _ in range(2))
-        dilations = tuple(draw(st.integers(1, 2)) for _ in range(2))
-        pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
-    height, width = draw(st.integers(1, 12)), draw(st.integers(1, 12))
-    for axis, size in enumerate((height, width)):
-        span = dilations[axis] * (kernel[axis] - 1) + 1
-        assume(size + pads[axis] + pads[axis + 2] >= span)
+    geometry = conv_geometry(draw, form == "pointwise", 12)
+    kernel, strides, dilations, pads, height, width = geometry
     batch = draw(st.integers(1, 2))
     attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
     attrs.update(draw(st.sampled_from(ACTIVATIONS)))

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_draws import activations
 
 from irc import quant
 from irc.backends.numba import int_conv_nhwc as nhwc
@@ -38,15 +39,6 @@ NO_VNNI = "no AVX-512 VNNI here (or IRC_DISABLE_VNNI=1): the quad kernel is not 
 needs_vnni = pytest.mark.skipif(not nhwc.HAVE_VNNI, reason=NO_VNNI)
 zero_points = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
 CLAMPS = st.sampled_from([(-128, 127), (0, 127), (-128, -128), (-20, 90), (5, 5)])
-
-
-def activations(rng, shape, mode):
-    """int8 levels: uniform, only -128/127 ("extremes"), or near zero ("small")."""
-    if mode == "extremes":
-        return rng.choice(np.array([-128, 127], np.int8), shape)
-    if mode == "small":
-        return rng.integers(-3, 4, shape).astype(np.int8)
-    return rng.integers(-128, 128, shape).astype(np.int8)
 
 
 def weights(rng, shape, bits, mode):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kernel_draws import activations
 
 from irc import quant
 from irc.backends.numba.int_depthwise import qdepthwise
@@ -31,15 +32,6 @@ zero_points = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
 TAILS = st.sampled_from(["realistic", "random", "huge", "tiny", "ties", "mixed"])
 VALUES = st.sampled_from(["uniform", "extremes", "small"])
 CLAMPS = st.sampled_from([(-128, 127), (None, 127), (None, "relu6"), (-100, 90)])
-
-
-def activations(rng, shape, mode) -> np.ndarray:
-    """int8 levels: uniform, only -128/127 ("extremes"), or near zero ("small")."""
-    if mode == "extremes":
-        return rng.choice(np.array([-128, 127], np.int8), shape)
-    if mode == "small":
-        return rng.integers(-3, 4, shape).astype(np.int8)
-    return rng.integers(-128, 128, shape).astype(np.int8)
 
 
 def weight_rows(rng, channels, taps, bits, mode) -> np.ndarray:

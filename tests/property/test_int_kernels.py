@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kernel_draws import activations, conv_geometry
 from numba import njit
 
 from irc import quant
@@ -61,15 +62,6 @@ def readonly(array) -> np.ndarray:
 def qi8(shape, scale, zero_point) -> TensorType:
     """A per-tensor int8 activation type."""
     return TensorType(DType.I8, tuple(shape), QuantParams.per_tensor(scale, zero_point))
-
-
-def activations(rng, shape, mode) -> np.ndarray:
-    """int8 levels: uniform, only -128/127 ("extremes"), or near zero ("small")."""
-    if mode == "extremes":
-        return rng.choice(np.array([-128, 127], np.int8), shape)
-    if mode == "small":
-        return rng.integers(-3, 4, shape).astype(np.int8)
-    return rng.integers(-128, 128, shape).astype(np.int8)
 
 
 def weight_levels(rng, shape, bits, mode) -> np.ndarray:
@@ -189,17 +181,8 @@ def conv_cases(draw):
     group = draw(st.integers(2, 3)) if form in ("grouped", "depthwise") else 1
     cin_g = 1 if form == "depthwise" else draw(st.integers(1, 5))
     cout = group * draw(st.integers(1, 3))
-    if form == "pointwise":
-        kernel, strides, dilations, pads = (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)
-    else:
-        kernel = tuple(draw(st.integers(1, 5)) for _ in range(2))
-        strides = tuple(draw(st.integers(1, 3)) for _ in range(2))
-        dilations = tuple(draw(st.integers(1, 2)) for _ in range(2))
-        pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
-    height, width = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    for axis, size in enumerate((height, width)):
-        span = dilations[axis] * (kernel[axis] - 1) + 1
-        assume(size + pads[axis] + pads[axis + 2] >= span)
+    geometry = conv_geometry(draw, form == "pointwise", 9)
+    kernel, strides, dilations, pads, height, width = geometry
     batch = draw(st.sampled_from([1, 2]))
     layout = draw(LAYOUTS)
     attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
