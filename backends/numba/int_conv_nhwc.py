@@ -118,7 +118,7 @@ _CHUNKS = 64
 # ------------------------------------------------------------------ outer-product kernel
 
 
-def _make_outer(lanes, rows, vectors, quads=False):
+def _make_outer(lanes, rows, vectors, quads=False, fields=1):
     """An intrinsic ``(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)`` (i64
     values): for g < groups, with row r = g·rows + i (i < rows) and channel vector v <
     vectors,
@@ -133,6 +133,12 @@ def _make_outer(lanes, rows, vectors, quads=False):
     With ``quads`` (16 lanes, AVX-512 VNNI), ``pairs`` counts quads: ``xs`` words hold four
     unsigned bytes, ``wt`` words four int8 weights, and madd is ``vpdpbusd``'s
     Σ_{b < 4} u8 · s8 per 32-bit lane (acc + that as one instruction).
+
+    With ``fields`` > 1 (quads only), each ``wt`` byte packs ``fields`` weights of 8 /
+    ``fields`` bits, offset to unsigned (``nibble_table``): word j then holds quads
+    j·fields .. j·fields + fields - 1, field f of every byte being quad j·fields + f, and
+    ``pairs`` counts such words. Field f is unpacked in registers by a 16-bit shift right
+    by f·bits and a mask, less 8 (4 bits), or doubled less 3 (2 bits: levels -3, -1, 1, 3).
     """
     i16v, i32v = ir.VectorType(ir.IntType(16), 2 * lanes), ir.VectorType(ir.IntType(32), lanes)
     if lanes == 8:
@@ -145,6 +151,19 @@ def _make_outer(lanes, rows, vectors, quads=False):
         assert lanes == 16
         i16v, dot_name = ir.VectorType(ir.IntType(8), 64), "llvm.x86.avx512.vpdpbusd.512"
     i32 = ir.IntType(32)
+    i8v, i16w = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32)
+    bits = 8 // fields
+
+    def unpack(builder, word, f):
+        """Field ``f`` of every byte of a packed weight vector, as int8 levels."""
+        if fields == 1:
+            return builder.bitcast(word, i8v)
+        if f:
+            word = builder.lshr(builder.bitcast(word, i16w), ir.Constant(i16w, [f * bits] * 32))
+        u = builder.and_(builder.bitcast(word, i8v), ir.Constant(i8v, [(1 << bits) - 1] * 64))
+        if bits == 4:
+            return builder.sub(u, ir.Constant(i8v, [8] * 64))
+        return builder.sub(builder.add(u, u), ir.Constant(i8v, [3] * 64))
 
     @intrinsic
     def kernel(typingctx, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
@@ -169,22 +188,27 @@ def _make_outer(lanes, rows, vectors, quads=False):
 
                 def step(j, accs):
                     w_row = builder.add(wt, builder.mul(j, wt_rs))
-                    wv = [
-                        builder.bitcast(_load(builder, w_row, _const(4 * lanes * v), i32v), i16v)
-                        for v in range(vectors)
-                    ]
-                    at = builder.mul(j, _const(4))
+                    words = [_load(builder, w_row, _const(4 * lanes * v), i32v)
+                             for v in range(vectors)]  # fmt: skip
                     accs = list(accs)
-                    for i in range(rows):
-                        pair = _load(builder, x_rows[i], at, i32)
-                        b = builder.insert_element(zero, pair, ir.Constant(i32, 0))
-                        b = builder.bitcast(builder.shuffle_vector(b, b, splat_mask), i16v)
-                        for v in range(vectors):
-                            t = i * vectors + v
-                            if fused:
-                                accs[t] = builder.call(dot, [accs[t], b, wv[v]])
-                            else:
-                                accs[t] = builder.add(accs[t], builder.call(madd, [b, wv[v]]))
+                    for f in range(fields):
+                        if quads:
+                            wv = [unpack(builder, word, f) for word in words]
+                        else:
+                            wv = [builder.bitcast(word, i16v) for word in words]
+                        at = builder.mul(j, _const(4 * fields))
+                        at = builder.add(at, _const(4 * f))
+                        for i in range(rows):
+                            pair = _load(builder, x_rows[i], at, i32)
+                            b = builder.insert_element(zero, pair, ir.Constant(i32, 0))
+                            b = builder.bitcast(builder.shuffle_vector(b, b, splat_mask), i16v)
+                            for v in range(vectors):
+                                t = i * vectors + v
+                                if fused:
+                                    accs[t] = builder.call(dot, [accs[t], b, wv[v]])
+                                else:
+                                    madd_bw = builder.call(madd, [b, wv[v]])
+                                    accs[t] = builder.add(accs[t], madd_bw)
                     return accs
 
                 ptrs = []
@@ -225,15 +249,37 @@ else:  # pragma: no cover - hosts without AVX-512BW
     _o16_1 = _o16_2 = _o16_3 = _o16_4 = _absent
 if HAVE_VNNI:
     _q_1, _q_2, _q_3, _q_4 = [_make_outer(16, r, v, quads=True) for r, v in TILES16]
+    _q4_1, _q4_2, _q4_3, _q4_4 = [_make_outer(16, r, v, True, 2) for r, v in TILES16]
+    _q2_1, _q2_2, _q2_3, _q2_4 = [_make_outer(16, r, v, True, 4) for r, v in TILES16]
 else:  # pragma: no cover - hosts without AVX-512 VNNI
     _q_1 = _q_2 = _q_3 = _q_4 = _absent
+    _q4_1 = _q4_2 = _q4_3 = _q4_4 = _q2_1 = _q2_2 = _q2_3 = _q2_4 = _absent
 
 
 @njit(cache=True)
-def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
+def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields=1):
     """Run the (lanes, vectors) kernel of ``TILES8`` / ``TILES16`` over ``groups`` row groups
-    (lanes 64: the u8 × s8 quad kernel, with ``TILES16``'s tiles)."""
-    if lanes == 64:
+    (lanes 64: the u8 × s8 quad kernel, with ``TILES16``'s tiles, on int8 weight words or,
+    with ``fields`` 2 or 4, on ``nibble_table``'s packed ones)."""
+    if lanes == 64 and fields == 2:
+        if vectors == 4:
+            _q4_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 3:
+            _q4_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _q4_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _q4_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif lanes == 64 and fields == 4:
+        if vectors == 4:
+            _q2_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 3:
+            _q2_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _q2_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _q2_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif lanes == 64:
         if vectors == 4:
             _q_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
         elif vectors == 3:
@@ -392,6 +438,36 @@ def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
 
 
 @njit(cache=True)
+def nibble_table(w, bits, group, cin_g, kh, kw, o_pad):
+    """``quad_table``'s levels packed 8 / ``bits`` quads to a word, for 4- and 2-bit
+    weights: int32 [group, ceil(K / (4·f)), o_pad] with f = 8 / bits, where byte b of word
+    j for channel o holds, at bits i·bits .. (i + 1)·bits - 1 for i < f, the level of byte
+    b of quad word j·f + i offset to unsigned: level + 8 (4 bits) or (level + 3) / 2
+    (2 bits, levels -3, -1, 1, 3). Quads past the table are level 0 (4 bits) or -1
+    (2 bits: no zero level; the kernel's activation bytes there are zero)."""
+    quads = quad_table(w, bits, group, cin_g, kh, kw, o_pad)
+    per = 8 // bits
+    n_q = quads.shape[1]
+    words = -(-n_q // per)
+    table = np.zeros((group, words, o_pad), dtype=np.int32)
+    qf = quads.reshape(quads.size).view(np.int8)
+    tf = table.reshape(table.size).view(np.uint8)
+    row = uint64(4 * o_pad)  # bytes per table row
+    for g in range(group):
+        for j in range(words):
+            dst = uint64(g * words + j) * row
+            for i in range(per):
+                q = j * per + i
+                src = uint64(g * n_q + q) * row
+                move = np.uint8(i * bits)
+                for b in range(row):
+                    level = np.int32(qf[src + b]) if q < n_q else np.int32(0)
+                    u = level + 8 if bits == 4 else (level + 3) >> 1
+                    tf[dst + b] |= np.uint8(u) << move
+    return table
+
+
+@njit(cache=True)
 def _widen_rows(xf, x_off, cin, cin_g, rows, xs, row_len, lift):
     """xs[p, c] = (x row p0 + p, channel c) + lift for a pointwise tile: rows of ``cin``
     channels from ``x_off``, ``cin_g`` of them taken, into rows of ``row_len`` of xs's type
@@ -513,10 +589,10 @@ def requantize_tile(acc, pitch_acc, rows, cols, tail, c0, zp, lo, hi, of, off, p
 
 
 @njit(cache=True)
-def _plan(path, k, og, rows, pixels, tile):
+def conv_plan(path, k, og, rows, pixels, tile):
     """(product, pixels per task tile) for a layer of ``rows`` output pixels in all
     (``pixels`` per image): the product as outer lanes (8, 16, or 64 for the u8 × s8 quad
-    kernel) or 0 for the GEMM."""
+    kernel) or 0 for the GEMM. ``path`` and ``tile`` as ``qconv_nhwc``'s."""
     lanes = 0
     if path == PATH_VNNI and HAVE_VNNI:
         lanes = 64
@@ -544,7 +620,37 @@ def _plan(path, k, og, rows, pixels, tile):
     return lanes, -(-pixels // tiles)  # even tiles: no thin last one
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
+def _fields(lanes, bits):
+    """Quads per weight word of the product ``lanes`` at ``bits``: 8 / bits for the quad
+    kernel on packed weights (``nibble_table``), else 1."""
+    return 8 // bits if lanes == 64 and bits < 8 else 1
+
+
+@njit(cache=True)
+def prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes):
+    """The weight table the product ``lanes`` (``conv_plan``'s) reads: ``quad_table`` (int8
+    weights) or ``nibble_table`` (packed ones) for the quad kernel, ``weight_table`` for the
+    outer product, an empty one for the GEMM (which reads ``w`` in place)."""
+    if lanes == 64:
+        o_pad = -(-og // 16) * 16
+        if bits < 8:
+            return nibble_table(w, bits, group, cin_g, kh, kw, o_pad)
+        return quad_table(w, bits, group, cin_g, kh, kw, o_pad)
+    if lanes:
+        return weight_table(w, bits, group, cin_g, kh, kw, -(-og // lanes) * lanes)
+    return np.zeros((0, 0, 0), dtype=np.int32)
+
+
+@njit(cache=True)
+def prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes):
+    """``layer_constants`` of the layer for the product ``lanes``: the quad kernel sums
+    (x + 128)·w, so its correction is the one of input zero point x_zero + 128."""
+    lift = 128 if lanes == 64 else 0
+    return layer_constants(bias, multiplier, shift, wsums, x_zero + lift, ACC_PER_TERM * k)
+
+
+@njit(cache=True)
 def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, top, left, dh, dw,
                group, x_zero, zp, lo, hi, path=0, tile=0):  # fmt: skip
     """out = requant(conv(x - x_zero, w) + bias) for NHWC int8 ``x`` [N, H, W, C_in] into
@@ -553,8 +659,28 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
     implied by out's shape), without its pointwise flag and tile.
 
     ``path`` (``PATH_*``) forces a product, where the host has it (0: by K and host);
-    ``tile`` > 0 sets the output pixels per task. Neither changes the result.
+    ``tile`` > 0 sets the output pixels per task. Neither changes the result. The weight
+    table and layer constants are prepared on each call; a caller that calls again with
+    the same weights prepares them once (``conv_plan``, ``prepare_weights``,
+    ``prepare_tail``) and calls ``qconv_nhwc_prepared``.
     """
+    n, height, width, cin = x.shape
+    oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
+    cin_g, og = cin // group, cout // group
+    k = cin_g * kh * kw
+    lanes, tile = conv_plan(path, k, og, n * oh * ow, oh * ow, tile)
+    table = prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes)
+    tail = prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes)
+    qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left, dh, dw, group,
+                        x_zero, zp, lo, hi, lanes, tile)  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left, dh, dw, group,
+                        x_zero, zp, lo, hi, lanes, tile):  # fmt: skip
+    """``qconv_nhwc`` with its plan (``lanes``, ``tile``: ``conv_plan``'s), weight ``table``
+    (``prepare_weights``) and layer constants ``tail`` (``prepare_tail``) given; ``w`` is
+    read only by the GEMM (lanes 0)."""
     n, height, width, cin = x.shape
     oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
     cin_g, og = cin // group, cout // group
@@ -562,10 +688,6 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
     pixels = oh * ow
     pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
                  and oh == height and ow == width)  # fmt: skip
-    lanes, tile = _plan(path, k, og, n * pixels, pixels, tile)
-    # the quad kernel sums (x + 128)·w: its correction is the one of input zero point x_zero + 128
-    lift = 128 if lanes == 64 else 0
-    tail = layer_constants(bias, multiplier, shift, wsums, x_zero + lift, ACC_PER_TERM * k)
     xf, of = x.reshape(x.size), out.reshape(out.size)
     tiles = -(-pixels // tile) if pixels else 0
     tasks = n * group * tiles
@@ -573,16 +695,15 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
     if lanes:
         quad = lanes == 64
         step, vl = (4, 16) if quad else (2, lanes)  # k per word, channels per vector
-        units = (k + step - 1) // step  # words per row (k pairs or quads)
+        fields = _fields(lanes, bits)  # quads per table word
+        words = -(-((k + step - 1) // step) // fields)  # table rows per group
+        units = words * fields  # scratch words per row (k pairs or quads); the bytes
+        # past K stay zero (2-bit weights have no zero level to pad with)
         o_pad = -(-og // vl) * vl
-        if quad:
-            table = quad_table(w, bits, group, cin_g, kh, kw, o_pad)
-        else:
-            table = weight_table(w, bits, group, cin_g, kh, kw, o_pad)
         n_vec = o_pad // vl
         v_max = 4 if vl == 16 else 3
         blocks = -(-n_vec // v_max)
-        k_chunk = OUTER_K_QUADS if quad else OUTER_K_PAIRS
+        k_chunk = (OUTER_K_QUADS if quad else OUTER_K_PAIRS) // fields  # table rows per call
         for chunk in prange(chunks):
             xb = np.zeros((tile + R_MAX) * 4 * units, dtype=np.uint8)  # u8 quads, or
             xw = xb.view(np.int16)  # int16 pairs
@@ -603,17 +724,17 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
                 else:
                     _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
                                  left, dh, dw, ow, p0, rows, x_zero, xw, 2 * units, 0)  # fmt: skip
-                wt = table.ctypes.data + g * units * o_pad * 4
+                wt = table.ctypes.data + g * words * o_pad * 4
                 v0 = 0
                 for b in range(blocks):
                     vectors = (n_vec - v0) // (blocks - b)
                     groups = -(-rows // _tile_rows(lanes, vectors))
                     at = acc.ctypes.data + 4 * vl * v0
-                    for j0 in range(0, units, k_chunk):
-                        count = min(k_chunk, units - j0)
-                        _outer(lanes, vectors, xb.ctypes.data + 4 * j0, 4 * units, groups,
-                               wt + (j0 * o_pad + vl * v0) * 4, 4 * o_pad, count, at,
-                               4 * o_pad, j0)  # fmt: skip
+                    for j0 in range(0, words, k_chunk):
+                        count = min(k_chunk, words - j0)
+                        _outer(lanes, vectors, xb.ctypes.data + 4 * fields * j0, 4 * units,
+                               groups, wt + (j0 * o_pad + vl * v0) * 4, 4 * o_pad, count, at,
+                               4 * o_pad, j0, fields)  # fmt: skip
                     v0 += vectors
                 out_off = ((image * pixels) + p0) * cout + g * og
                 requantize_tile(acc, o_pad, rows, og, tail, g * og, zp, lo, hi, of, out_off,

@@ -38,8 +38,8 @@ every target (and Numba's cache keys the machine code by target CPU).
   ``requantize_one``.
 
 Tasks are output rows (of every image) times channel blocks, split into a few chunks (a
-range of output rows times a slab of blocks, which prepares only its slab's channels) over
-Numba's threads; each chunk allocates its scratch once. Every output element is computed by one
+range of output rows times a slab of blocks, which prepares only its slab's channels), about
+two per Numba thread; each chunk allocates its scratch once. Every output element is computed by one
 task, in integers (the float64 path is exact), so results do not depend on the thread count.
 """
 
@@ -58,7 +58,8 @@ from irc.backends.numba.int_common import (
 )
 from irc.backends.numba.int_simd import _const, _load, _loop, _shuffle, _store
 
-_CHUNKS = 16  # tasks go in at most this many chunks (of output rows × channel blocks)
+_CHUNKS = 16  # tasks go in at most this many chunks (of output rows × channel blocks),
+_CHUNKS_PER_THREAD = 2  # and about this many per thread (each chunk's setup costs µs)
 _ROWS = 8  # output rows per chunk at least: a chunk prepares kernel height - 1 extra rows
 _TILE = 4  # output pixels per register tile of the micro-kernel
 _PAIRS = 3  # tap pairs per segment of a kernel row (at most six taps)
@@ -252,26 +253,35 @@ def _run_kernel(groups, pairs, rows, zslot, ptrs, segs, goff, wtab, w_off, w_seg
 # ------------------------------------------------------------------ the kernel
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def qdepthwise_nhwc(x, w, bits, bias, multiplier, shift, out, kh, kw, sh, sw, top, left, dh, dw,
-                    x_zero, zp, lo, hi):  # fmt: skip
+                    x_zero, zp, lo, hi, threads=0):  # fmt: skip
     """out = requant(depthwise conv(x - x_zero, w) + bias) for NHWC int8 ``x`` [N, H, W, C]
     into NHWC int8 ``out`` [N, OH, OW, C·mult]; weight rows ``w`` [C·mult, ...] at ``bits``
     (8: int8 levels; 4, 2: packed bytes).
 
     Strides (sh, sw), leading pads (top, left), dilations (dh, dw); the trailing pads are
     implied by out's shape. ``multiplier`` and ``shift`` are [O] or [1]. The arguments and
-    the result are ``qdepthwise``'s, with x and out channels last (both C-contiguous).
+    the result are ``qdepthwise``'s, with x and out channels last (both C-contiguous). The
+    weight table and layer constants are prepared on each call; a caller that calls again
+    with the same weights prepares them once (``prepare_depthwise``) and calls
+    ``qdepthwise_nhwc_prepared``. ``threads`` (Numba's thread count, or 0: unknown) sizes
+    the chunks of work; it does not change the result.
     """
-    n, height, width, cin = x.shape
-    oh_all, ow_all, cout = out.shape[1], out.shape[2], out.shape[3]
-    if n * oh_all * ow_all * cout == 0:
-        return
-    mult = cout // cin
+    layer = prepare_depthwise(w, bits, bias, multiplier, shift, kh, kw)
+    qdepthwise_nhwc_prepared(x, layer, out, kh, kw, sh, sw, top, left, dh, dw, x_zero, zp, lo,
+                             hi, threads)  # fmt: skip
+
+
+@njit(cache=True)
+def prepare_depthwise(w, bits, bias, multiplier, shift, kh, kw):
+    """What ``qdepthwise_nhwc_prepared`` needs of a layer's weights and constants, once:
+    (weight table, ``layer_constants``, the sums' int32 start per channel, the float64
+    scale, the channels the int64 path redoes, the channel blocks holding any)."""
+    cout = bias.size
     cp = -(-cout // _GROUP) * _GROUP  # channels padded to whole groups
     pairs = min(_PAIRS, (kw + 1) // 2)
     nseg = -(-kw // (2 * pairs))  # segments per kernel row
-    segs = kh * nseg
     wtab = _weight_table(w, bits, kh, kw, pairs, nseg, cout, cp)
     no_sums = np.zeros(cout, dtype=np.int64)  # centred input: no zero-point term
     bound = ACC_PER_TERM * kh * kw  # bounds |Σ (x - z_x)·w|
@@ -290,6 +300,25 @@ def qdepthwise_nhwc(x, w, bits, bias, multiplier, shift, out, kh, kw, sh, sw, to
         redo[oc] = not (fold and tail[5][oc])
         if redo[oc]:
             slow[oc // _BLOCK] = True
+    return wtab, tail, init, scale, redo, slow
+
+
+@njit(cache=True, parallel=True)
+def qdepthwise_nhwc_prepared(x, layer, out, kh, kw, sh, sw, top, left, dh, dw, x_zero, zp, lo,
+                             hi, threads):  # fmt: skip
+    """``qdepthwise_nhwc`` with the layer's weights and constants prepared
+    (``prepare_depthwise``)."""
+    n, height, width, cin = x.shape
+    oh_all, ow_all, cout = out.shape[1], out.shape[2], out.shape[3]
+    if n * oh_all * ow_all * cout == 0:
+        return
+    wtab, tail, init, scale, redo, slow = layer
+    mult = cout // cin
+    cp = -(-cout // _GROUP) * _GROUP  # channels padded to whole groups
+    pairs = min(_PAIRS, (kw + 1) // 2)
+    nseg = -(-kw // (2 * pairs))  # segments per kernel row
+    segs = kh * nseg
+    blocks = -(-cout // _BLOCK)
     params = np.array([lo - zp, hi - zp, _MAGIC, zp], dtype=np.float64)
     reach = ((nseg - 1) * 2 * pairs + 2 * (pairs - 1)) * dw  # column of the last pair read
     wpad = (ow_all - 1) * sw + reach + 1  # prepared columns per row
@@ -302,8 +331,9 @@ def qdepthwise_nhwc(x, w, bits, bias, multiplier, shift, out, kh, kw, sh, sw, to
     # Chunks: a range of output rows (at least _ROWS of them, so that the ring pays off)
     # times a slab of whole channel blocks (which prepares only its own channels).
     tasks = n * oh_all
-    row_chunks = max(1, min(tasks // _ROWS, _CHUNKS))
-    slabs = min(blocks, max(1, _CHUNKS // row_chunks))
+    most = min(_CHUNKS, _CHUNKS_PER_THREAD * threads) if threads > 0 else _CHUNKS
+    row_chunks = max(1, min(tasks // _ROWS, most))
+    slabs = min(blocks, max(1, most // row_chunks))
     chunks = row_chunks * slabs
     widest = min(cp, -(-blocks // slabs) * _BLOCK)  # channels of the widest slab
     zslot = np.zeros(wpad * 2 * widest, dtype=np.int16)  # the rows outside the input
@@ -362,7 +392,7 @@ def _weight_table(w, bits, kh, kw, pairs, nseg, cout, cp):
     """The weight levels as int16 [segment, pair, channel (cp), 2]: tap (i, j) of channel oc
     at segment i·nseg + j // (2·pairs), pair (j mod 2·pairs) // 2, slot j mod 2; zeros
     for the padding taps and channels."""
-    w2 = w.reshape((cout, w.size // cout))
+    w2 = w.reshape((cout, w.size // max(cout, 1)))
     span = 2 * pairs
     table = np.zeros(kh * nseg * pairs * cp * 2, dtype=np.int16)
     for i in range(kh):

@@ -22,14 +22,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import get_num_threads
 
 from irc import quant
 from irc.backends.numba.float_common import static_shape
 from irc.backends.numba.int_common import weight_sums
 from irc.backends.numba.int_conv import qconv_gemm, qgemm_tiles
-from irc.backends.numba.int_conv_nhwc import qconv_nhwc
+from irc.backends.numba.int_conv_nhwc import (
+    PATH_AUTO,
+    conv_plan,
+    prepare_tail,
+    prepare_weights,
+    qconv_nhwc,
+    qconv_nhwc_prepared,
+)
 from irc.backends.numba.int_depthwise import qdepthwise
-from irc.backends.numba.int_depthwise_nhwc import qdepthwise_nhwc
+from irc.backends.numba.int_depthwise_nhwc import (
+    prepare_depthwise,
+    qdepthwise_nhwc,
+    qdepthwise_nhwc_prepared,
+)
 from irc.backends.numba.int_elementwise import (
     dequantize,
     qadd,
@@ -156,24 +168,46 @@ def build_qconv2d(op: Op) -> KernelFn:
 
 def _build_qconv2d_nhwc(op: Op) -> KernelFn:
     """qconv2d on channels-last int8: a depthwise kernel vectorised over channels, or
-    products on the pixel rows as the layout stores them, requantized in the kernel."""
-    cin = static_shape(op, op.operands[0], "input")[3]
+    products on the pixel rows as the layout stores them, requantized in the kernel. When
+    the weight, bias, multiplier and shift are constants (a compiled model's), their
+    tables and layer constants are prepared here, once."""
+    n, _, _, cin = static_shape(op, op.operands[0], "input")
     cout, cin_g, kh, kw = static_shape(op, op.operands[1], "weight")
-    static_shape(op, op.results[0], "result")
+    oh, ow = static_shape(op, op.results[0], "result")[1:3]
     _check_lowered(op, cout)
     _, x_zero = _per_tensor(op, op.operands[0], "input")
     zp, lo, hi = _clamp(op)
     bits, sums = _weight_form(op)
     geometry = (kh, kw, *op.attrs["strides"], *op.attrs["pads"][:2], *op.attrs["dilations"])
     group = op.attrs["group"]
+    weight, bias, mult, shift = (_payload(v) for v in op.operands[1:5])
+    constant = all(a is not None for a in (weight, bias, mult, shift))
     if cin_g == 1 and group == cin:
         params = (*geometry, x_zero, zp, lo, hi)
+        if constant:
+            layer = prepare_depthwise(weight, bits, bias, mult, shift, kh, kw)
+
+            def depthwise_nhwc_prepared(x, wt, bias, mult, shift, out):
+                qdepthwise_nhwc_prepared(x, layer, out, *params, get_num_threads())
+
+            return depthwise_nhwc_prepared
 
         def depthwise_nhwc(x, wt, bias, mult, shift, out):
-            qdepthwise_nhwc(x, wt, bits, bias, mult, shift, out, *params)
+            qdepthwise_nhwc(x, wt, bits, bias, mult, shift, out, *params, get_num_threads())
 
         return depthwise_nhwc
     k = cin_g * kh * kw
+    og = cout // group
+    if constant and sums is not None:
+        lanes, tile = conv_plan(PATH_AUTO, k, og, n * oh * ow, oh * ow, 0)
+        table = prepare_weights(weight, bits, group, cin_g, kh, kw, og, lanes)
+        tail = prepare_tail(bias, mult, shift, sums, x_zero, k, lanes)
+        run = (*geometry, group, x_zero, zp, lo, hi, lanes, tile)
+
+        def conv_nhwc_prepared(x, wt, bias, mult, shift, out):
+            qconv_nhwc_prepared(x, wt, bits, table, tail, out, *run)
+
+        return conv_nhwc_prepared
     params = (*geometry, group, x_zero, zp, lo, hi)
 
     def conv_nhwc(x, wt, bias, mult, shift, out):
@@ -181,6 +215,18 @@ def _build_qconv2d_nhwc(op: Op) -> KernelFn:
         qconv_nhwc(x, wt, bits, bias, mult, shift, wsums, out, *params)
 
     return conv_nhwc
+
+
+def _payload(value: Value) -> np.ndarray | None:
+    """The array a kernel receives for ``value`` when a constant with its data produces
+    it (a qconstant's stored levels or packed bytes), else None."""
+    producer = value.producer
+    if producer is None or producer.kind not in ("constant", "qconstant"):
+        return None
+    data = producer.attrs["value"]
+    if isinstance(data, ElidedTensor):
+        return None
+    return np.ascontiguousarray(data)
 
 
 @kernel_builder("qgemm")

@@ -81,7 +81,7 @@ def test_two_cold_processes_compile_each_kernel_once(tmp_path):
 
 PLAN = """
 from irc.backends.numba import int_conv_nhwc as c
-print("vnni" if c.HAVE_VNNI else "no-vnni", c._plan(c.PATH_AUTO, 32, 16, 1000, 1000, 0)[0])
+print("vnni" if c.HAVE_VNNI else "no-vnni", c.conv_plan(c.PATH_AUTO, 32, 16, 1000, 1000, 0)[0])
 """
 
 

@@ -195,6 +195,28 @@ def test_quad_table_holds_the_levels(bits):
     np.testing.assert_array_equal(table, want)
 
 
+@needs_vnni
+@pytest.mark.parametrize("bits", [4, 2])
+def test_nibble_table_packs_the_quads_as_shift_and_mask_fields(bits):
+    """Field i of byte b of word j is byte b of quad word j·f + i, offset to unsigned."""
+    rng = np.random.default_rng(bits)
+    group, og, cin_g, kh, kw = 2, 21, 7, 3, 2
+    levels = weights(rng, (group * og, cin_g, kh, kw), bits, "uniform")
+    wt = quant.pack(levels, bits)
+    quads = nhwc.quad_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
+    table = nhwc.nibble_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
+    per = 8 // bits
+    assert table.shape[1] == -(-quads.shape[1] // per)
+    for i in range(per):
+        fields = (table >> (i * bits)) & ((1 << bits) - 1)
+        unpacked = fields.astype(np.int32) - 8 if bits == 4 else 2 * fields.astype(np.int32) - 3
+        have = quads[:, i::per].astype(np.int8)
+        got = unpacked[:, : have.shape[1]]
+        if bits == 2:  # no zero level: the padding (level 0 in the quads) reads as -1
+            got = np.where(have == 0, 0, got)
+        np.testing.assert_array_equal(got, have)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize(
@@ -223,9 +245,9 @@ def test_the_automatic_product():
     the outer product where the host has it, and the 7×7 layers with large K (whose int16
     pair table would cost more than it saves) take the GEMM."""
     vnni = 64 if nhwc.HAVE_VNNI else 0
-    lanes = nhwc._plan(nhwc.PATH_AUTO, 16, 96, 112 * 112, 112 * 112, 0)[0]
+    lanes = nhwc.conv_plan(nhwc.PATH_AUTO, 16, 96, 112 * 112, 112 * 112, 0)[0]
     assert lanes == ((vnni or 16) if nhwc.HAVE_AVX512 else 8 if HAVE_AVX2 else 0)
-    assert nhwc._plan(nhwc.PATH_AUTO, 960, 160, 49, 49, 0)[0] == vnni
-    assert nhwc._plan(nhwc.PATH_AUTO, 27, 32, 112 * 112, 112 * 112, 0)[0] == (vnni or lanes)
-    assert nhwc._plan(nhwc.PATH_GEMM, 16, 96, 49, 49, 5) == (0, 5)
-    assert nhwc._plan(nhwc.PATH_VNNI, 16, 96, 49, 49, 5) == (vnni, 5)
+    assert nhwc.conv_plan(nhwc.PATH_AUTO, 960, 160, 49, 49, 0)[0] == vnni
+    assert nhwc.conv_plan(nhwc.PATH_AUTO, 27, 32, 112 * 112, 112 * 112, 0)[0] == (vnni or lanes)
+    assert nhwc.conv_plan(nhwc.PATH_GEMM, 16, 96, 49, 49, 5) == (0, 5)
+    assert nhwc.conv_plan(nhwc.PATH_VNNI, 16, 96, 49, 49, 5) == (vnni, 5)

@@ -89,7 +89,8 @@ def check(x, w, bits, bias, m, s, oh, ow, conv, x_zero, zp, lo, hi, threads):
     try:
         qdepthwise(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, bits, bias, m, s, want,
                    *params)  # fmt: skip
-        qdepthwise_nhwc(x, w, bits, bias, m, s, got, *params)
+        # the chunks sized for this thread count, or for 0: the most of them
+        qdepthwise_nhwc(x, w, bits, bias, m, s, got, *params, threads if threads > 1 else 0)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
