@@ -62,8 +62,6 @@ editing an intrinsic here, delete ``backends/numba/__pycache__/*int_conv_nhwc*.n
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types, uint64
@@ -74,27 +72,19 @@ from irc.backends.numba.int_common import (
     layer_constants,
     requantize_one,
 )
+from irc.backends.numba.int_requant import requantize_tile_simd, simd_constants
 from irc.backends.numba.int_simd import (
     HAVE_AVX2,
+    HAVE_AVX512,
+    HAVE_VNNI,
     _const,
     _intrinsic_fn,
     _load,
     _loop,
-    target_has,
 )
 from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
 
-# ------------------------------------------------------------------ host and tuning
-
-
-def _enabled(variable: str) -> bool:
-    """False when the environment ``variable`` (IRC_DISABLE_...) is set to force a lower path."""
-    return os.environ.get(variable, "") in ("", "0")
-
-
-# 16-lane kernels need AVX-512BW; ``vpdpbusd`` / ``vpdpwssd`` (madd and add in one) VNNI
-HAVE_AVX512 = HAVE_AVX2 and target_has("avx512bw") and _enabled("IRC_DISABLE_AVX512")
-HAVE_VNNI = HAVE_AVX512 and target_has("avx512vnni") and _enabled("IRC_DISABLE_VNNI")
+# ------------------------------------------------------------------ tuning
 
 # ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
 PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16, PATH_VNNI = 0, 1, 2, 3, 4
@@ -644,10 +634,13 @@ def prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes):
 
 @njit(cache=True)
 def prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes):
-    """``layer_constants`` of the layer for the product ``lanes``: the quad kernel sums
-    (x + 128)·w, so its correction is the one of input zero point x_zero + 128."""
+    """``layer_constants`` of the layer for the product ``lanes`` (the quad kernel sums
+    (x + 128)·w, so its correction is the one of input zero point x_zero + 128), and the
+    vector epilogue's ``int_requant.simd_constants`` of them."""
     lift = 128 if lanes == 64 else 0
-    return layer_constants(bias, multiplier, shift, wsums, x_zero + lift, ACC_PER_TERM * k)
+    bound = ACC_PER_TERM * k
+    tail = layer_constants(bias, multiplier, shift, wsums, x_zero + lift, bound)
+    return tail, simd_constants(tail, bound)
 
 
 @njit(cache=True)
@@ -689,6 +682,7 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
     pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
                  and oh == height and ow == width)  # fmt: skip
     xf, of = x.reshape(x.size), out.reshape(out.size)
+    consts, simd = tail
     tiles = -(-pixels // tile) if pixels else 0
     tasks = n * group * tiles
     chunks = min(tasks, _CHUNKS)
@@ -737,8 +731,12 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                                4 * o_pad, j0, fields)  # fmt: skip
                     v0 += vectors
                 out_off = ((image * pixels) + p0) * cout + g * og
-                requantize_tile(acc, o_pad, rows, og, tail, g * og, zp, lo, hi, of, out_off,
-                                cout)  # fmt: skip
+                if lanes >= 16:  # AVX-512: the vector epilogue
+                    requantize_tile_simd(acc, o_pad, rows, og, consts, simd, g * og, zp, lo, hi, of,
+                                         out_off, cout)  # fmt: skip
+                else:
+                    requantize_tile(acc, o_pad, rows, og, consts, g * og, zp, lo, hi, of, out_off,
+                                    cout)  # fmt: skip
     else:
         w2 = w.reshape((cout, w.size // cout))
         xr = x.reshape((n * height * width, cin))
@@ -761,4 +759,4 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                             dh, dw, ow, p0, rows, x_zero, cols)  # fmt: skip
                     gemm_s8(cols[: rows * k].reshape((rows, k)), wg, bits, k, tile_acc)
                 out_off = ((image * pixels) + p0) * cout + g * og
-                requantize_tile(acc, og, rows, og, tail, g * og, zp, lo, hi, of, out_off, cout)
+                requantize_tile(acc, og, rows, og, consts, g * og, zp, lo, hi, of, out_off, cout)

@@ -110,7 +110,15 @@ def has_avx2() -> bool:
     return _is_x86_64() and target_has("avx2")
 
 
-HAVE_AVX2 = has_avx2() and os.environ.get("IRC_DISABLE_SIMD", "") in ("", "0")
+def _enabled(variable: str) -> bool:
+    """False when the environment ``variable`` (IRC_DISABLE_...) is set to force a lower path."""
+    return os.environ.get(variable, "") in ("", "0")
+
+
+HAVE_AVX2 = has_avx2() and _enabled("IRC_DISABLE_SIMD")
+# 16-lane kernels need AVX-512BW; ``vpdpbusd`` / ``vpdpwssd`` (madd and add in one) VNNI
+HAVE_AVX512 = HAVE_AVX2 and target_has("avx512bw") and _enabled("IRC_DISABLE_AVX512")
+HAVE_VNNI = HAVE_AVX512 and target_has("avx512vnni") and _enabled("IRC_DISABLE_VNNI")
 
 # ------------------------------------------------------------------ tiles
 

@@ -1,7 +1,7 @@
 """Which instruction set the integer kernels use on this machine, as one name.
 
 The kernels choose their paths when their modules are imported (``int_simd.HAVE_AVX2``,
-``int_conv_nhwc.HAVE_AVX512`` and ``HAVE_VNNI``: the host's features that Numba's target
+``int_simd.HAVE_AVX512`` and ``HAVE_VNNI``: the host's features that Numba's target
 has too, less those an ``IRC_DISABLE_*`` variable turns off); every path gives the same
 bits. ``kernel_isa`` names the highest one in use, for reports and for cost-model keys
 (a latency measured with one path says nothing about another).
@@ -9,8 +9,7 @@ bits. ``kernel_isa`` names the highest one in use, for reports and for cost-mode
 
 from __future__ import annotations
 
-from irc.backends.numba.int_conv_nhwc import HAVE_AVX512, HAVE_VNNI
-from irc.backends.numba.int_simd import HAVE_AVX2
+from irc.backends.numba.int_simd import HAVE_AVX2, HAVE_AVX512, HAVE_VNNI
 
 
 def kernel_isa() -> str:

@@ -251,3 +251,36 @@ def test_the_automatic_product():
     assert nhwc.conv_plan(nhwc.PATH_AUTO, 27, 32, 112 * 112, 112 * 112, 0)[0] == (vnni or lanes)
     assert nhwc.conv_plan(nhwc.PATH_GEMM, 16, 96, 49, 49, 5) == (0, 5)
     assert nhwc.conv_plan(nhwc.PATH_VNNI, 16, 96, 49, 49, 5) == (vnni, 5)
+
+
+NO_AVX512 = "no AVX-512 here (or IRC_DISABLE_AVX512=1): the vector epilogue is not compiled"
+
+
+@pytest.mark.skipif(not nhwc.HAVE_AVX512, reason=NO_AVX512)
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 40), st.integers(0, 2), st.integers(1, 600),
+       st.sampled_from(["realistic", "random", "huge", "tiny", "ties"]), st.booleans(),
+       st.booleans(), zero_points, zero_points, CLAMPS, st.integers(0, 2**32 - 1))  # fmt: skip
+def test_vector_epilogue_equals_the_scalar_one(rows, cols, groups_before, k, tail_mode,
+                                               per_channel, bias_extreme, x_zero, zp, clamp,
+                                               seed):  # fmt: skip
+    """requantize_tile_simd writes what requantize_tile writes, partial vectors and channel
+    offsets included, for sums anywhere in the layer's bound and every kind of constants."""
+    rng = np.random.default_rng(seed)
+    c0 = groups_before * cols
+    channels = c0 + cols + rng.integers(0, 3)
+    bias, m, s = layer_tail(rng, tail_mode, channels, k, per_channel, bias_extreme)
+    wsums = rng.integers(-128 * k, 128 * k + 1, channels)
+    consts, simd = nhwc.prepare_tail(bias, m, s, wsums, x_zero, k, 64)
+    pitch_acc = -(-cols // 16) * 16
+    bound = nhwc.ACC_PER_TERM * k
+    acc = rng.integers(-bound, bound + 1, rows * pitch_acc + 16).astype(np.int32)
+    acc[rng.random(acc.size) < 0.1] = rng.choice([-bound, bound, 0])
+    lo, hi = clamp
+    pitch = channels + 5
+    want = np.full(rows * pitch + 7, 55, np.int8)
+    got = want.copy()
+    nhwc.requantize_tile(acc, pitch_acc, rows, cols, consts, c0, zp, lo, hi, want, 3, pitch)
+    nhwc.requantize_tile_simd(acc, pitch_acc, rows, cols, consts, simd, c0, zp, lo, hi, got, 3,
+                              pitch)  # fmt: skip
+    np.testing.assert_array_equal(got, want)
