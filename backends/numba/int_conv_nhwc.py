@@ -73,6 +73,7 @@ from irc.backends.numba.int_common import (
     requantize_one,
 )
 from irc.backends.numba.int_requant import requantize_tile_simd, simd_constants
+from irc.backends.numba.int_rows import flip_rows, gather_quads
 from irc.backends.numba.int_simd import (
     HAVE_AVX2,
     HAVE_AVX512,
@@ -708,13 +709,12 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                 rows = min(tile, pixels - p0)
                 img_off = image * height * width * cin + g * cin_g
                 if pointwise and quad:
-                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xb, 4 * units, 128)
+                    flip_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xb, 4 * units)
                 elif pointwise:
                     _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xw, 2 * units, 0)
                 elif quad:
-                    _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
-                                 left, dh, dw, ow, p0, rows, x_zero, xb, 4 * units,
-                                 128)  # fmt: skip
+                    gather_quads(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left,
+                                 dh, dw, ow, p0, rows, x_zero, xb, 4 * units)  # fmt: skip
                 else:
                     _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
                                  left, dh, dw, ow, p0, rows, x_zero, xw, 2 * units, 0)  # fmt: skip
