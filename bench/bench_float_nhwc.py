@@ -1,14 +1,20 @@
 """Time the channels-last float conv2d kernels against the NCHW ones on MobileNetV2's convs.
 
-For each of MobileNetV2's distinct conv shapes (batch 1, relu6 = clip 0..6 fused): the NCHW
-kernel as ``kernels_conv.build_conv2d`` binds it (on NCHW data) and the NHWC kernel of
-``float_conv_nhwc`` (on the same data channels last), plus with ``--ort`` onnxruntime on a
-single-Conv+Clip ONNX model (NCHW) of the depthwise shapes and the stem. One Numba thread
+For each of MobileNetV2's distinct conv shapes (or with ``--model`` EfficientNet-Lite0's;
+batch 1, relu6 = clip 0..6 fused): the NCHW
+kernel as ``kernels_conv.build_conv2d`` binds it (on NCHW data, column ``nchw``) and the
+NHWC kernels of ``float_conv_nhwc`` on the same data channels last: forced onto OpenBLAS
+(``PATH_BLAS``, column ``blas``), as planned with the weights prepared per call
+(``per-call``) and as planned with them packed once (``pack_conv2d_nhwc``, as bound for
+constant weights: column ``nhwc``, the "new" of the ratios); plus with ``--ort``
+onnxruntime on a single-Conv+Clip ONNX model (NCHW) of every shape. One Numba thread
 unless --threads, calls interleaved, median of --runs each; per shape ms, GFLOP/s (2 flops
-per multiply-add) and the NHWC/NCHW time ratio, then totals per form and overall. Each
-NHWC result is checked against the NCHW one first (max abs difference printed).
+per multiply-add) of ``nhwc``, its time ratios to NCHW and to onnxruntime, then totals per
+form and overall. Each NHWC result is checked against the NCHW one first (the largest abs
+difference printed).
 
     .venv/bin/python bench/bench_float_nhwc.py [--runs 50] [--threads 1] [--ort]
+        [--model mobilenetv2|efficientnet-lite0]
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ import os
 import numba
 import numpy as np
 
-from irc.backends.numba.float_conv_nhwc import plan_conv2d_nhwc
+from irc.backends.numba.float_conv_nhwc import (
+    PATH_AUTO,
+    PATH_BLAS,
+    pack_conv2d_nhwc,
+    plan_conv2d_nhwc,
+)
 from irc.backends.numba.kernel_table import bind_kernel
 from irc.ir import Graph
 from irc.measure import interleaved
@@ -31,17 +42,34 @@ DEPTHWISE = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1
              (384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1)]  # fmt: skip
 POINTWISE = [(112, 32, 16), (112, 16, 96), (56, 24, 144), (56, 144, 24), (28, 32, 192),
              (14, 64, 384), (14, 576, 96), (7, 960, 320), (7, 320, 1280)]  # fmt: skip
+# EfficientNet-Lite0: (C, H, stride, kernel) of the depthwise convs, pointwise as above; its
+# stride-2 convs pad as TensorFlow's SAME (the extra row and column at the end)
+LITE0_DEPTHWISE = [(32, 112, 1, 3), (96, 112, 2, 3), (144, 56, 1, 3), (144, 56, 2, 5),
+                   (240, 28, 1, 5), (240, 28, 2, 3), (480, 14, 1, 3), (480, 14, 1, 5),
+                   (672, 14, 1, 5), (672, 14, 2, 5), (1152, 7, 1, 5), (1152, 7, 1, 3)]  # fmt: skip
+LITE0_POINTWISE = [(112, 32, 16), (112, 16, 96), (56, 96, 24), (56, 24, 144), (56, 144, 24),
+                   (28, 144, 40), (28, 40, 240), (28, 240, 40), (14, 240, 80), (14, 80, 480),
+                   (14, 480, 80), (14, 480, 112), (14, 112, 672), (14, 672, 112),
+                   (7, 672, 192), (7, 192, 1152), (7, 1152, 192), (7, 1152, 320),
+                   (7, 320, 1280)]  # fmt: skip
 RELU6 = {"activation": "clip", "act_min": 0.0, "act_max": 6.0}
 
 
-def cases():
-    """(form, x shape NCHW, w shape, attrs) of every benchmarked conv."""
-    stem = {"strides": (2, 2), "pads": (1, 1, 1, 1), "dilations": (1, 1), "group": 1}
+def cases(model="mobilenetv2"):
+    """(form, x shape NCHW, w shape, attrs) of every benchmarked conv of ``model``
+    (mobilenetv2 or efficientnet-lite0)."""
+    lite = model == "efficientnet-lite0"
+    stem = {"strides": (2, 2), "pads": (0, 0, 1, 1) if lite else (1, 1, 1, 1),
+            "dilations": (1, 1), "group": 1}  # fmt: skip
     out = [("stem", (1, 3, 224, 224), (32, 3, 3, 3), stem)]
-    for c, h, s in DEPTHWISE:
-        attrs = {"strides": (s, s), "pads": (1, 1, 1, 1), "dilations": (1, 1), "group": c}
-        out.append(("depthwise", (1, c, h, h), (c, 1, 3, 3), attrs))
-    for side, k, o in POINTWISE:
+    depthwise = LITE0_DEPTHWISE if lite else [d + (3,) for d in DEPTHWISE]
+    for c, h, s, k in depthwise:
+        pads = (k // 2,) * 4
+        if lite and s == 2:
+            pads = (k // 2 - 1, k // 2 - 1, k // 2, k // 2)
+        attrs = {"strides": (s, s), "pads": pads, "dilations": (1, 1), "group": c}
+        out.append(("depthwise", (1, c, h, h), (c, 1, k, k), attrs))
+    for side, k, o in LITE0_POINTWISE if lite else POINTWISE:
         attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
         out.append(("pointwise", (1, k, side, side), (o, k, 1, 1), attrs))
     return out
@@ -71,15 +99,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ort", action="store_true", help="also time onnxruntime")
+    parser.add_argument("--model", default="mobilenetv2",
+                        choices=["mobilenetv2", "efficientnet-lite0"])  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     totals: dict = {}
+    names = ["old", "blas", "call", "new"] + (["ort"] if args.ort else [])
+    heads = {"old": "nchw", "blas": "blas", "call": "per-call", "new": "nhwc", "ort": "ort"}
     print(f"{'form':>9} {'input NCHW':>18} {'weight':>16} {'s':>2} {'MFLOP':>7} "
-          f"{'nchw ms':>8} {'nhwc ms':>8} {'GF/s old':>8} {'GF/s new':>8} {'new/old':>7}"
-          + (f" {'ort ms':>8}" if args.ort else "") + f" {'maxdiff':>8}")  # fmt: skip
-    for form, x_shape, w_shape, attrs in cases():
+          + " ".join(f"{heads[n] + ' ms':>11}" for n in names)
+          + f" {'GF/s new':>8} {'new/old':>7}" + (f" {'new/ort':>7}" if args.ort else "")
+          + f" {'maxdiff':>8}")  # fmt: skip
+    for form, x_shape, w_shape, attrs in cases(args.model):
         x = rng.standard_normal(x_shape).astype(np.float32)
         w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
         b = rng.standard_normal(w_shape[0]).astype(np.float32)
@@ -87,21 +120,38 @@ def main() -> None:
         out_nchw = np.empty(op.result.type.shape, np.float32)
         nhwc_shape = tuple(np.array(out_nchw.shape)[[0, 2, 3, 1]])
         xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        out_nhwc = np.empty(nhwc_shape, np.float32)
-        kernel, params = plan_conv2d_nhwc(xh.shape, w.shape, nhwc_shape, attrs["strides"],
-                                          attrs["pads"], attrs["dilations"], attrs["group"],
-                                          False, np.float32(0), np.float32(6))  # fmt: skip
-        old(x, w, b, out_nchw)
-        kernel(xh, w, b, out_nhwc, *params)
-        diff = float(np.abs(out_nhwc - out_nchw.transpose(0, 2, 3, 1)).max())
+        outs = {name: np.empty(nhwc_shape, np.float32) for name in ("blas", "call", "new")}
+
+        geometry = (attrs["strides"], attrs["pads"], attrs["dilations"], attrs["group"])
+        relu6 = (False, np.float32(0), np.float32(6), 4)
+        blas, blas_params = plan_conv2d_nhwc(xh.shape, w.shape, nhwc_shape, *geometry, *relu6,
+                                             PATH_BLAS)  # fmt: skip
+        kernel, params = plan_conv2d_nhwc(xh.shape, w.shape, nhwc_shape, *geometry, *relu6,
+                                          PATH_AUTO)  # fmt: skip
+        prepared = pack_conv2d_nhwc(kernel, params, w, b)
+        if prepared is None:  # nothing to prepare: as per call
+            prepared = (lambda x, o, k, w, b, p: k(x, w, b, o, *p)), (kernel, w, b, params)
+        packed, packed_params = prepared
         runners = {
             "old": lambda _, k=old, x=x, w=w, b=b, o=out_nchw: k(x, w, b, o),
-            "new": lambda _, k=kernel, x=xh, w=w, b=b, o=out_nhwc, p=params: k(x, w, b, o, *p),
+            "blas": lambda _, k=blas, w=w, b=b, o=outs["blas"], p=blas_params: k(_, w, b, o, *p),
+            "call": lambda _, k=kernel, w=w, b=b, o=outs["call"], p=params: k(_, w, b, o, *p),
+            "new": lambda _, k=packed, o=outs["new"], p=packed_params: k(_, o, *p),
         }
-        if args.ort and form != "pointwise":
+        old(x, w, b, out_nchw)
+        diff = 0.0
+        for name in ("blas", "call", "new"):
+            runners[name](xh)
+            got = outs[name] - out_nchw.transpose(0, 2, 3, 1)
+            diff = max(diff, float(np.abs(got).max()))
+        if args.ort:
             session = ort_session(x_shape, w, b, attrs, args.threads)
             runners["ort"] = lambda _, s=session, x=x: s.run(None, {"x": x})
-        medians = interleaved(runners, x, args.runs, warmup=2)
+        calls = {}
+        for name, run in runners.items():
+            data = x if name in ("old", "ort") else xh
+            calls[name] = lambda _, r=run, v=data: r(v)
+        medians = interleaved(calls, x, args.runs, warmup=2)
         flops = 2.0 * out_nchw.size * int(np.prod(w_shape[1:]))
         ms = {name: t * 1e3 for name, t in medians.items()}
         for name, t in ms.items():
@@ -109,17 +159,18 @@ def main() -> None:
             totals[form][name] += t
             totals.setdefault("all", {}).setdefault(name, 0.0)
             totals["all"][name] += t
-        ort_col = (f" {ms['ort']:8.3f}" if "ort" in ms else f" {'-':>8}") if args.ort else ""
+        ort_col = f" {ms['new'] / ms['ort']:7.2f}" if args.ort else ""
         print(f"{form:>9} {str(list(x_shape)):>18} {str(list(w_shape)):>16} "
-              f"{attrs['strides'][0]:>2} {flops / 1e6:7.1f} {ms['old']:8.3f} {ms['new']:8.3f} "
-              f"{flops / ms['old'] / 1e6:8.1f} {flops / ms['new'] / 1e6:8.1f} "
-              f"{ms['new'] / ms['old']:7.2f}{ort_col} {diff:8.1e}")  # fmt: skip
+              f"{attrs['strides'][0]:>2} {flops / 1e6:7.1f} "
+              + " ".join(f"{ms[n]:11.3f}" for n in names)
+              + f" {flops / ms['new'] / 1e6:8.1f} {ms['new'] / ms['old']:7.2f}{ort_col}"
+              f" {diff:8.1e}")  # fmt: skip
     print()
     for form, t in totals.items():
-        line = f"total {form:>9}: nchw {t['old']:8.3f} ms, nhwc {t['new']:8.3f} ms, "
-        line += f"new/old {t['new'] / t['old']:.2f}"
+        line = f"total {form:>9}: " + ", ".join(f"{heads[n]} {t[n]:7.3f} ms" for n in names)
+        line += f"; new/old {t['new'] / t['old']:.2f}"
         if "ort" in t:
-            line += f" (onnxruntime on the depthwise + stem convs: {t['ort']:.3f} ms)"
+            line += f", new/ort {t['new'] / t['ort']:.2f}"
         print(line)
 
 

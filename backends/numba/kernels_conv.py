@@ -24,10 +24,11 @@ from numba import njit
 from irc.backends.numba.float_activation import activation_args, bias_activate_rows
 from irc.backends.numba.float_blas import gemm_flat
 from irc.backends.numba.float_common import float_dtype, static_shape
-from irc.backends.numba.float_conv_nhwc import plan_conv2d_nhwc
+from irc.backends.numba.float_conv_nhwc import pack_conv2d_nhwc, plan_conv2d_nhwc
 from irc.backends.numba.float_depthwise import depthwise_conv
 from irc.backends.numba.kernel_table import KernelFn, kernel_builder
 from irc.ir import Op
+from irc.matching import constant_array
 
 # Product tiles: about 1 MB of B block and result (the epilogue then rereads them from
 # cache), but at least 4096 columns, below which OpenBLAS's per-call cost shows (measured).
@@ -49,7 +50,8 @@ def build_conv2d(op: Op) -> KernelFn:
         jit, params = plan_conv2d_nhwc(x_shape, (cout, cin_g, kh, kw), out_shape, a["strides"],
                                        a["pads"], a["dilations"], a["group"], hard_swish, lo, hi,
                                        dtype.itemsize)  # fmt: skip
-        return _with_bias(op, jit, params, cout, dtype)
+        packed = _nhwc_packed(op, jit, params, cout, dtype)
+        return packed or _with_bias(op, jit, params, cout, dtype)
     cin, (oh, ow) = x_shape[1], out_shape[2:]
     sh, sw = a["strides"]
     top, left = a["pads"][:2]
@@ -82,6 +84,33 @@ def _with_bias(op: Op, jit, params: tuple, cout: int, dtype) -> KernelFn:
 
     def conv_no_bias(x, wt, out):
         jit(x, wt, zero_bias, out, *params)
+
+    return conv_no_bias
+
+
+def _nhwc_packed(op: Op, jit, params: tuple, cout: int, dtype) -> KernelFn | None:
+    """The kernel function of a channels-last conv whose weights (and bias, if any) are
+    constants: ``float_conv_nhwc.pack_conv2d_nhwc`` prepares them once, here, and the
+    kernel ignores its weight and bias operands. None when they are not constants or the
+    kernel has nothing to prepare."""
+    weight = constant_array(op.operands[1])
+    bias = constant_array(op.operands[2]) if len(op.operands) == 3 else np.zeros(cout, dtype)
+    if weight is None or bias is None:
+        return None
+    prepared = pack_conv2d_nhwc(jit, params, np.ascontiguousarray(weight, dtype),
+                                np.ascontiguousarray(bias, dtype))  # fmt: skip
+    if prepared is None:
+        return None
+    packed, args = prepared
+    if len(op.operands) == 3:
+
+        def conv(x, wt, b, out):
+            packed(x, out, *args)
+
+        return conv
+
+    def conv_no_bias(x, wt, out):
+        packed(x, out, *args)
 
     return conv_no_bias
 

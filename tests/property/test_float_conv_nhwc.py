@@ -4,7 +4,12 @@ Random small convs of every form (depthwise with depth multiplier 1 or 2, pointw
 general with strides, dilations and asymmetric pads) and every fused activation run through
 ``float_conv_nhwc.plan_conv2d_nhwc``'s kernel on NHWC data and are compared with the NCHW
 reference (``irc.reference.linalg.conv2d``, bias and activation included) transposed to NHWC,
-with ``test_float_kernels``' tolerance, on one or two Numba threads.
+with ``test_float_kernels``' tolerance, on one or two Numba threads: as planned (float32
+products on the register-tile micro-kernel of ``float_gemm_nhwc``), with the OpenBLAS
+products forced (``PATH_BLAS``), and on weights prepared once (``pack_conv2d_nhwc``, as
+``kernels_conv`` binds constant weights, which is checked too). Products around the tiles'
+edges (channel counts around the vector width and panels, pixel counts around a tile's
+rows) take both products; the tiled kernels give the same bits on one and two threads.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from hypothesis import strategies as st
 from kernel_draws import conv_geometry
 
 from irc.backends.numba import float_conv_nhwc
-from irc.backends.numba.float_conv_nhwc import plan_conv2d_nhwc
+from irc.backends.numba.float_conv_nhwc import (
+    PATH_AUTO,
+    PATH_BLAS,
+    PATH_TILES,
+    pack_conv2d_nhwc,
+    plan_conv2d_nhwc,
+)
+from irc.backends.numba.float_gemm_nhwc import LANES, MAX_VECTORS
 from irc.reference.linalg import conv2d
 
 RTOL, ATOL = 1e-4, 1e-5  # as test_float_kernels
@@ -42,8 +54,10 @@ def activation_args(attrs, dtype):
     return kind == "hard_swish", dtype.type(lo), dtype.type(hi)
 
 
-def check(x, w, b, attrs, threads=1):
-    """Run the NHWC kernel on NCHW ``x`` transposed; compare with the reference."""
+def check(x, w, b, attrs, threads=1, path=PATH_AUTO, packed=False):
+    """Run the NHWC kernel on NCHW ``x`` transposed; compare with the reference. ``path``
+    forces a product (``float_conv_nhwc.PATH_*``); ``packed``: the kernel with the weights
+    prepared beforehand (``pack_conv2d_nhwc``), when it has any to prepare."""
     expected = np.transpose(conv2d(x, w, b, **attrs), (0, 2, 3, 1))
     xh = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
     out = np.full(expected.shape, np.nan, dtype=x.dtype)
@@ -51,11 +65,15 @@ def check(x, w, b, attrs, threads=1):
     hs, lo, hi = activation_args(attrs, x.dtype)
     kernel, params = plan_conv2d_nhwc(xh.shape, w.shape, out.shape, attrs["strides"],
                                       attrs["pads"], attrs["dilations"], attrs["group"], hs, lo,
-                                      hi, x.dtype.itemsize)  # fmt: skip
+                                      hi, x.dtype.itemsize, path)  # fmt: skip
+    prepared = pack_conv2d_nhwc(kernel, params, w, bias) if packed else None
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        kernel(xh, w, bias, out, *params)
+        if prepared is not None:
+            prepared[0](xh, out, *prepared[1])
+        else:
+            kernel(xh, w, bias, out, *params)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
@@ -85,8 +103,11 @@ def conv_cases(draw):
 
 
 @settings(max_examples=120, deadline=None)
-@given(conv_cases(), st.integers(0, 2**32 - 1), THREADS, st.booleans(), st.booleans())
-def test_conv2d_nhwc(case, seed, threads, small_tiles, float64):
+@given(conv_cases(), st.integers(0, 2**32 - 1), THREADS, st.booleans(), st.booleans(),
+       st.sampled_from(["auto", "blas", "packed"]))  # fmt: skip
+def test_conv2d_nhwc(case, seed, threads, small_tiles, float64, how):
+    """Every form, dtype and activation; the planned kernel (the register tiles for
+    float32 products), the OpenBLAS products forced, or the kernel on prepared weights."""
     x_shape, w_shape, attrs, with_bias = case
     rng = np.random.default_rng(seed)
     dtype = np.float64 if float64 else np.float32
@@ -97,7 +118,10 @@ def test_conv2d_nhwc(case, seed, threads, small_tiles, float64):
         if small_tiles:  # a few output pixels per product tile
             patch.setattr(float_conv_nhwc, "TILE_BYTES", 64)
             patch.setattr(float_conv_nhwc, "TILE_MIN_ROWS", 1)
-        check(x, w, b, attrs, threads)
+            patch.setattr(float_conv_nhwc, "TILES_ROWS", 5)
+            patch.setattr(float_conv_nhwc, "TILES_SCRATCH", 64)
+        path = PATH_BLAS if how == "blas" else PATH_AUTO
+        check(x, w, b, attrs, threads, path, how == "packed")
 
 
 @pytest.mark.parametrize(
@@ -112,7 +136,8 @@ def test_conv2d_nhwc(case, seed, threads, small_tiles, float64):
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv2d_nhwc_large_planes(x_shape, w_shape, attrs, threads):
+@pytest.mark.parametrize("packed", [False, True])
+def test_conv2d_nhwc_large_planes(x_shape, w_shape, attrs, threads, packed):
     rng = np.random.default_rng(7)
     full = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
     full.update(attrs)
@@ -120,7 +145,7 @@ def test_conv2d_nhwc_large_planes(x_shape, w_shape, attrs, threads):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
     b = rng.standard_normal(w_shape[:1]).astype(np.float32)
-    check(x, w, b, full, min(threads, numba.config.NUMBA_NUM_THREADS))
+    check(x, w, b, full, min(threads, numba.config.NUMBA_NUM_THREADS), packed=packed)
 
 
 @pytest.mark.parametrize("channels", [8, 15, 16, 17, 33, 48, 70])
@@ -135,7 +160,9 @@ def test_conv2d_nhwc_large_planes(x_shape, w_shape, attrs, threads):
 )
 @pytest.mark.parametrize("act", ACTIVATIONS[1:3] + ACTIVATIONS[4:])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_nhwc_vectors(channels, side, kernel, strides, pads, dilations, act, dtype):
+@pytest.mark.parametrize("packed", [False, True])
+def test_depthwise_nhwc_vectors(channels, side, kernel, strides, pads, dilations, act, dtype,
+                                packed):  # fmt: skip
     """Depthwise channel counts around the micro-kernel's vectors (16 float32, 8 float64
     lanes) and blocks of two, on rows wide enough for its pixel tiles, with borders."""
     rng = np.random.default_rng(channels)
@@ -144,4 +171,146 @@ def test_depthwise_nhwc_vectors(channels, side, kernel, strides, pads, dilations
     x = rng.standard_normal((2, channels) + side).astype(dtype)
     w = rng.standard_normal((channels, 1) + kernel).astype(dtype)
     b = rng.standard_normal(channels).astype(dtype)
-    check(x, w, b, attrs, min(2, numba.config.NUMBA_NUM_THREADS))
+    check(x, w, b, attrs, min(2, numba.config.NUMBA_NUM_THREADS), packed=packed)
+
+
+@st.composite
+def tile_cases(draw):
+    """Products around the register tiles: output channels per group from 1 to a few
+    panels (whole vectors, a partial last vector), pixel counts below, at and past a
+    tile's rows, K from 1; pointwise or general (strided, padded), one or two groups."""
+    group = draw(st.sampled_from([1, 1, 2]))
+    og = draw(st.one_of(st.integers(1, 2 * LANES + 1),
+                        st.sampled_from([LANES * v + d for v in (3, 4, 5, 6, 9)
+                                         for d in (-1, 0, 1)])))  # fmt: skip
+    cin_g = draw(st.integers(1, 40))
+    pointwise = draw(st.booleans())
+    if pointwise:
+        kernel, strides, pads = (1, 1), (1, 1), (0, 0, 0, 0)
+    else:
+        kernel = draw(st.sampled_from([(1, 1), (3, 3), (2, 3)]))
+        strides = draw(st.sampled_from([(1, 1), (2, 2)]))
+        pads = draw(st.sampled_from([(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 1, 0)]))
+    height, width = draw(st.integers(kernel[0], 9)), draw(st.integers(kernel[1], 9))
+    attrs = {"strides": strides, "pads": pads, "dilations": (1, 1), "group": group}
+    attrs.update(draw(st.sampled_from(ACTIVATIONS)))
+    x_shape = (draw(st.integers(1, 2)), cin_g * group, height, width)
+    return x_shape, (og * group, cin_g) + kernel, attrs
+
+
+@settings(max_examples=80, deadline=None)
+@given(tile_cases(), st.integers(0, 2**32 - 1), THREADS, st.booleans(), st.booleans())
+def test_conv2d_nhwc_tiles(case, seed, threads, packed, small_tiles):
+    """The register-tile products (``PATH_TILES``, per call or on packed weights) agree with
+    the reference, and with the OpenBLAS products on the same shapes."""
+    x_shape, w_shape, attrs = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[:1]).astype(np.float32)
+    with pytest.MonkeyPatch.context() as patch:
+        if small_tiles:
+            patch.setattr(float_conv_nhwc, "TILES_ROWS", 7)
+            patch.setattr(float_conv_nhwc, "TILES_SCRATCH", 64)
+        check(x, w, b, attrs, threads, PATH_TILES, packed)
+        check(x, w, b, attrs, threads, PATH_BLAS)
+
+
+@pytest.mark.parametrize("side, k, o", [(7, 960, 320), (14, 64, 384), (12, 24, 144), (9, 144, 24),
+                                        (5, 16, LANES * MAX_VECTORS * 2 + 3)])  # fmt: skip
+@pytest.mark.parametrize("packed", [False, True])
+def test_pointwise_tiles_shapes(side, k, o, packed):
+    """MobileNet-like pointwise shapes (large K, many panels, partial vectors) through both
+    products, with relu6."""
+    rng = np.random.default_rng(o)
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
+    attrs.update({"activation": "clip", "act_min": 0.0, "act_max": 6.0})
+    x = rng.standard_normal((1, k, side, side)).astype(np.float32)
+    w = (rng.standard_normal((o, k, 1, 1)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    for path in (PATH_TILES, PATH_BLAS):
+        check(x, w, b, attrs, min(2, numba.config.NUMBA_NUM_THREADS), path, packed)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, attrs",
+    [
+        ((1, 24, 9, 9), (40, 24, 1, 1), {}),  # pointwise: packed table at bind time
+        ((1, 3, 11, 11), (16, 3, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),  # stem
+        ((1, 20, 8, 8), (20, 1, 3, 3), {"group": 20, "pads": (1, 1, 1, 1)}),  # depthwise
+        ((1, 4, 6, 6), (8, 1, 3, 3), {"group": 4, "pads": (1, 1, 1, 1)}),  # multiplier 2
+    ],
+)
+@pytest.mark.parametrize("operands", ["constants", "no bias", "inputs"])
+def test_build_conv2d_nhwc(x_shape, w_shape, attrs, operands):
+    """``kernels_conv.build_conv2d`` on a ``layout=nhwc`` conv2d: with constant weights
+    (prepared at bind time, with or without bias) and with weights as graph inputs (per
+    call), against the reference."""
+    from irc.backends.numba.kernel_table import bind_kernel
+    from irc.ir import Graph
+    from irc.opdef import build
+    from irc.types import DType, TensorType
+
+    rng = np.random.default_rng(3)
+    full = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
+    full.update(attrs)
+    act = {"activation": "hard_swish"}
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = None if operands == "no bias" else rng.standard_normal(w_shape[:1]).astype(np.float32)
+    xh = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+    graph = Graph()
+    xv = graph.add_input("x", TensorType(DType.F32, xh.shape))
+    if operands == "inputs":
+        wv = graph.add_input("w", TensorType(DType.F32, w.shape))
+        bv = graph.add_input("b", TensorType(DType.F32, b.shape))
+        args = [w, b]
+    else:
+        wv = build(graph, "constant", [], {"value": w}).result
+        bv = None if b is None else build(graph, "constant", [], {"value": b}).result
+        args = [w] if b is None else [w, b]
+    operand_list = [xv, wv] + ([] if bv is None else [bv])
+    op = build(graph, "conv2d", operand_list, {**full, **act, "layout": "nhwc"})
+    kernel = bind_kernel(op)
+    multiplier = full["group"] == x_shape[1] and w_shape[0] != x_shape[1]  # nothing to pack
+    assert ("packed" in kernel.__code__.co_freevars) == (operands != "inputs" and not multiplier)
+    out = np.full(op.result.type.shape, np.nan, np.float32)
+    kernel(xh, *args, out)
+    expected = np.transpose(conv2d(x, w, b, **full, **act), (0, 2, 3, 1))
+    np.testing.assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, attrs",
+    [
+        ((1, 40, 30, 30), (72, 40, 1, 1), {}),
+        ((1, 3, 41, 41), (32, 3, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),
+        ((1, 8, 20, 20), (12, 4, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),
+        ((1, 48, 17, 17), (48, 1, 5, 5), {"group": 48, "pads": (2, 2, 2, 2)}),
+    ],
+)
+def test_conv2d_nhwc_threads_bitwise(x_shape, w_shape, attrs):
+    """The register-tile and depthwise kernels give the same bits on one and two threads."""
+    rng = np.random.default_rng(11)
+    full = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
+    full.update(attrs)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[:1]).astype(np.float32)
+    xh = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+    out_shape = np.transpose(conv2d(x, w, b, **full), (0, 2, 3, 1)).shape
+    kernel, params = plan_conv2d_nhwc(xh.shape, w.shape, out_shape, full["strides"],
+                                      full["pads"], full["dilations"], full["group"], False,
+                                      np.float32(-np.inf), np.float32(np.inf))  # fmt: skip
+    packed, args = pack_conv2d_nhwc(kernel, params, w, b)
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            out = np.full(out_shape, np.nan, np.float32)
+            packed(xh, out, *args)
+            results.append(out)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(results[0], results[-1])
