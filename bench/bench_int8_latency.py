@@ -30,7 +30,7 @@ import numpy as np
 from irc.benchmark.peers import ort_int8_model, ort_session
 from irc.calibration import load_folder
 from irc.measure import interleaved_cpu
-from irc.stages import build, build_plan, calibrate, float_graph
+from irc.stages import build_plan, calibrate, float_graph
 from irc.stats import op_macs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def measure(name: str, batch: int, threads: int, runs: int, calib_count: int, tm
     shape = {graph.inputs[0].name: x.shape}
     calibration = calibrate(graph, calib, progress=False)
     int8 = build_plan(graph, "int8", calibration, input_shapes=shape, num_threads=threads)
-    fp32 = build(float_graph(path, input_shapes=shape), num_threads=threads)
+    fp32 = build_plan(graph, "fp32", None, input_shapes=shape, num_threads=threads)
     ort_q = ort_session(ort_int8_model(path, calib, tmp / f"{name}.int8.onnx"), threads)
     ort_f = ort_session(path, threads)
     feed = ort_f.get_inputs()[0].name

@@ -22,6 +22,7 @@ from irc.compiled import CompiledModel, OpTiming, format_profile
 from irc.decision.api import compile_with_strategy
 from irc.errors import InputError, IrcError
 from irc.pass_manager import PassContext
+from irc.pipelines import float_deploy_pipeline
 from irc.precision import as_plan
 from irc.stages import build_plan, calibrate, float_graph, rounding_statistics
 
@@ -72,7 +73,8 @@ def compile(  # noqa: A001 - the public name irc.compile
     if plan == as_plan("fp32"):
         graph = load(model, input_shapes)
         times["load"] = time.perf_counter() - start
-        compiled = build(graph, pipeline=options.pipeline, num_threads=options.num_threads,
+        pipeline = float_deploy_pipeline(options.pipeline)
+        compiled = build(graph, pipeline=pipeline, num_threads=options.num_threads,
                          cache=options.cache, warmup=options.warmup)  # fmt: skip
     else:
         ctx = PassContext()

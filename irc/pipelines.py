@@ -6,10 +6,18 @@ DEFAULT_FLOAT_PIPELINE = "canonicalize,constant-fold,fold-batchnorm,fuse,canonic
 
 # Calibrated float graph to L3: quantize the planned layers (``weights``: the weight
 # clipping, mse or minmax), lower them to integer ops, pack 4- and 2-bit weights, store
-# the integer layers' activations channels last.
+# the convolution layers' activations (integer and float) channels last.
 QUANTIZE_PIPELINE = "quantize{{weights={weights}}},lower-quantized,pack-weights,channels-last"
 
 
 def quantize_pipeline(weights: str = "mse") -> str:
     """``QUANTIZE_PIPELINE`` with its weight clipping filled in."""
     return QUANTIZE_PIPELINE.format(weights=weights)
+
+
+def float_deploy_pipeline(pipeline: str) -> str:
+    """The passes of a model compiled at FP32: the float ``pipeline``, then ``channels-last``
+    as the quantize pipeline ends (none added to an empty pipeline, or twice)."""
+    if not pipeline or "channels-last" in pipeline.split(","):
+        return pipeline
+    return f"{pipeline},channels-last"

@@ -1,9 +1,10 @@
 """channels-last and channels-first: the layout of the integer part of a graph.
 
-``channels-last`` stores the activations of the integer layers channels last (NHWC): every
-qconv2d and qglobal_avg_pool takes ``layout=nhwc``; a float conv2d and an elementwise op on
-equal rank-4 shapes (qadd, dequantize, quantize, add...) whose operand already comes out of
-a converted op follow it, so a float island between integer layers runs channels last too.
+``channels-last`` stores the activations of the convolution layers channels last (NHWC):
+every qconv2d, conv2d and qglobal_avg_pool takes ``layout=nhwc``, integer or float (the
+float NHWC kernels outrun the NCHW ones); an elementwise op on equal rank-4 shapes (qadd,
+dequantize, quantize, add...) whose operand already comes out of a converted op follows
+them, so a float island between integer layers runs channels last with no transposes.
 ``channels-first`` puts every op with a ``layout`` back to ``nchw`` (what ONNX export
 needs).
 
@@ -36,8 +37,7 @@ def has_layout(op: Op) -> bool:
     return "layout" in get_opdef(op.kind).attrs
 
 
-CHANNELS_LAST = frozenset({"qconv2d", "qglobal_avg_pool"})  # always moved into NHWC
-FOLLOWERS = frozenset({"conv2d"})  # moved when a moved op feeds them: float islands
+CHANNELS_LAST = frozenset({"qconv2d", "conv2d", "qglobal_avg_pool"})  # moved into NHWC
 
 
 def _layout_free(op: Op) -> bool:
@@ -94,14 +94,11 @@ def convert(graph: Graph, op: Op, layout: str) -> Op:
 
 def _moves(op: Op, layout: str) -> bool:
     """Whether the pass into ``layout`` converts ``op``: a layout-aware op of a kind it
-    always moves (back to nchw: any kind), a follower or a layout-free op fed by a
-    converted op."""
+    moves (back to nchw: any kind), or a layout-free op fed by a converted op."""
     if has_layout(op):
         if op.attrs["layout"] == layout or op.operands[0].type.rank != 4:
             return False
-        if layout == "nchw" or op.kind in CHANNELS_LAST:
-            return True
-        return op.kind in FOLLOWERS and _from_layer_in(op.operands[0], layout)
+        return layout == "nchw" or op.kind in CHANNELS_LAST
     return _layout_free(op) and any(_from_layer_in(v, layout) for v in op.operands)
 
 
@@ -123,7 +120,7 @@ def _count_transposes(graph: Graph) -> int:
 @register_pass
 @dataclass(frozen=True)
 class ChannelsLast(Pass):
-    """Store the integer layers' activations channels last (NHWC)."""
+    """Store the convolution layers' activations channels last (NHWC)."""
 
     name: ClassVar[str] = "channels-last"
 

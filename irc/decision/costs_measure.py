@@ -61,7 +61,7 @@ from irc.report import model_report
 from irc.support import precision_problem, quantizable_layers
 from irc.version import __version__
 
-CACHE_VERSION = 2  # bumped when the kernels change what a layer costs
+CACHE_VERSION = 3  # bumped when the kernels change what a layer costs
 # Fallback roofline constants, measured once on the development machine (AMD EPYC, AVX2,
 # shared, 1 thread): the median MACs/s per precision and class over MobileNetV2's layers
 # at batch 1 and the median bytes/s of its quantize/dequantize calls, rounded down by

@@ -3,11 +3,12 @@
 A *layer program* is the graph ``x → layer → y`` cut out of a float model (the layer's
 constants copied, its input and output keeping their names, so the model's calibrated
 ranges apply), quantized by the same passes as a whole model (``quantize``,
-``lower-quantized``, ``pack-weights``) and compiled by the Numba backend. At an integer
-precision its ops are ``quantize → qconv2d/qgemm → dequantize``: exactly the kernels the
-compiled model runs for that layer, and the two boundary conversions a lone integer
-layer among float ones pays. At fp16 it is a float16 weight cast to f32 and the float
-layer; at fp32 the float layer alone.
+``lower-quantized``, ``pack-weights``, ``channels-last``) and compiled by the Numba
+backend. At an integer precision its ops are ``quantize → qconv2d/qgemm → dequantize``:
+exactly the kernels the compiled model runs for that layer, and the two boundary
+conversions a lone integer layer among float ones pays. At fp16 it is a float16 weight
+cast to f32 and the float layer; at fp32 the float layer alone (a conv channels last,
+between the transposes in and out of its layout, which the cost model does not count).
 
     >>> prog = layer_program(graph, op, "int4", calibration, batch=8)
     >>> (y,) = prog(x)                     # float in, float out
@@ -46,8 +47,6 @@ def quantized_layer_graph(graph: Graph, op: Op, precision: str, ranges, batch: i
                           weights: str = "mse") -> Graph:  # fmt: skip
     """``layer_graph`` quantized at ``precision`` by the model's quantization stage."""
     cut = layer_graph(graph, op, batch)
-    if precision == "fp32":
-        return cut
     return quantize(cut, PrecisionPlan(precision), ranges, weights=weights)
 
 

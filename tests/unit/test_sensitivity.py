@@ -54,7 +54,9 @@ def test_table_has_every_layer_and_precision(setup):
 def test_output_change_matches_the_compiled_model_with_one_layer_quantized(setup, precision):
     graph, table = setup
     reference = irc.compile(tiny_cnn(), {"x": (10, 3, 8, 8)})(DATA)[0].astype(np.float64)
-    for layer, rel in (("fc", 1e-6), ("conv", 1.0)):
+    # fc: equal up to the float conv's summation order (the table runs the float graph
+    # channels first, a compiled model channels last)
+    for layer, rel in (("fc", 1e-4), ("conv", 1.0)):
         model = irc.compile(tiny_cnn(), {"x": (10, 3, 8, 8)}, precision={layer: precision},
                             calibration=DATA, progress=False)  # fmt: skip
         y = model(DATA)[0].astype(np.float64)
