@@ -105,6 +105,7 @@ GEMM_TILE_BYTES = 1 << 15  # gathered activations per GEMM tile, as build_qconv2
 GEMM_ACC_BYTES = 1 << 17  # int32 product tile budget per task (GEMM)
 TABLE_BLOCK = 32  # channels and k per block of the weight table's transposition
 _CHUNKS = 64
+TASKS_PER_THREAD = 2  # fewer pixel tasks than this per thread: channel slabs too
 
 # ------------------------------------------------------------------ outer-product kernel
 
@@ -646,14 +647,15 @@ def prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes):
 
 @njit(cache=True)
 def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, top, left, dh, dw,
-               group, x_zero, zp, lo, hi, path=0, tile=0):  # fmt: skip
+               group, x_zero, zp, lo, hi, path=0, tile=0, threads=0):  # fmt: skip
     """out = requant(conv(x - x_zero, w) + bias) for NHWC int8 ``x`` [N, H, W, C_in] into
     NHWC int8 ``out`` [N, OH, OW, C_out]: ``int_conv.qconv_gemm``'s arguments and results
     (weight rows ``w`` [O, ...] at ``bits``, ``wsums`` [O] their level sums; trailing pads
     implied by out's shape), without its pointwise flag and tile.
 
     ``path`` (``PATH_*``) forces a product, where the host has it (0: by K and host);
-    ``tile`` > 0 sets the output pixels per task. Neither changes the result. The weight
+    ``tile`` > 0 sets the output pixels per task; ``threads`` as ``qconv_nhwc_prepared``'s.
+    None of them changes the result. The weight
     table and layer constants are prepared on each call; a caller that calls again with
     the same weights prepares them once (``conv_plan``, ``prepare_weights``,
     ``prepare_tail``) and calls ``qconv_nhwc_prepared``.
@@ -666,15 +668,17 @@ def qconv_nhwc(x, w, bits, bias, multiplier, shift, wsums, out, kh, kw, sh, sw, 
     table = prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes)
     tail = prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes)
     qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left, dh, dw, group,
-                        x_zero, zp, lo, hi, lanes, tile)  # fmt: skip
+                        x_zero, zp, lo, hi, lanes, tile, threads)  # fmt: skip
 
 
 @njit(cache=True, parallel=True)
 def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left, dh, dw, group,
-                        x_zero, zp, lo, hi, lanes, tile):  # fmt: skip
+                        x_zero, zp, lo, hi, lanes, tile, threads):  # fmt: skip
     """``qconv_nhwc`` with its plan (``lanes``, ``tile``: ``conv_plan``'s), weight ``table``
     (``prepare_weights``) and layer constants ``tail`` (``prepare_tail``) given; ``w`` is
-    read only by the GEMM (lanes 0)."""
+    read only by the GEMM (lanes 0). ``threads`` (Numba's thread count, or 0: unknown)
+    decides whether a layer of few pixel tiles splits its channels into tasks too; it
+    does not change the result."""
     n, height, width, cin = x.shape
     oh, ow, cout = out.shape[1], out.shape[2], out.shape[3]
     cin_g, og = cin // group, cout // group
@@ -686,7 +690,6 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
     consts, simd = tail
     tiles = -(-pixels // tile) if pixels else 0
     tasks = n * group * tiles
-    chunks = min(tasks, _CHUNKS)
     if lanes:
         quad = lanes == 64
         step, vl = (4, 16) if quad else (2, lanes)  # k per word, channels per vector
@@ -699,11 +702,19 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
         v_max = 4 if vl == 16 else 3
         blocks = -(-n_vec // v_max)
         k_chunk = (OUTER_K_QUADS if quad else OUTER_K_PAIRS) // fields  # table rows per call
+        # few pixel tasks (a gemm's rows, a 7×7 plane) for the threads: split the channel
+        # blocks into slabs too, each task then one slab of one pixel tile
+        slabs = 1
+        if threads > 1 and tasks < TASKS_PER_THREAD * threads:
+            slabs = min(blocks, -(-TASKS_PER_THREAD * threads // max(tasks, 1)))
+        chunks = min(tasks * slabs, _CHUNKS)
         for chunk in prange(chunks):
             xb = np.zeros((tile + R_MAX) * 4 * units, dtype=np.uint8)  # u8 quads, or
             xw = xb.view(np.int16)  # int16 pairs
             acc = np.empty((tile + R_MAX) * o_pad, dtype=np.int32)
-            for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+            first, last = chunk * tasks * slabs // chunks, (chunk + 1) * tasks * slabs // chunks
+            for task_slab in range(first, last):
+                task, slab = task_slab // slabs, task_slab % slabs
                 image, rest = task // (group * tiles), task % (group * tiles)
                 g, p0 = rest // tiles, (rest % tiles) * tile
                 rows = min(tile, pixels - p0)
@@ -719,8 +730,12 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                     _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
                                  left, dh, dw, ow, p0, rows, x_zero, xw, 2 * units, 0)  # fmt: skip
                 wt = table.ctypes.data + g * words * o_pad * 4
+                b0, b1 = slab * blocks // slabs, (slab + 1) * blocks // slabs
                 v0 = 0
-                for b in range(blocks):
+                for b in range(b0):  # the vectors of the blocks before the slab's
+                    v0 += (n_vec - v0) // (blocks - b)
+                c_lo = vl * v0
+                for b in range(b0, b1):
                     vectors = (n_vec - v0) // (blocks - b)
                     groups = -(-rows // _tile_rows(lanes, vectors))
                     at = acc.ctypes.data + 4 * vl * v0
@@ -730,16 +745,21 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                                groups, wt + (j0 * o_pad + vl * v0) * 4, 4 * o_pad, count, at,
                                4 * o_pad, j0, fields)  # fmt: skip
                     v0 += vectors
-                out_off = ((image * pixels) + p0) * cout + g * og
+                cols = min(og, vl * v0) - c_lo  # the slab's channels
+                out_off = ((image * pixels) + p0) * cout + g * og + c_lo
+                part = acc[c_lo:]
+                if cols <= 0:
+                    continue
                 if lanes >= 16:  # AVX-512: the vector epilogue
-                    requantize_tile_simd(acc, o_pad, rows, og, consts, simd, g * og, zp, lo, hi, of,
-                                         out_off, cout)  # fmt: skip
+                    requantize_tile_simd(part, o_pad, rows, cols, consts, simd, g * og + c_lo, zp,
+                                         lo, hi, of, out_off, cout)  # fmt: skip
                 else:
-                    requantize_tile(acc, o_pad, rows, og, consts, g * og, zp, lo, hi, of, out_off,
-                                    cout)  # fmt: skip
+                    requantize_tile(part, o_pad, rows, cols, consts, g * og + c_lo, zp, lo, hi, of,
+                                    out_off, cout)  # fmt: skip
     else:
         w2 = w.reshape((cout, w.size // cout))
         xr = x.reshape((n * height * width, cin))
+        chunks = min(tasks, _CHUNKS)
         for chunk in prange(chunks):
             cols = np.empty(tile * k, dtype=np.int8)
             acc = np.empty(tile * og, dtype=np.int32)

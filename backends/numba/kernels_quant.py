@@ -205,14 +205,14 @@ def _build_qconv2d_nhwc(op: Op) -> KernelFn:
         run = (*geometry, group, x_zero, zp, lo, hi, lanes, tile)
 
         def conv_nhwc_prepared(x, wt, bias, mult, shift, out):
-            qconv_nhwc_prepared(x, wt, bits, table, tail, out, *run)
+            qconv_nhwc_prepared(x, wt, bits, table, tail, out, *run, get_num_threads())
 
         return conv_nhwc_prepared
     params = (*geometry, group, x_zero, zp, lo, hi)
 
     def conv_nhwc(x, wt, bias, mult, shift, out):
         wsums = sums if sums is not None else weight_sums(wt, bits, k)
-        qconv_nhwc(x, wt, bits, bias, mult, shift, wsums, out, *params)
+        qconv_nhwc(x, wt, bits, bias, mult, shift, wsums, out, *params, 0, 0, get_num_threads())
 
     return conv_nhwc
 
@@ -231,13 +231,28 @@ def _payload(value: Value) -> np.ndarray | None:
 
 @kernel_builder("qgemm")
 def build_qgemm(op: Op) -> KernelFn:
-    """qgemm: int8 [M, K] times weight rows [N, K] (int8 or packed), requantized."""
+    """qgemm: int8 [M, K] times weight rows [N, K] (int8 or packed), requantized. Where
+    the channels-last conv has its ``vpdpbusd`` product and the constants are known, the
+    gemm runs as that conv (1×1 over M pixels), its tables prepared here."""
     m, k = static_shape(op, op.operands[0], "a")
     n = static_shape(op, op.operands[1], "weight")[0]
     _check_lowered(op, n)
     _, a_zero = _per_tensor(op, op.operands[0], "input")
     zp, lo, hi = _clamp(op)
     bits, sums = _weight_form(op)
+    weight, bias, mult, shift = (_payload(v) for v in op.operands[1:5])
+    lanes, tile = conv_plan(PATH_AUTO, k, n, m, m, 0)
+    if lanes == 64 and sums is not None and all(a is not None for a in (weight, bias, mult, shift)):
+        table = prepare_weights(weight, bits, 1, k, 1, 1, n, lanes)
+        tail = prepare_tail(bias, mult, shift, sums, a_zero, k, lanes)
+        pixels, rows = (1, 1, m, k), (1, 1, m, n)
+        run = (1, 1, 1, 1, 0, 0, 1, 1, 1, a_zero, zp, lo, hi, lanes, tile)
+
+        def gemm_as_conv(a, wt, bias, mult, shift, out):
+            qconv_nhwc_prepared(a.reshape(pixels), wt, bits, table, tail, out.reshape(rows), *run,
+                                get_num_threads())  # fmt: skip
+
+        return gemm_as_conv
     tile_m = max(1, min(m, _GEMM_TILE_M))
     # few rows: split the output features instead, so every thread gets a share
     tile_n = n if m > _GEMM_TILE_M else max(1, -(-n // _GEMM_SPLIT_N))

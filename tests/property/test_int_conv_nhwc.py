@@ -96,7 +96,10 @@ def check(x, levels, bits, geometry, group, tail, x_zero, zp, clamp, path, tile,
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        nhwc.qconv_nhwc(xn, wt, bits, *tail, wsums, got, *args, x_zero, zp, lo, hi, path, tile)
+        # on two threads, plan for eight: layers of few pixel tiles split their channels
+        hint = 8 if threads > 1 else 0
+        nhwc.qconv_nhwc(xn, wt, bits, *tail, wsums, got, *args, x_zero, zp, lo, hi, path, tile,
+                        hint)  # fmt: skip
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
