@@ -620,15 +620,46 @@ def _fields(lanes, bits):
 
 
 @njit(cache=True)
+def _v_max(vl):
+    """The most channel vectors of a register tile, by lanes per vector (``TILES*``)."""
+    return 4 if vl == 16 else 3
+
+
+@njit(cache=True)
+def panels(table, vl):
+    """``table`` [group, words, o_pad] (a word row of every channel per k step) re-laid
+    by the channel blocks the kernel runs (``_v_max`` vectors of ``vl`` lanes at most,
+    split as evenly as ``qconv_nhwc_prepared`` splits them): per group, block after block,
+    each block's word rows of its own channels only, so a block streams one contiguous
+    run of weights (the shape is unchanged; only the order within a group)."""
+    group, words, o_pad = table.shape
+    n_vec = o_pad // vl
+    blocks = -(-n_vec // _v_max(vl))
+    out = np.empty_like(table)
+    flat = out.reshape((group, words * o_pad))
+    for g in range(group):
+        v0 = 0
+        for b in range(blocks):
+            vectors = (n_vec - v0) // (blocks - b)
+            width, c0 = vectors * vl, v0 * vl
+            for j in range(words):
+                at = c0 * words + j * width
+                flat[g, at : at + width] = table[g, j, c0 : c0 + width]
+            v0 += vectors
+    return out
+
+
+@njit(cache=True)
 def prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes):
     """The weight table the product ``lanes`` (``conv_plan``'s) reads: ``quad_table`` (int8
-    weights) or ``nibble_table`` (packed ones) for the quad kernel, ``weight_table`` for the
-    outer product, an empty one for the GEMM (which reads ``w`` in place)."""
+    weights) or ``nibble_table`` (packed ones) for the quad kernel, laid out in ``panels``,
+    ``weight_table`` for the outer product, an empty one for the GEMM (which reads ``w``
+    in place)."""
     if lanes == 64:
         o_pad = -(-og // 16) * 16
         if bits < 8:
-            return nibble_table(w, bits, group, cin_g, kh, kw, o_pad)
-        return quad_table(w, bits, group, cin_g, kh, kw, o_pad)
+            return panels(nibble_table(w, bits, group, cin_g, kh, kw, o_pad), 16)
+        return panels(quad_table(w, bits, group, cin_g, kh, kw, o_pad), 16)
     if lanes:
         return weight_table(w, bits, group, cin_g, kh, kw, -(-og // lanes) * lanes)
     return np.zeros((0, 0, 0), dtype=np.int32)
@@ -699,8 +730,7 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
         # past K stay zero (2-bit weights have no zero level to pad with)
         o_pad = -(-og // vl) * vl
         n_vec = o_pad // vl
-        v_max = 4 if vl == 16 else 3
-        blocks = -(-n_vec // v_max)
+        blocks = -(-n_vec // _v_max(vl))
         k_chunk = (OUTER_K_QUADS if quad else OUTER_K_PAIRS) // fields  # table rows per call
         # few pixel tasks (a gemm's rows, a 7×7 plane) for the threads: split the channel
         # blocks into slabs too, each task then one slab of one pixel tile
@@ -739,11 +769,14 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                     vectors = (n_vec - v0) // (blocks - b)
                     groups = -(-rows // _tile_rows(lanes, vectors))
                     at = acc.ctypes.data + 4 * vl * v0
+                    # the quad tables are in panels: the block's rows of vectors·vl words
+                    w_rs = 4 * vl * vectors if quad else 4 * o_pad
+                    w_at = wt + 4 * vl * v0 * words if quad else wt + 4 * vl * v0
                     for j0 in range(0, words, k_chunk):
                         count = min(k_chunk, words - j0)
                         _outer(lanes, vectors, xb.ctypes.data + 4 * fields * j0, 4 * units,
-                               groups, wt + (j0 * o_pad + vl * v0) * 4, 4 * o_pad, count, at,
-                               4 * o_pad, j0, fields)  # fmt: skip
+                               groups, w_at + j0 * w_rs, w_rs, count, at, 4 * o_pad, j0,
+                               fields)  # fmt: skip
                     v0 += vectors
                 cols = min(og, vl * v0) - c_lo  # the slab's channels
                 out_off = ((image * pixels) + p0) * cout + g * og + c_lo
