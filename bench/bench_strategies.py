@@ -45,7 +45,7 @@ from irc.decision.rounding import merge, without_statistics
 from irc.decision.sensitivity import analyze
 from irc.decision.table import SensitivityTable
 from irc.measure import accuracy, interleaved
-from irc.stages import GPTQ_SAMPLES, build, calibrate, float_graph, layer_hessians
+from irc.stages import GPTQ_SAMPLES, build_plan, calibrate, float_graph, layer_hessians
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
         return accuracy(lambda x: model(x)[0], images, labels, 1)[0]
 
     models, rows, failed = {}, [], []
-    fp32 = build(graph, num_threads=1)
+    fp32 = build_plan(graph, "fp32", None, num_threads=1)  # as irc.compile deploys it
     fp32_bytes = fp32.report().totals.fp32_bytes
     models["irc fp32"] = fp32
     for label, strategy, budgets in strategy_runs(fp32_bytes):

@@ -96,6 +96,8 @@ OUTER_MIN_ROWS = 128  # pixels from which the 16-lane one does at any K (its wei
 # 8-lane (AVX2, 16 registers) and 16-lane (AVX-512, 32 registers) kernels
 TILES8 = ((12, 1), (6, 2), (4, 3))
 TILES16 = ((16, 1), (8, 2), (8, 3), (6, 4))
+THIN_ROWS = 3  # tiles of fewer rows run the quad kernel a row at a time (no wasted rows),
+THIN_VECTORS = 4  # on blocks of this many vectors
 OUTER_K_PAIRS = 64  # k pairs per kernel call (a weight chunk stays in L1)
 OUTER_K_QUADS = 64  # k quads per call of the u8 × s8 (``vpdpbusd``) kernel
 R_MAX = 16  # the most rows of any register tile (scratch rows are padded to R)
@@ -243,9 +245,24 @@ if HAVE_VNNI:
     _q_1, _q_2, _q_3, _q_4 = [_make_outer(16, r, v, quads=True) for r, v in TILES16]
     _q4_1, _q4_2, _q4_3, _q4_4 = [_make_outer(16, r, v, True, 2) for r, v in TILES16]
     _q2_1, _q2_2, _q2_3, _q2_4 = [_make_outer(16, r, v, True, 4) for r, v in TILES16]
+    _qt_1, _qt_2, _qt_4 = [_make_outer(16, 1, THIN_VECTORS, True, f) for f in (1, 2, 4)]
 else:  # pragma: no cover - hosts without AVX-512 VNNI
     _q_1 = _q_2 = _q_3 = _q_4 = _absent
     _q4_1 = _q4_2 = _q4_3 = _q4_4 = _q2_1 = _q2_2 = _q2_3 = _q2_4 = _absent
+    _qt_1 = _qt_2 = _qt_4 = _absent
+
+
+@njit(cache=True)
+def _outer_thin(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields):
+    """The quad kernel on one row at a time and ``THIN_VECTORS`` channel vectors (for a
+    tile of fewer rows than ``THIN_ROWS``: a gemm's rows at batch 1), on int8 weight words
+    or ``nibble_table``'s (``fields`` 2 or 4)."""
+    if fields == 4:
+        _qt_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif fields == 2:
+        _qt_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    else:
+        _qt_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
 
 
 @njit(cache=True)
@@ -767,16 +784,21 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                 c_lo = vl * v0
                 for b in range(b0, b1):
                     vectors = (n_vec - v0) // (blocks - b)
-                    groups = -(-rows // _tile_rows(lanes, vectors))
+                    thin = quad and rows < THIN_ROWS and vectors == THIN_VECTORS
+                    groups = rows if thin else -(-rows // _tile_rows(lanes, vectors))
                     at = acc.ctypes.data + 4 * vl * v0
                     # the quad tables are in panels: the block's rows of vectors·vl words
                     w_rs = 4 * vl * vectors if quad else 4 * o_pad
                     w_at = wt + 4 * vl * v0 * words if quad else wt + 4 * vl * v0
                     for j0 in range(0, words, k_chunk):
                         count = min(k_chunk, words - j0)
-                        _outer(lanes, vectors, xb.ctypes.data + 4 * fields * j0, 4 * units,
-                               groups, w_at + j0 * w_rs, w_rs, count, at, 4 * o_pad, j0,
-                               fields)  # fmt: skip
+                        xs = xb.ctypes.data + 4 * fields * j0
+                        if thin:
+                            _outer_thin(xs, 4 * units, groups, w_at + j0 * w_rs, w_rs, count, at,
+                                        4 * o_pad, j0, fields)  # fmt: skip
+                        else:
+                            _outer(lanes, vectors, xs, 4 * units, groups, w_at + j0 * w_rs, w_rs,
+                                   count, at, 4 * o_pad, j0, fields)  # fmt: skip
                     v0 += vectors
                 cols = min(og, vl * v0) - c_lo  # the slab's channels
                 out_off = ((image * pixels) + p0) * cout + g * og + c_lo
