@@ -193,7 +193,7 @@ class CompiledModel:
     @property
     def kernel_isa(self) -> str:
         """The instruction set the integer kernels run on this machine ('avx512-vnni',
-        'avx512', 'avx2' or 'portable'); every one gives the same results."""
+        'avx512', 'avx-vnni', 'avx2' or 'portable'); every one gives the same results."""
         return kernel_isa()
 
     def report(self):

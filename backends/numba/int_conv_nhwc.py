@@ -77,6 +77,7 @@ from irc.backends.numba.int_rows import flip_rows, gather_quads
 from irc.backends.numba.int_simd import (
     HAVE_AVX2,
     HAVE_AVX512,
+    HAVE_AVX_VNNI,
     HAVE_VNNI,
     _const,
     _intrinsic_fn,
@@ -88,7 +89,7 @@ from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
 # ------------------------------------------------------------------ tuning
 
 # ``path`` argument of qconv_nhwc: pick by shape and host, or force one product
-PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16, PATH_VNNI = 0, 1, 2, 3, 4
+PATH_AUTO, PATH_GEMM, PATH_OUTER8, PATH_OUTER16, PATH_VNNI, PATH_AVX_VNNI = 0, 1, 2, 3, 4, 5
 OUTER_MAX_K = 64  # reductions up to which the outer-product kernel beats the GEMM, and
 OUTER_MIN_ROWS = 128  # pixels from which the 16-lane one does at any K (its weight table
 # costs ~0.3 ns per level per call: at 7² pixels more than the product's gain)
@@ -124,9 +125,9 @@ def _make_outer(lanes, rows, vectors, quads=False, fields=1):
     int32 weight pairs at byte stride ``wt_rs``, ``acc`` rows int32 at byte stride
     ``acc_rs``. ``lanes`` is 8 (AVX2) or 16 (AVX-512BW).
 
-    With ``quads`` (16 lanes, AVX-512 VNNI), ``pairs`` counts quads: ``xs`` words hold four
-    unsigned bytes, ``wt`` words four int8 weights, and madd is ``vpdpbusd``'s
-    Σ_{b < 4} u8 · s8 per 32-bit lane (acc + that as one instruction).
+    With ``quads`` (16 lanes with AVX-512 VNNI, 8 lanes with AVX-VNNI), ``pairs`` counts
+    quads: ``xs`` words hold four unsigned bytes, ``wt`` words four int8 weights, and madd
+    is ``vpdpbusd``'s Σ_{b < 4} u8 · s8 per 32-bit lane (acc + that as one instruction).
 
     With ``fields`` > 1 (quads only), each ``wt`` byte packs ``fields`` weights of 8 /
     ``fields`` bits, offset to unsigned (``nibble_table``): word j then holds quads
@@ -139,13 +140,14 @@ def _make_outer(lanes, rows, vectors, quads=False, fields=1):
         name = "llvm.x86.avx2.pmadd.wd"
     else:
         name = "llvm.x86.avx512.pmaddw.d.512"
-    fused = lanes == 16 and (HAVE_VNNI or quads)  # acc + madd(x, w) as one vpdpwssd/vpdpbusd
+    fused = quads or (lanes == 16 and HAVE_VNNI)  # acc + madd(x, w) as one instruction
     dot_name = "llvm.x86.avx512.vpdpwssd.512"
-    if quads:
-        assert lanes == 16
-        i16v, dot_name = ir.VectorType(ir.IntType(8), 64), "llvm.x86.avx512.vpdpbusd.512"
+    nbytes = 4 * lanes  # bytes per vector
+    if quads:  # the VEX (AVX-VNNI) form at 8 lanes on a host without AVX-512VL
+        i16v = ir.VectorType(ir.IntType(8), nbytes)
+        dot_name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
     i32 = ir.IntType(32)
-    i8v, i16w = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32)
+    i8v, i16w = ir.VectorType(ir.IntType(8), nbytes), ir.VectorType(ir.IntType(16), nbytes // 2)
     bits = 8 // fields
 
     def unpack(builder, word, f):
@@ -153,11 +155,12 @@ def _make_outer(lanes, rows, vectors, quads=False, fields=1):
         if fields == 1:
             return builder.bitcast(word, i8v)
         if f:
-            word = builder.lshr(builder.bitcast(word, i16w), ir.Constant(i16w, [f * bits] * 32))
-        u = builder.and_(builder.bitcast(word, i8v), ir.Constant(i8v, [(1 << bits) - 1] * 64))
+            shift = ir.Constant(i16w, [f * bits] * (nbytes // 2))
+            word = builder.lshr(builder.bitcast(word, i16w), shift)
+        u = builder.and_(builder.bitcast(word, i8v), ir.Constant(i8v, [(1 << bits) - 1] * nbytes))
         if bits == 4:
-            return builder.sub(u, ir.Constant(i8v, [8] * 64))
-        return builder.sub(builder.add(u, u), ir.Constant(i8v, [3] * 64))
+            return builder.sub(u, ir.Constant(i8v, [8] * nbytes))
+        return builder.sub(builder.add(u, u), ir.Constant(i8v, [3] * nbytes))
 
     @intrinsic
     def kernel(typingctx, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep):
@@ -250,6 +253,38 @@ else:  # pragma: no cover - hosts without AVX-512 VNNI
     _q_1 = _q_2 = _q_3 = _q_4 = _absent
     _q4_1 = _q4_2 = _q4_3 = _q4_4 = _q2_1 = _q2_2 = _q2_3 = _q2_4 = _absent
     _qt_1 = _qt_2 = _qt_4 = _absent
+if HAVE_AVX_VNNI:
+    _a_1, _a_2, _a_3 = [_make_outer(8, r, v, quads=True) for r, v in TILES8]
+    _a4_1, _a4_2, _a4_3 = [_make_outer(8, r, v, True, 2) for r, v in TILES8]
+    _a2_1, _a2_2, _a2_3 = [_make_outer(8, r, v, True, 4) for r, v in TILES8]
+else:  # pragma: no cover - hosts without AVX-VNNI
+    _a_1 = _a_2 = _a_3 = _a4_1 = _a4_2 = _a4_3 = _a2_1 = _a2_2 = _a2_3 = _absent
+
+
+@njit(cache=True)
+def _outer_avx_vnni(vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields):
+    """The 8-lane (AVX-VNNI) quad kernel of ``TILES8``'s ``vectors`` tile, on int8 weight
+    words or ``nibble_table``'s (``fields`` 2 or 4)."""
+    if fields == 4:
+        if vectors == 3:
+            _a2_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _a2_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _a2_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif fields == 2:
+        if vectors == 3:
+            _a4_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        elif vectors == 2:
+            _a4_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+        else:
+            _a4_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif vectors == 3:
+        _a_3(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    elif vectors == 2:
+        _a_2(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
+    else:
+        _a_1(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
 
 
 @njit(cache=True)
@@ -269,8 +304,11 @@ def _outer_thin(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields):
 def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields=1):
     """Run the (lanes, vectors) kernel of ``TILES8`` / ``TILES16`` over ``groups`` row groups
     (lanes 64: the u8 × s8 quad kernel, with ``TILES16``'s tiles, on int8 weight words or,
-    with ``fields`` 2 or 4, on ``nibble_table``'s packed ones)."""
-    if lanes == 64 and fields == 2:
+    with ``fields`` 2 or 4, on ``nibble_table``'s packed ones; lanes 32: its 8-lane AVX-VNNI
+    form, with ``TILES8``'s tiles)."""
+    if lanes == 32:
+        _outer_avx_vnni(vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep, fields)
+    elif lanes == 64 and fields == 2:
         if vectors == 4:
             _q4_4(xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, keep)
         elif vectors == 3:
@@ -318,7 +356,7 @@ def _outer(lanes, vectors, xs, xs_rs, groups, wt, wt_rs, pairs, acc, acc_rs, kee
 @njit(cache=True)
 def _tile_rows(lanes, vectors):
     """Rows R of the (lanes, vectors) register tile."""
-    if lanes >= 16:
+    if lanes == 16 or lanes == 64:
         return (16, 8, 8, 6)[vectors - 1]
     return (12, 6, 4)[vectors - 1]
 
@@ -390,7 +428,7 @@ def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
     of word j for channel ``o`` of the group, with K in (kernel row, kernel column, channel)
     order; zeros past the group's channels and for the missing levels of a K not a
     multiple of 4. The levels are ``weight_level``'s (int8 rows, or packed 4-/2-bit fields).
-    ``o_pad`` is a multiple of 16.
+    ``o_pad`` is a multiple of 8.
 
     By blocks of 16 channels: their levels are laid in table order, a byte row per channel
     (a plain copy for int8 weights in that order already: pointwise and depthwise), in a
@@ -418,7 +456,8 @@ def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
     for g in range(group):
         base = uint64(g * quads * o_pad)
         for o0 in range(0, o_pad, 16):
-            for oo in range(16):
+            block = min(16, o_pad - o0)
+            for oo in range(block):
                 o = o0 + oo
                 dst = uint64(oo) * row_len
                 if o >= og:
@@ -441,7 +480,7 @@ def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
                         lev[dst + t] = 2 * value + 1 if bits == 2 else value
             for j in range(uint64(quads)):
                 d = base + j * uint64(o_pad) + uint64(o0)
-                for oo in range(uint64(16)):
+                for oo in range(uint64(block)):
                     tf[d + oo] = words[oo * uint64(quads) + j]
     return table
 
@@ -601,25 +640,30 @@ def requantize_tile(acc, pitch_acc, rows, cols, tail, c0, zp, lo, hi, of, off, p
 def conv_plan(path, k, og, rows, pixels, tile):
     """(product, pixels per task tile) for a layer of ``rows`` output pixels in all
     (``pixels`` per image): the product as outer lanes (8, 16, or 64 for the u8 × s8 quad
-    kernel) or 0 for the GEMM. ``path`` and ``tile`` as ``qconv_nhwc``'s."""
+    kernel, 32 for its 8-lane AVX-VNNI form) or 0 for the GEMM. ``path`` and ``tile`` as
+    ``qconv_nhwc``'s."""
     lanes = 0
     if path == PATH_VNNI and HAVE_VNNI:
         lanes = 64
+    elif path == PATH_AVX_VNNI and HAVE_AVX_VNNI:
+        lanes = 32
     elif path == PATH_OUTER16 and HAVE_AVX512:
         lanes = 16
     elif path == PATH_OUTER8 and HAVE_AVX2:
         lanes = 8
     elif path == PATH_AUTO and HAVE_VNNI:
         lanes = 64
+    elif path == PATH_AUTO and HAVE_AVX_VNNI and not HAVE_AVX512:
+        lanes = 32
     elif path == PATH_AUTO and HAVE_AVX512 and (k <= OUTER_MAX_K or rows >= OUTER_MIN_ROWS):
         lanes = 16
     elif path == PATH_AUTO and HAVE_AVX2 and k <= OUTER_MAX_K:
         lanes = 8
     if tile <= 0:
         if lanes:
-            step = 4 if lanes == 64 else 2
+            step, vl = _geometry(lanes)
             row_bytes = 4 * ((k + step - 1) // step)
-            o_pad = -(-og // 16) * 16 if lanes == 64 else -(-og // lanes) * lanes
+            o_pad = -(-og // vl) * vl
             tile = min(OUTER_ACC_BYTES // (4 * o_pad), OUTER_X_BYTES // row_bytes)
         else:
             tile = min(GEMM_TILE_BYTES // k, GEMM_ACC_BYTES // (4 * og))
@@ -630,10 +674,20 @@ def conv_plan(path, k, og, rows, pixels, tile):
 
 
 @njit(cache=True)
+def _geometry(lanes):
+    """(k per weight word, channels per vector) of the product ``lanes``."""
+    if lanes == 64:
+        return 4, 16
+    if lanes == 32:
+        return 4, 8
+    return 2, lanes
+
+
+@njit(cache=True)
 def _fields(lanes, bits):
     """Quads per weight word of the product ``lanes`` at ``bits``: 8 / bits for the quad
-    kernel on packed weights (``nibble_table``), else 1."""
-    return 8 // bits if lanes == 64 and bits < 8 else 1
+    kernels on packed weights (``nibble_table``), else 1."""
+    return 8 // bits if (lanes == 64 or lanes == 32) and bits < 8 else 1
 
 
 @njit(cache=True)
@@ -672,11 +726,12 @@ def prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes):
     weights) or ``nibble_table`` (packed ones) for the quad kernel, laid out in ``panels``,
     ``weight_table`` for the outer product, an empty one for the GEMM (which reads ``w``
     in place)."""
-    if lanes == 64:
-        o_pad = -(-og // 16) * 16
+    if lanes == 64 or lanes == 32:
+        vl = _geometry(lanes)[1]
+        o_pad = -(-og // vl) * vl
         if bits < 8:
-            return panels(nibble_table(w, bits, group, cin_g, kh, kw, o_pad), 16)
-        return panels(quad_table(w, bits, group, cin_g, kh, kw, o_pad), 16)
+            return panels(nibble_table(w, bits, group, cin_g, kh, kw, o_pad), vl)
+        return panels(quad_table(w, bits, group, cin_g, kh, kw, o_pad), vl)
     if lanes:
         return weight_table(w, bits, group, cin_g, kh, kw, -(-og // lanes) * lanes)
     return np.zeros((0, 0, 0), dtype=np.int32)
@@ -687,7 +742,7 @@ def prepare_tail(bias, multiplier, shift, wsums, x_zero, k, lanes):
     """``layer_constants`` of the layer for the product ``lanes`` (the quad kernel sums
     (x + 128)·w, so its correction is the one of input zero point x_zero + 128), and the
     vector epilogue's ``int_requant.simd_constants`` of them."""
-    lift = 128 if lanes == 64 else 0
+    lift = 128 if lanes == 64 or lanes == 32 else 0
     bound = ACC_PER_TERM * k
     tail = layer_constants(bias, multiplier, shift, wsums, x_zero + lift, bound)
     return tail, simd_constants(tail, bound)
@@ -739,8 +794,8 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
     tiles = -(-pixels // tile) if pixels else 0
     tasks = n * group * tiles
     if lanes:
-        quad = lanes == 64
-        step, vl = (4, 16) if quad else (2, lanes)  # k per word, channels per vector
+        quad = lanes == 64 or lanes == 32
+        step, vl = _geometry(lanes)  # k per word, channels per vector
         fields = _fields(lanes, bits)  # quads per table word
         words = -(-((k + step - 1) // step) // fields)  # table rows per group
         units = words * fields  # scratch words per row (k pairs or quads); the bytes
@@ -766,13 +821,19 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                 g, p0 = rest // tiles, (rest % tiles) * tile
                 rows = min(tile, pixels - p0)
                 img_off = image * height * width * cin + g * cin_g
-                if pointwise and quad:
+                if pointwise and lanes == 64:  # AVX-512BW: masked 64-byte runs
                     flip_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xb, 4 * units)
+                elif pointwise and quad:
+                    _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xb, 4 * units, 128)
                 elif pointwise:
                     _widen_rows(xf, img_off + p0 * cin, cin, cin_g, rows, xw, 2 * units, 0)
-                elif quad:
+                elif lanes == 64:
                     gather_quads(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top, left,
                                  dh, dw, ow, p0, rows, x_zero, xb, 4 * units)  # fmt: skip
+                elif quad:
+                    _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
+                                 left, dh, dw, ow, p0, rows, x_zero, xb, 4 * units,
+                                 128)  # fmt: skip
                 else:
                     _gather_wide(xf, img_off, height, width, cin, cin_g, kh, kw, sh, sw, top,
                                  left, dh, dw, ow, p0, rows, x_zero, xw, 2 * units, 0)  # fmt: skip
@@ -784,7 +845,7 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                 c_lo = vl * v0
                 for b in range(b0, b1):
                     vectors = (n_vec - v0) // (blocks - b)
-                    thin = quad and rows < THIN_ROWS and vectors == THIN_VECTORS
+                    thin = lanes == 64 and rows < THIN_ROWS and vectors == THIN_VECTORS
                     groups = rows if thin else -(-rows // _tile_rows(lanes, vectors))
                     at = acc.ctypes.data + 4 * vl * v0
                     # the quad tables are in panels: the block's rows of vectors·vl words
@@ -805,7 +866,7 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
                 part = acc[c_lo:]
                 if cols <= 0:
                     continue
-                if lanes >= 16:  # AVX-512: the vector epilogue
+                if vl == 16:  # AVX-512: the vector epilogue
                     requantize_tile_simd(part, o_pad, rows, cols, consts, simd, g * og + c_lo, zp,
                                          lo, hi, of, out_off, cout)  # fmt: skip
                 else:

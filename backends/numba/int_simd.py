@@ -119,6 +119,8 @@ HAVE_AVX2 = has_avx2() and _enabled("IRC_DISABLE_SIMD")
 # 16-lane kernels need AVX-512BW; ``vpdpbusd`` / ``vpdpwssd`` (madd and add in one) VNNI
 HAVE_AVX512 = HAVE_AVX2 and target_has("avx512bw") and _enabled("IRC_DISABLE_AVX512")
 HAVE_VNNI = HAVE_AVX512 and target_has("avx512vnni") and _enabled("IRC_DISABLE_VNNI")
+# ``vpdpbusd`` on 256-bit vectors (VEX-encoded where the host has no AVX-512VL)
+HAVE_AVX_VNNI = HAVE_AVX2 and target_has("avxvnni") and _enabled("IRC_DISABLE_VNNI")
 
 # ------------------------------------------------------------------ tiles
 

@@ -102,3 +102,18 @@ def test_forcing_a_lower_path_does_not_load_the_other_kernels(tmp_path):
                             text=True, timeout=300)  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == ["no-vnni", "16"]  # the int16-pair kernel, compiled anew
+
+
+def test_without_avx512_an_avx_vnni_host_runs_the_256_bit_quad_kernel(tmp_path):
+    """IRC_DISABLE_AVX512=1 on a host with AVX-VNNI: the planner picks the 8-lane
+    ``vpdpbusd`` kernel (lanes 32), as on a CPU with AVX-VNNI and no AVX-512."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), IRC_DISABLE_AVX512="1")
+    env.pop("IRC_DISABLE_VNNI", None)
+    script = PLAN + "print(c.HAVE_AVX_VNNI)\n"
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    plan, have = run.stdout.split("\n")[:2]
+    if have != "True":
+        pytest.skip("this CPU (or Numba's target) has no AVX-VNNI")
+    assert plan.split() == ["no-vnni", "32"]

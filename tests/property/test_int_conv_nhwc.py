@@ -34,9 +34,11 @@ THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
 PATHS = [nhwc.PATH_AUTO, nhwc.PATH_GEMM]
 PATHS += [nhwc.PATH_OUTER8] if HAVE_AVX2 else []
 PATHS += [nhwc.PATH_OUTER16] if nhwc.HAVE_AVX512 else []
-PATHS += [nhwc.PATH_VNNI] if nhwc.HAVE_VNNI else []
-NO_VNNI = "no AVX-512 VNNI here (or IRC_DISABLE_VNNI=1): the quad kernel is not compiled"
-needs_vnni = pytest.mark.skipif(not nhwc.HAVE_VNNI, reason=NO_VNNI)
+QUAD_PATHS = [nhwc.PATH_VNNI] if nhwc.HAVE_VNNI else []
+QUAD_PATHS += [nhwc.PATH_AVX_VNNI] if nhwc.HAVE_AVX_VNNI else []
+PATHS += QUAD_PATHS
+NO_VNNI = "no AVX-512 VNNI or AVX-VNNI here (or IRC_DISABLE_VNNI=1): no quad kernel compiled"
+needs_vnni = pytest.mark.skipif(not QUAD_PATHS, reason=NO_VNNI)
 zero_points = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
 CLAMPS = st.sampled_from([(-128, 127), (0, 127), (-128, -128), (-20, 90), (5, 5)])
 
@@ -171,7 +173,8 @@ def test_qconv_nhwc_equals_nchw(case, bits, values, tail_mode, per_channel, bias
        THREADS, st.integers(0, 2**32 - 1))  # fmt: skip
 def test_qconv_nhwc_vnni_equals_nchw(case, bits, values, tail_mode, per_channel, bias_draw, x_zero,
                                      zp, clamp, tile, threads, seed):  # fmt: skip
-    """The quad kernel forced on each draw (and the automatic choice, then, on the same)."""
+    """Each quad kernel the host has (512- and 256-bit) forced on each draw, and the
+    automatic choice, then, on the same."""
     x_shape, w_shape, geometry, group = case
     rng = np.random.default_rng(seed)
     if tail_mode == "ties":
@@ -180,7 +183,7 @@ def test_qconv_nhwc_vnni_equals_nchw(case, bits, values, tail_mode, per_channel,
     levels = weights(rng, w_shape, bits, values)
     k = int(np.prod(w_shape[1:]))
     tail = layer_tail(rng, tail_mode, w_shape[0], k, per_channel, bias_draw == 0)
-    for path in (nhwc.PATH_VNNI, nhwc.PATH_AUTO):
+    for path in (*QUAD_PATHS, nhwc.PATH_AUTO):
         check(x, levels, bits, geometry, group, tail, x_zero, zp, clamp, path, tile, threads)
 
 
