@@ -57,6 +57,7 @@ from irc.backends.numba.int_common import (
     weight_level,
 )
 from irc.backends.numba.int_simd import _const, _load, _loop, _shuffle, _store
+from irc.backends.numba.numba_cache import serial_twin
 
 _CHUNKS = 16  # tasks go in at most this many chunks (of output rows × channel blocks),
 _CHUNKS_PER_THREAD = 2  # and about this many per thread (each chunk's setup costs µs)
@@ -471,3 +472,7 @@ def _redo_exact(sums, pitch, c0, count, tail, init, redo, out, b, r, zp, lo, hi)
         for q in range(out.shape[2]):
             v = requantize_one(np.int64(sums[q * pitch + c]) + k, mult[oc], shf[oc], zp, lo, hi)
             out[b, r, q, oc] = np.int8(v)
+
+
+# On one thread: the same code without the parallel region's launch (a few microseconds).
+qdepthwise_nhwc_serial = serial_twin(qdepthwise_nhwc_prepared, "qdepthwise_nhwc_serial")

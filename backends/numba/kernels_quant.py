@@ -35,12 +35,14 @@ from irc.backends.numba.int_conv_nhwc import (
     prepare_weights,
     qconv_nhwc,
     qconv_nhwc_prepared,
+    qconv_nhwc_serial,
 )
 from irc.backends.numba.int_depthwise import qdepthwise
 from irc.backends.numba.int_depthwise_nhwc import (
     prepare_depthwise,
     qdepthwise_nhwc,
     qdepthwise_nhwc_prepared,
+    qdepthwise_nhwc_serial,
 )
 from irc.backends.numba.int_elementwise import (
     dequantize,
@@ -188,7 +190,9 @@ def _build_qconv2d_nhwc(op: Op) -> KernelFn:
             layer = prepare_depthwise(weight, bits, bias, mult, shift, kh, kw)
 
             def depthwise_nhwc_prepared(x, wt, bias, mult, shift, out):
-                qdepthwise_nhwc_prepared(x, layer, out, *params, get_num_threads())
+                threads = get_num_threads()
+                run = qdepthwise_nhwc_serial if threads == 1 else qdepthwise_nhwc_prepared
+                run(x, layer, out, *params, threads)
 
             return depthwise_nhwc_prepared
 
@@ -205,7 +209,9 @@ def _build_qconv2d_nhwc(op: Op) -> KernelFn:
         run = (*geometry, group, x_zero, zp, lo, hi, lanes, tile)
 
         def conv_nhwc_prepared(x, wt, bias, mult, shift, out):
-            qconv_nhwc_prepared(x, wt, bits, table, tail, out, *run, get_num_threads())
+            threads = get_num_threads()
+            conv = qconv_nhwc_serial if threads == 1 else qconv_nhwc_prepared
+            conv(x, wt, bits, table, tail, out, *run, threads)
 
         return conv_nhwc_prepared
     params = (*geometry, group, x_zero, zp, lo, hi)
@@ -249,8 +255,9 @@ def build_qgemm(op: Op) -> KernelFn:
         run = (1, 1, 1, 1, 0, 0, 1, 1, 1, a_zero, zp, lo, hi, lanes, tile)
 
         def gemm_as_conv(a, wt, bias, mult, shift, out):
-            qconv_nhwc_prepared(a.reshape(pixels), wt, bits, table, tail, out.reshape(rows), *run,
-                                get_num_threads())  # fmt: skip
+            threads = get_num_threads()
+            conv = qconv_nhwc_serial if threads == 1 else qconv_nhwc_prepared
+            conv(a.reshape(pixels), wt, bits, table, tail, out.reshape(rows), *run, threads)
 
         return gemm_as_conv
     tile_m = max(1, min(m, _GEMM_TILE_M))

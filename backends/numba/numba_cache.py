@@ -14,12 +14,17 @@ globals it read while compiling; irc's kernels read their instruction choice
 (``IRC_DISABLE_SIMD``, ``IRC_DISABLE_AVX512``, ``IRC_DISABLE_VNNI``) that way, so
 ``key_by_kernel_choice`` adds those settings to the key: a process that forces a lower
 path compiles (and caches) its own kernels instead of loading the others'.
+
+``serial_twin`` compiles a ``parallel=True`` kernel's Python function once more without
+parallelism (``prange`` runs as ``range``), under a name of its own so the two never share
+a cache index: a call on one thread then skips the parallel region's launch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import types
 import warnings
 from pathlib import Path
 
@@ -128,3 +133,14 @@ def compile_lock():
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def serial_twin(kernel, name: str):
+    """``kernel``'s Python function compiled without ``parallel``, cached under ``name``
+    (its own index file: Numba names the index after the function's qualified name)."""
+    fn = kernel.py_func
+    twin = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__,
+                              fn.__closure__)  # fmt: skip
+    twin.__qualname__ = name
+    twin.__doc__ = f"{fn.__qualname__} on the calling thread only."
+    return numba.njit(cache=True)(twin)

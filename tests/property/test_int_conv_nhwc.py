@@ -105,6 +105,14 @@ def check(x, levels, bits, geometry, group, tail, x_zero, zp, clamp, path, tile,
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
+    if threads == 1:  # the serial twin a one-thread compiled model calls, on the same plan
+        lanes, tile_px = nhwc.conv_plan(path, k, cout // group, n * oh * ow, oh * ow, tile)
+        table = nhwc.prepare_weights(wt, bits, group, cin // group, kh, kw, cout // group, lanes)
+        consts = nhwc.prepare_tail(*tail, wsums, x_zero, k, lanes)
+        twin = np.full_like(got, 33)
+        nhwc.qconv_nhwc_serial(xn, wt, bits, table, consts, twin, kh, kw, sh, sw, top, left, dh,
+                               dw, group, x_zero, zp, lo, hi, lanes, tile_px, 1)  # fmt: skip
+        np.testing.assert_array_equal(twin, got)
 
 
 @st.composite

@@ -24,7 +24,11 @@ from kernel_draws import activations
 
 from irc import quant
 from irc.backends.numba.int_depthwise import qdepthwise
-from irc.backends.numba.int_depthwise_nhwc import qdepthwise_nhwc
+from irc.backends.numba.int_depthwise_nhwc import (
+    prepare_depthwise,
+    qdepthwise_nhwc,
+    qdepthwise_nhwc_serial,
+)
 
 THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
 seeds = st.integers(0, 2**32 - 1)
@@ -94,6 +98,11 @@ def check(x, w, bits, bias, m, s, oh, ow, conv, x_zero, zp, lo, hi, threads):
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
+    if threads == 1:  # the serial twin a one-thread compiled model calls
+        twin = np.full_like(got, 33)
+        layer = prepare_depthwise(w, bits, bias, m, s, conv[0], conv[1])
+        qdepthwise_nhwc_serial(x, layer, twin, *params, 1)
+        np.testing.assert_array_equal(twin, got)
 
 
 @st.composite
