@@ -1,15 +1,24 @@
-"""Reading model inputs from and writing outputs to .npy/.npz files, for the CLI; argument
-types shared by its subcommands."""
+"""Reading model inputs from and writing outputs to .npy/.npz files, for the CLI; reading a
+model from standard input (``-``); argument types shared by its subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from irc.errors import InputError
+from irc.errors import InputError, ModelLoadError, ParseError
+from irc.frontends.onnx_importer import import_onnx
 from irc.ir import Graph
+from irc.loader import is_text_ir
+from irc.parser import parse_graph
+from irc.serialize import MAGIC
+from irc.specialize import specialize
+
+STDIN = "-"  # the model argument that means standard input
+STDIN_NAME = "<stdin>"  # how errors name standard input
 
 
 def _load_array(path: str):
@@ -73,3 +82,40 @@ def positive_count(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a count >= 1, got '{text}'")
     return n
+
+
+def read_stdin() -> bytes:
+    """Every byte of standard input."""
+    return sys.stdin.buffer.read()
+
+
+def graph_from_bytes(data: bytes, input_shapes=None, where: str = STDIN_NAME) -> Graph:
+    """The graph in ``data``: irc text IR (parsed) or an ONNX model (imported), as
+    ``irc.loader.load_graph`` reads a file; errors name the source ``where``."""
+    if not data:
+        raise ModelLoadError(f"{where} is empty")
+    if data.startswith(MAGIC):
+        raise InputError(f"{where} holds a compiled model file: give its path instead")
+    if is_text_ir(data):
+        try:
+            graph = parse_graph(data.decode("utf-8", errors="replace"))
+        except ParseError as e:
+            raise ParseError(f"{where}: {e}") from None
+        return specialize(graph, input_shapes) if input_shapes else graph
+    try:
+        return import_onnx(data, input_shapes)
+    except ModelLoadError as e:
+        if _is_utf8(data):
+            raise ModelLoadError(
+                f"{where} is neither an ONNX model nor irc text IR (text IR starts with "
+                "'graph @name(')"
+            ) from None
+        raise ModelLoadError(str(e).replace("the given bytes", where)) from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,6 +1,7 @@
 """The ``irc`` command: dump, run, optimise, compile, report on, benchmark and export models.
 
-``dump``, ``run`` and ``opt`` take an ONNX model or irc text IR; ``compile`` writes a
+``dump``, ``run`` and ``opt`` take an ONNX model or irc text IR (``-``: read from standard
+input); ``dump --format dot`` draws the graph for Graphviz; ``compile`` writes a
 compiled model file (``irc.load`` reads it), which ``run``, ``report``, ``inspect`` and
 ``export`` (to ONNX QDQ) also take. ``zoo`` writes pretrained models as ONNX; ``bench``
 measures every strategy beside onnxruntime (``cli_zoo``, ``cli_bench``, ``cli_export``,
@@ -23,8 +24,17 @@ import numpy as np
 
 import irc
 from irc.build import load_model
-from irc.cli_io import positive_count, read_inputs, summarize, write_outputs
+from irc.cli_io import (
+    STDIN,
+    graph_from_bytes,
+    positive_count,
+    read_inputs,
+    read_stdin,
+    summarize,
+    write_outputs,
+)
 from irc.errors import InputError, IrcError
+from irc.graph_dot import dot_to_svg, graph_to_dot
 from irc.interpreter import run_graph
 from irc.loader import load_graph
 from irc.memory_plan import print_memory_plan
@@ -63,7 +73,7 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def _add_model_args(
     p: argparse.ArgumentParser, what: str = "an .onnx model or an irc text IR file"
 ):
-    p.add_argument("model", help=what)
+    p.add_argument("model", help=what + " ('-' reads it from standard input)")
     p.add_argument(
         "--input-shape",
         action="append",
@@ -87,17 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a model's IR",
         description=(
             "Print the IR of an ONNX model or a text IR file. Large constants are elided unless "
-            "--full is given; a --full dump parses back into a graph that runs."
+            "--full is given; a --full dump parses back into a graph that runs. --format dot "
+            "draws the graph instead, as Graphviz DOT text: a node per op (its kind, result "
+            "types, attributes and, for a layer, its precision; constants are listed in the "
+            "label of the op using them rather than drawn) and an edge per operand."
         ),
     )
     _add_model_args(dump)
-    dump.add_argument("--full", action="store_true", help="print every constant in full")
+    dump.add_argument(
+        "--full",
+        action="store_true",
+        help="print every constant in full (--format dot: every per-axis scale of a type)",
+    )
     dump.add_argument(
         "--stats",
         action="store_true",
         help="print a per-layer table (op, output shape, params, MACs) instead",
     )
-    dump.add_argument("-o", "--output", help="write to this file instead of stdout")
+    dump.add_argument(
+        "--format",
+        choices=("ir", "dot", "svg"),
+        default="ir",
+        help="ir: the text IR (default); dot: the graph as Graphviz DOT text; svg: that "
+        "graph drawn by Graphviz's dot program (which must be on PATH)",
+    )
+    dump.add_argument("-o", "--output", help="write to this file instead of stdout ('-': stdout)")
 
     run = sub.add_parser(
         "run",
@@ -155,18 +179,32 @@ def _add_opt_parser(sub) -> None:
         help="the passes to run; default: the '// pipeline:' line a reproducer starts "
         f"with, else {DEFAULT_FLOAT_PIPELINE}",
     )
-    opt.add_argument("-o", "--output", help="write the IR to this file instead of stdout")
+    opt.add_argument(
+        "-o", "--output", help="write the IR to this file instead of stdout ('-': stdout)"
+    )
     opt.add_argument("--full", action="store_true", help="print every constant in full")
-    opt.add_argument("--timing", action="store_true", help="report each pass's time and statistics")
+    opt.add_argument(
+        "--timing",
+        "--mlir-timing",
+        action="store_true",
+        help="report each pass's time and statistics",
+    )
     opt.add_argument("--verify-each", action="store_true", help="verify the graph after every pass")
     opt.add_argument(
-        "--print-ir-before-all", action="store_true", help="print the IR before every pass"
+        "--print-ir-before-all",
+        "--mlir-print-ir-before-all",
+        action="store_true",
+        help="print the IR before every pass",
     )
     opt.add_argument(
-        "--print-ir-after-all", action="store_true", help="print the IR after every pass"
+        "--print-ir-after-all",
+        "--mlir-print-ir-after-all",
+        action="store_true",
+        help="print the IR after every pass",
     )
     opt.add_argument(
         "--print-ir-after-change",
+        "--mlir-print-ir-after-change",
         action="store_true",
         help="print the IR after every pass whose statistics say it changed something",
     )
@@ -175,9 +213,10 @@ def _add_opt_parser(sub) -> None:
     )
     opt.add_argument(
         "--stop-after",
-        type=_count,
-        metavar="N",
-        help="run only the first N passes (to bisect a pipeline)",
+        type=_stop_after,
+        metavar="PASS|N",
+        help="stop after the first run of the pass named PASS (e.g. fold-batchnorm), or after "
+        "the first N passes (to bisect a pipeline)",
     )
     opt.add_argument(
         "--reproducer-dir",
@@ -195,6 +234,26 @@ def _count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected a count >= 0, got '{text}'")
     return n
+
+
+def _stop_after(text: str) -> int | str:
+    """An argparse type: a pass count >= 0, or a pass name."""
+    if text[:1].isalpha():
+        return text
+    return _count(text)
+
+
+def _stop_index(passes: list, stop_after: int | str | None) -> int | None:
+    """How many passes ``--stop-after`` runs: N as given, or up to the first run of PASS."""
+    if not isinstance(stop_after, str):
+        return stop_after
+    names = [p.name for p in passes]
+    if stop_after not in names:
+        valid = ", ".join(dict.fromkeys(names)) or "none"
+        raise InputError(
+            f"--stop-after: pass '{stop_after}' is not in the pipeline; its passes: {valid}"
+        )
+    return names.index(stop_after) + 1
 
 
 def _pipeline_help() -> str:
@@ -248,7 +307,10 @@ def main(argv=None) -> int:
 
 
 def _load(args):
-    """The model's graph; a compiled model file gives its final (saved) graph."""
+    """The model's graph; a compiled model file gives its final (saved) graph; ``-`` reads
+    text IR or an ONNX model from standard input."""
+    if args.model == STDIN:
+        return graph_from_bytes(_stdin_data(args), dict(args.input_shape) or None)
     if is_model_file(args.model):
         if args.input_shape:
             raise InputError("a compiled model has fixed input shapes: drop --input-shape")
@@ -256,9 +318,16 @@ def _load(args):
     return load_graph(args.model, dict(args.input_shape) or None)
 
 
+def _stdin_data(args) -> bytes:
+    """Standard input's bytes, read once per command (kept on ``args``)."""
+    if getattr(args, "stdin_data", None) is None:
+        args.stdin_data = read_stdin()
+    return args.stdin_data
+
+
 def _emit(text: str, path: str | None) -> None:
-    """Write command output to ``path``, or to stdout without one."""
-    if path:
+    """Write command output to ``path``, or to stdout without one or with ``-``."""
+    if path and path != STDIN:
         with open(path, "w") as f:
             f.write(text)
     else:
@@ -266,8 +335,17 @@ def _emit(text: str, path: str | None) -> None:
 
 
 def cmd_dump(args) -> int:
+    if args.stats and args.format != "ir":
+        raise InputError(f"--stats prints a table, not a graph: drop --format {args.format}")
     graph = _load(args)
-    text = format_stats(graph) + "\n" if args.stats else print_graph(graph, full=args.full)
+    if args.stats:
+        text = format_stats(graph) + "\n"
+    elif args.format == "ir":
+        text = print_graph(graph, full=args.full)
+    else:
+        text = graph_to_dot(graph, full=args.full)
+        if args.format == "svg":
+            text = dot_to_svg(text)
     _emit(text, args.output)
     return 0
 
@@ -313,12 +391,12 @@ def cmd_opt(args) -> int:
         print_ir_after_all=args.print_ir_after_all,
         print_ir_after_change=args.print_ir_after_change,
         dump_dir=args.dump_dir,
-        stop_after=args.stop_after,
         reproducer_dir=args.reproducer_dir,
         out=sys.stderr,
     )
-    pipeline = args.pipeline if args.pipeline is not None else _pipeline_of(args.model)
+    pipeline = args.pipeline if args.pipeline is not None else _pipeline_of(args)
     manager = PassManager(pipeline, ctx)  # a bad pipeline fails before the model loads
+    ctx.stop_after = _stop_index(manager.passes, args.stop_after)
     graph = _load(args)
     start = time.perf_counter()
     manager.run(graph)
@@ -335,14 +413,18 @@ def cmd_opt(args) -> int:
     return 0
 
 
-def _pipeline_of(path: str) -> str:
+def _pipeline_of(args) -> str:
     """The pipeline a reproducer names in its first line, else the default float pipeline."""
     prefix = "// pipeline:"
     try:
-        with open(path, "rb") as f:
-            first = f.readline(4096).decode("utf-8", errors="replace")
+        if args.model == STDIN:
+            head = _stdin_data(args)[:4096].split(b"\n", 1)[0]
+        else:
+            with open(args.model, "rb") as f:
+                head = f.readline(4096)
     except OSError:
         return DEFAULT_FLOAT_PIPELINE  # loading the model reports the problem
+    first = head.decode("utf-8", errors="replace")
     return first[len(prefix) :].strip() if first.startswith(prefix) else DEFAULT_FLOAT_PIPELINE
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -138,6 +139,47 @@ def test_text_ir_with_a_cycle(capsys, tmp_path):
     )
     code, _, err = run_cli(capsys, "dump", bad)
     assert_one_line_error(code, err, "cycle through %a -> %b -> %a")
+
+
+def _feed_stdin(monkeypatch, data: bytes) -> None:
+    """Make ``data`` the process's standard input (read through ``sys.stdin.buffer``)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_dump_and_run_read_the_model_from_stdin(capsys, monkeypatch, tmp_path, model_file):
+    ir_file = tmp_path / "tiny.irc"
+    assert run_cli(capsys, "dump", model_file, "--full", "-o", ir_file)[0] == 0
+    for source in (model_file, ir_file):
+        want = run_cli(capsys, "dump", source, "--input-shape", "x=2,3,8,8")
+        assert want[0] == 0 and "f32[2,3,8,8]" in want[1]
+        _feed_stdin(monkeypatch, source.read_bytes())
+        assert run_cli(capsys, "dump", "-", "--input-shape", "x=2,3,8,8", "-o", "-") == want
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 8, 8), np.float32))
+    want = run_cli(capsys, "run", model_file, "--input", tmp_path / "x.npy")
+    assert want[0] == 0 and want[1].startswith("y: float32[1, 5]")
+    _feed_stdin(monkeypatch, model_file.read_bytes())
+    assert run_cli(capsys, "run", "-", "--input", tmp_path / "x.npy") == want
+
+
+@pytest.mark.parametrize(
+    "data,fragment",
+    [
+        (b"", "<stdin> is empty"),
+        (b"hello, this is not a model\n", "<stdin> is neither an ONNX model nor irc text IR"),
+        (b"graph @g(%x: f32[2]) {\n  %y = relu(%x) : f32[2\n", "<stdin>: line 3"),
+    ],
+)
+def test_bad_model_on_stdin_is_a_one_line_error(capsys, monkeypatch, data, fragment):
+    _feed_stdin(monkeypatch, data)
+    code, _, err = run_cli(capsys, "dump", "-")
+    assert_one_line_error(code, err, fragment)
+
+
+def test_truncated_onnx_on_stdin(capsys, monkeypatch, model_file):
+    data = model_file.read_bytes()
+    _feed_stdin(monkeypatch, data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "dump", "-")
+    assert_one_line_error(code, err, "<stdin> is not a valid ONNX model")
 
 
 def test_missing_file(capsys, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -161,6 +164,109 @@ def test_bad_pipeline_is_a_one_line_error(capsys, model_file, argv, fragment):
     assert len(lines) == 1 and lines[0].startswith("irc: error: ") and fragment in lines[0]
 
 
+def _feed_stdin(monkeypatch, data: bytes) -> None:
+    """Make ``data`` the process's standard input (read through ``sys.stdin.buffer``)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+REPRODUCER_IR = (
+    "// pipeline: fuse{acts=relu}\n"
+    "graph @g(%x: f32[2,4]) {\n  %a = add(%x, %x) : f32[2,4]\n"
+    "  %b = relu(%a) : f32[2,4]\n  return %b\n}\n"
+)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "text-ir-with-pipeline-line"])
+def test_stdin_prints_what_the_file_path_prints(capsys, monkeypatch, tmp_path, model_file, kind):
+    if kind == "onnx":
+        source = model_file
+    else:
+        source = tmp_path / "r.irc"
+        source.write_text(REPRODUCER_IR)
+    code, want, err = run_cli(capsys, "opt", source)
+    assert code == 0 and err == "" and want.startswith("graph @")
+    if kind != "onnx":  # the '// pipeline:' line was followed: relu fused into add
+        assert 'add(%x, %x) {activation="relu"}' in want
+    for output in ([], ["-o", "-"]):
+        _feed_stdin(monkeypatch, source.read_bytes())
+        assert run_cli(capsys, "opt", "-", *output) == (0, want, "")
+
+
+def test_stdin_through_a_real_pipe(capsys, model_file):
+    code, want, _ = run_cli(capsys, "opt", model_file)
+    pipe_run = subprocess.run(
+        [sys.executable, "-m", "irc.tools.cli", "opt", "-", "-o", "-"],
+        input=model_file.read_bytes(),
+        capture_output=True,
+    )
+    assert code == pipe_run.returncode == 0 and pipe_run.stderr == b""
+    assert pipe_run.stdout.decode() == want and want.startswith("graph @tiny_cnn")
+
+
+def test_stdin_errors_name_stdin(capsys, monkeypatch):
+    _feed_stdin(monkeypatch, b"")
+    code, out, err = run_cli(capsys, "opt", "-")
+    assert (code, out, err) == (2, "", "irc: error: <stdin> is empty\n")
+    _feed_stdin(monkeypatch, b"graph @g(%x: f32[2]) {\n  %y = nonsense(%x) : f32[2]\n")
+    code, out, err = run_cli(capsys, "opt", "-")
+    assert code == 2 and out == "" and err.startswith("irc: error: <stdin>: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_stop_after_pass_name_equals_the_truncated_pipeline(capsys, model_file):
+    passes = DEFAULT_FLOAT_PIPELINE.split(",")
+    assert "fold-batchnorm" in passes
+    truncated = ",".join(passes[: passes.index("fold-batchnorm") + 1])
+    code, want, _ = run_cli(capsys, "opt", model_file, "--pipeline", truncated)
+    assert code == 0 and "batchnorm" not in want and "clip(" in want  # folded, not fused
+    for argv in (["--stop-after=fold-batchnorm"], ["--stop-after", "fold-batchnorm"]):
+        assert run_cli(capsys, "opt", model_file, *argv) == (0, want, "")
+    # the numeric form counts passes: fold-batchnorm is the third
+    assert run_cli(capsys, "opt", model_file, "--stop-after", "3") == (0, want, "")
+
+
+def test_stop_after_stops_at_the_first_run_of_a_repeated_pass(capsys, model_file):
+    _, want, _ = run_cli(capsys, "opt", model_file, "--pipeline", "canonicalize")
+    code, out, err = run_cli(
+        capsys, "opt", model_file, "--pipeline", "canonicalize,fold-batchnorm,canonicalize",
+        "--stop-after", "canonicalize", "--timing",
+    )  # fmt: skip
+    assert code == 0 and out == want
+    assert [line.split(":")[0] for line in err.splitlines()] == ["canonicalize", "total"]
+
+
+@pytest.mark.parametrize(
+    "pipeline,name,valid",
+    [
+        (None, "fold-bn", "canonicalize, constant-fold, fold-batchnorm, fuse"),
+        ("canonicalize,fuse,canonicalize", "fold-batchnorm", "canonicalize, fuse"),
+    ],
+)
+def test_stop_after_a_pass_not_in_the_pipeline_names_it(capsys, model_file, pipeline, name, valid):
+    argv = ["--pipeline", pipeline] if pipeline else []
+    code, out, err = run_cli(capsys, "opt", model_file, *argv, f"--stop-after={name}")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"irc: error: --stop-after: pass '{name}' is not in the pipeline; its passes: {valid}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "flag", ["--print-ir-before-all", "--print-ir-after-all", "--print-ir-after-change"]
+)
+def test_mlir_prefixed_flags_are_aliases(capsys, model_file, flag):
+    want = run_cli(capsys, "opt", model_file, flag)
+    assert want[0] == 0 and "// ----- IR " in want[2]
+    assert run_cli(capsys, "opt", model_file, "--mlir-" + flag[2:]) == want
+
+
+def test_mlir_timing_is_an_alias_of_timing(capsys, model_file):
+    code, _, err = run_cli(capsys, "opt", model_file, "--mlir-timing")
+    lines = err.strip().splitlines()
+    assert code == 0
+    assert [line.split(":")[0] for line in lines] == DEFAULT_FLOAT_PIPELINE.split(",") + ["total"]
+
+
 def test_bad_stop_after_is_a_usage_error(capsys, model_file):
     with pytest.raises(SystemExit) as info:
         main(["opt", str(model_file), "--stop-after", "-1"])
@@ -178,3 +284,6 @@ def test_help_documents_pipelines_and_lists_passes(capsys):
     for line in ("  canonicalize\n", "  fold-batchnorm\n", "  fuse{acts=relu,clip,hard_swish}\n"):
         assert line in out
     assert "Fold every batchnorm that follows a conv2d or gemm" in out
+    assert "--stop-after PASS|N" in out and "--print-ir-after-all, --mlir-print-ir-after-all" in out
+    flat = " ".join(out.split())  # help lines wrap
+    assert "'-' reads it from standard input" in flat and "('-': stdout)" in flat
