@@ -14,11 +14,13 @@ from irc.frontends.onnx_importer import import_onnx
 from irc.ir import Graph
 from irc.loader import is_text_ir
 from irc.parser import parse_graph
-from irc.serialize import MAGIC
 from irc.specialize import specialize
 
 STDIN = "-"  # the model argument that means standard input
 STDIN_NAME = "<stdin>"  # how errors name standard input
+# A compiled model file's first bytes (``irc.serialize.MAGIC``, a layer above this one; a
+# test checks the two agree)
+COMPILED_MAGIC = b"IRCMODEL"
 
 
 def _load_array(path: str):
@@ -94,7 +96,7 @@ def graph_from_bytes(data: bytes, input_shapes=None, where: str = STDIN_NAME) ->
     ``irc.loader.load_graph`` reads a file; errors name the source ``where``."""
     if not data:
         raise ModelLoadError(f"{where} is empty")
-    if data.startswith(MAGIC):
+    if data.startswith(COMPILED_MAGIC):
         raise InputError(f"{where} holds a compiled model file: give its path instead")
     if is_text_ir(data):
         try:

@@ -13,6 +13,9 @@ from cli_runner import run_cli
 from model_paths import LIGHT_DIR
 from onnx_builders import cyclic_model, single_node_model
 
+from irc.cli_io import COMPILED_MAGIC
+from irc.serialize import MAGIC
+
 
 def assert_one_line_error(code, err, *fragments):
     assert code == 2
@@ -173,6 +176,14 @@ def test_bad_model_on_stdin_is_a_one_line_error(capsys, monkeypatch, data, fragm
     _feed_stdin(monkeypatch, data)
     code, _, err = run_cli(capsys, "dump", "-")
     assert_one_line_error(code, err, fragment)
+
+
+def test_a_compiled_model_on_stdin_is_named_as_one(capsys, monkeypatch, model_file):
+    """The stdin reader knows a compiled model file by the magic irc.serialize writes."""
+    assert COMPILED_MAGIC == MAGIC
+    _feed_stdin(monkeypatch, MAGIC + b"\x00" * 32)
+    code, _, err = run_cli(capsys, "dump", "-")
+    assert_one_line_error(code, err, "<stdin> holds a compiled model file")
 
 
 def test_truncated_onnx_on_stdin(capsys, monkeypatch, model_file):
