@@ -86,6 +86,7 @@ from irc.backends.numba.float_activation import hard_swish_gate
 from irc.backends.numba.float_blas import gemm_flat
 from irc.backends.numba.float_gemm_nhwc import LANES as _LANES
 from irc.backends.numba.float_gemm_nhwc import (
+    activate_ir,
     gemm_panels,
     gemm_rows,
     pack_weights,
@@ -223,13 +224,7 @@ def _make_dw_kernel(groups, hs):
                 out_at = builder.add(out, goff)
 
                 def activate(v):
-                    if hs:  # hard_swish_gate: g = v / 6 + 1/2 clamped to [0, 1] (nan kept)
-                        g = builder.fadd(builder.fdiv(v, splat(6.0)), splat(0.5))
-                        g = builder.select(builder.fcmp_ordered("<", g, splat(0.0)), splat(0.0), g)
-                        g = builder.select(builder.fcmp_ordered(">", g, splat(1.0)), splat(1.0), g)
-                        return builder.fmul(v, g)
-                    v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
-                    return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+                    return activate_ir(builder, v, hs, low, high)
 
                 def pixels(q0, tile):
                     """Accumulate, activate and store pixels q0 .. q0 + tile."""

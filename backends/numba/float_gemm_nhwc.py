@@ -55,6 +55,24 @@ def panel_vectors(cout_g: int) -> int:
     return MAX_VECTORS
 
 
+def activate_ir(builder, v, hard_swish, low, high):
+    """The fused activation of float vector ``v`` in LLVM IR: v · hard_swish_gate(v) (v / 6
+    + 1/2 clamped to [0, 1], nan kept) when ``hard_swish``, else v clamped to the vectors
+    [``low``, ``high``]."""
+    ty = v.type
+
+    def splat(value):
+        return ir.Constant(ty, [value] * ty.count)
+
+    if hard_swish:
+        g = builder.fadd(builder.fdiv(v, splat(6.0)), splat(0.5))
+        g = builder.select(builder.fcmp_ordered("<", g, splat(0.0)), splat(0.0), g)
+        g = builder.select(builder.fcmp_ordered(">", g, splat(1.0)), splat(1.0), g)
+        return builder.fmul(v, g)
+    v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+    return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+
+
 @njit(cache=True)
 def table_size(cout, group, k):
     """float32 elements of the packed table of ``cout`` channels in ``group`` groups, K
@@ -129,16 +147,7 @@ def _make_block(rows, vectors, hs):
             accs = _loop(builder, segs, start * rows, segment)
             low, high = broadcast(lo), broadcast(hi)
 
-            def activate(v):
-                if hs:  # hard_swish_gate: g = v / 6 + 1/2 clamped to [0, 1] (nan kept)
-                    g = builder.fadd(builder.fdiv(v, splat(6.0)), splat(0.5))
-                    g = builder.select(builder.fcmp_ordered("<", g, splat(0.0)), splat(0.0), g)
-                    g = builder.select(builder.fcmp_ordered(">", g, splat(1.0)), splat(1.0), g)
-                    return builder.fmul(v, g)
-                v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
-                return builder.select(builder.fcmp_ordered(">", v, high), high, v)
-
-            vals = [activate(a) for a in accs]
+            vals = [activate_ir(builder, a, hs, low, high) for a in accs]
             for r in range(rows):
                 for v in range(vectors - 1):
                     _store(builder, o_rows[r], _const(4 * lanes * v), vals[r * vectors + v])
