@@ -1,6 +1,8 @@
 """From a calibrated float graph to a verified precision plan: measure, decide, check.
 
     sensitivity table (``sensitivity.analyze``) + cost model (``build_cost_model``)
+      → with a latency budget: the cost model scaled to the uniform INT8 and FP32 models
+        as measured whole (``in_context``)
       → ``strategies.decide(strategy, table, cost, budgets)``  (the plan, predicted costs)
       → compile the plan and verify it: stored bytes, batch-1 latency, output SQNR against
         FP32 and, given labelled data or an evaluation function, the top-1 drop
@@ -26,6 +28,7 @@ import numpy as np
 
 from irc.build import build
 from irc.decision.budgets import BudgetError, Budgets
+from irc.decision.cost import INTEGER, CostModel
 from irc.decision.costs_measure import build_cost_model
 from irc.decision.rounding import analyze_best, plan_calibration
 from irc.decision.sensitivity import analyze
@@ -154,6 +157,8 @@ def choose(
                                 measure=measure, weights=weights, progress=progress)  # fmt: skip
     checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads,
                        weights, table)  # fmt: skip
+    if measure and (budgets.max_latency is not None or budgets.max_latency_ratio is not None):
+        cost = in_context(cost, checker)
     options = dict(strategy_options or {})
     cost_budget = any(b is not None for b in (budgets.max_bytes, budgets.max_latency,
                                                budgets.max_latency_ratio))  # fmt: skip
@@ -189,6 +194,35 @@ def choose(
     choice = Choice(model, decision, table, cost, verification, attempts, asked)
     annotate(choice)
     return choice
+
+
+def in_context(cost: CostModel, checker: _Checker) -> CostModel:
+    """``cost`` scaled to the uniform INT8 and FP32 builds of the model, measured here whole
+    (``scaled_to``); the INT8 build is kept as the reference of latency ratios."""
+    int8, fp32 = checker.compile({"default": "int8"}), checker.compile({"default": "fp32"})
+    checker.keep_int8(int8)
+    return scaled_to(cost, *_interleaved_latency([int8, fp32], checker.one()))
+
+
+def scaled_to(cost: CostModel, int8_seconds: float, fp32_seconds: float) -> CostModel:
+    """``cost`` with its latencies scaled so that it predicts the uniform INT8 and FP32
+    models at ``int8_seconds`` and ``fp32_seconds``: the integer columns, transitions and
+    the rest of the model by measured / predicted INT8, the float columns by what then
+    makes FP32 come out as measured. A layer program runs one layer over and over with its
+    data in cache; in a model its data comes from the layer before, and float activations
+    are four times the bytes of int8 ones, so the float layers' share grows
+    (``extra["context_scale"]`` holds both factors)."""
+    every = cost.layers
+    k_int = int8_seconds / cost.plan_latency(dict.fromkeys(every, "int8"))
+    other = cost.other_latency * k_int
+    floats = cost.plan_latency(dict.fromkeys(every, "fp32")) - cost.other_latency
+    k_float = max(fp32_seconds - other, 0.0) / floats if floats > 0 else 1.0
+    latency = cost.latency.copy()
+    for j, precision in enumerate(cost.precisions):
+        latency[:, j] *= k_int if precision in INTEGER else k_float
+    extra = {**cost.extra, "context_scale": {"integer": k_int, "float": k_float}}
+    return replace(cost, latency=latency, transition=cost.transition * k_int,
+                   other_latency=other, extra=extra)  # fmt: skip
 
 
 def _missed(budgets: Budgets, v: Verification) -> list[str]:
@@ -271,6 +305,10 @@ class _Checker:
         return build_plan(self.graph, plan, calibration, weights=self.weights,
                           input_shapes=self.input_shapes, num_threads=self.threads)  # fmt: skip
 
+    def keep_int8(self, model) -> None:
+        """Use ``model`` as the uniform INT8 build latency ratios are measured against."""
+        self._int8 = model
+
     def verify(self, model, budgets: Budgets) -> Verification:
         outputs = self._outputs(model)
         sqnr = sqnr_db(outputs, self.float_outputs)
@@ -278,14 +316,15 @@ class _Checker:
         if budgets.max_latency_ratio is not None:
             if self._int8 is None:
                 self._int8 = self.compile({"default": "int8"})
-            latency, int8 = _interleaved_latency([model, self._int8], self._one())
+            latency, int8 = _interleaved_latency([model, self._int8], self.one())
         else:
-            (latency,) = _interleaved_latency([model], self._one())
+            (latency,) = _interleaved_latency([model], self.one())
         top1 = self._top1(model, outputs)
         return Verification(model.report().totals.bytes, latency, sqnr, top1, self.float_top1,
                             int8)  # fmt: skip
 
-    def _one(self) -> np.ndarray:
+    def one(self) -> np.ndarray:
+        """A batch of the sample as the compiled models take it (batch-1 latency input)."""
         batch = self.reference.graph.inputs[0].type.shape[0]
         return np.ascontiguousarray(self.sample[:batch])
 
