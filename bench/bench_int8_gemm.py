@@ -300,9 +300,9 @@ def main() -> None:
     md = ["# INT8 GEMM: irc pointwise conv vs onnxruntime MatMulInteger, one thread", ""]
     md += [f"- {line}" for line in head]
     md += [
-        "- irc: `qconv_nhwc` as a 1×1 conv, int8 NHWC [1, 1, M, K] × int8 [N, K, 1, 1] "
-        "**including requantization to int8** (bias, multiplier 2^30, shift 40) and its "
-        "per-call weight table.",
+        "- irc: `qconv_nhwc_prepared` as a 1×1 conv, int8 NHWC [1, 1, M, K] × int8 "
+        "[N, K, 1, 1] **including requantization to int8** (bias, multiplier 2^30, shift 40); "
+        "its weight table prepared once, as a compiled model binds it.",
         "- ort: `MatMulInteger` (opset 13), uint8 A [M, K] with zero point × int8 "
         "initializer B [K, N] → **int32, no requantization**; IO binding, preallocated "
         "output.",
