@@ -1,8 +1,8 @@
 """From a calibrated float graph to a verified precision plan: measure, decide, check.
 
     sensitivity table (``sensitivity.analyze``) + cost model (``build_cost_model``)
-      → with a latency budget: the cost model scaled to the uniform INT8 and FP32 models
-        as measured whole (``in_context``)
+      → with a latency budget: the cost model scaled to the uniform INT8, INT4, INT2 and
+        FP32 models as measured whole (``in_context``)
       → ``strategies.decide(strategy, table, cost, budgets)``  (the plan, predicted costs)
       → compile the plan and verify it: stored bytes, batch-1 latency, output SQNR against
         FP32 and, given labelled data or an evaluation function, the top-1 drop
@@ -196,33 +196,51 @@ def choose(
     return choice
 
 
+UNIFORM = ("int8", "int4", "int2", "fp32")  # the uniform builds ``in_context`` measures
+
+
 def in_context(cost: CostModel, checker: _Checker) -> CostModel:
-    """``cost`` scaled to the uniform INT8 and FP32 builds of the model, measured here whole
-    (``scaled_to``); the INT8 build is kept as the reference of latency ratios."""
-    int8, fp32 = checker.compile({"default": "int8"}), checker.compile({"default": "fp32"})
-    checker.keep_int8(int8)
-    return scaled_to(cost, *_interleaved_latency([int8, fp32], checker.one()))
+    """``cost`` scaled to the model's uniform INT8, INT4, INT2 and FP32 builds, measured
+    here whole (``scaled_to``; a precision some layer has no kernel for is left out); the
+    INT8 build is kept as the reference of latency ratios."""
+    models = {}
+    for precision in UNIFORM:
+        column = cost.column(precision) if precision in cost.precisions else None
+        if column is not None and cost.allowed[:, column].all():
+            models[precision] = checker.compile({"default": precision})
+    checker.keep_int8(models["int8"])
+    seconds = _interleaved_latency(list(models.values()), checker.one())
+    return scaled_to(cost, dict(zip(models, seconds)))
 
 
-def scaled_to(cost: CostModel, int8_seconds: float, fp32_seconds: float) -> CostModel:
-    """``cost`` with its latencies scaled so that it predicts the uniform INT8 and FP32
-    models at ``int8_seconds`` and ``fp32_seconds``: the integer columns, transitions and
-    the rest of the model by measured / predicted INT8, the float columns by what then
-    makes FP32 come out as measured. A layer program runs one layer over and over with its
-    data in cache; in a model its data comes from the layer before, and float activations
-    are four times the bytes of int8 ones, so the float layers' share grows
-    (``extra["context_scale"]`` holds both factors)."""
+def scaled_to(cost: CostModel, measured: dict[str, float]) -> CostModel:
+    """``cost`` with its latencies scaled so that it predicts each uniform model of
+    ``measured`` (precision → seconds; ``int8`` and ``fp32`` at least) as measured: the
+    transitions and the rest of the model by INT8's measured / predicted ratio, INT8's
+    column by it too, every other measured precision's column by what then makes its
+    uniform model come out as measured, the integer columns not measured as INT8's and the
+    float ones as FP32's. A layer program runs one layer over and over with its data in
+    cache; in a model its data comes from the layer before, float activations are four
+    times the bytes of int8 ones, and 4- and 2-bit weights are unpacked in the products, so
+    the precisions' shares differ from the layers' alone (``extra["context_scale"]`` holds
+    the factors)."""
     every = cost.layers
-    k_int = int8_seconds / cost.plan_latency(dict.fromkeys(every, "int8"))
-    other = cost.other_latency * k_int
-    floats = cost.plan_latency(dict.fromkeys(every, "fp32")) - cost.other_latency
-    k_float = max(fp32_seconds - other, 0.0) / floats if floats > 0 else 1.0
+    k_int = measured["int8"] / cost.plan_latency(dict.fromkeys(every, "int8"))
+    factors = {"int8": k_int}
+    for precision, seconds in measured.items():
+        if precision == "int8":
+            continue
+        plan = dict.fromkeys(every, precision)
+        layers = float(cost.latency[:, cost.column(precision)].sum())
+        rest = cost.plan_latency(plan) - layers  # the other ops and any transitions
+        factors[precision] = max(seconds - k_int * rest, 0.0) / layers if layers > 0 else 1.0
     latency = cost.latency.copy()
     for j, precision in enumerate(cost.precisions):
-        latency[:, j] *= k_int if precision in INTEGER else k_float
-    extra = {**cost.extra, "context_scale": {"integer": k_int, "float": k_float}}
+        default = factors["int8"] if precision in INTEGER else factors["fp32"]
+        latency[:, j] *= factors.get(precision, default)
+    extra = {**cost.extra, "context_scale": factors}
     return replace(cost, latency=latency, transition=cost.transition * k_int,
-                   other_latency=other, extra=extra)  # fmt: skip
+                   other_latency=cost.other_latency * k_int, extra=extra)  # fmt: skip
 
 
 def _missed(budgets: Budgets, v: Verification) -> list[str]:

@@ -252,24 +252,28 @@ def test_bad_arguments_are_named(setup, tmp_path, kwargs, match):
 
 
 def test_scaled_to_predicts_the_uniform_models_as_measured(setup):
-    """The in-context cost model predicts uniform INT8 and FP32 at the measured seconds, and
-    a mixed plan from the same per-precision factors (integer layers, transitions and the
-    rest by INT8's, float layers by FP32's)."""
+    """The in-context cost model predicts each measured uniform model at its measured
+    seconds, and a mixed plan from the same per-precision factors (transitions and the rest
+    by INT8's, each layer by its precision's)."""
     *_, cost = setup
     every = cost.layers
-    int8, fp32 = dict.fromkeys(every, "int8"), dict.fromkeys(every, "fp32")
-    scaled = scaled_to(cost, 2.0 * cost.plan_latency(int8), 3.0 * cost.plan_latency(fp32))
-    assert scaled.plan_latency(int8) == pytest.approx(2.0 * cost.plan_latency(int8))
-    assert scaled.plan_latency(fp32) == pytest.approx(3.0 * cost.plan_latency(fp32))
-    k_int, k_float = (scaled.extra["context_scale"][k] for k in ("integer", "float"))
-    assert k_int == pytest.approx(2.0)
+    uniform = {p: dict.fromkeys(every, p) for p in ("int8", "int4", "fp32")}
+    factors = {"int8": 2.0, "int4": 2.5, "fp32": 3.0}
+    measured = {p: factors[p] * cost.plan_latency(uniform[p]) for p in uniform}
+    scaled = scaled_to(cost, measured)
+    for p in uniform:
+        assert scaled.plan_latency(uniform[p]) == pytest.approx(measured[p])
+    k = scaled.extra["context_scale"]
+    assert k["int8"] == pytest.approx(2.0)
     mixed = {every[0]: "fp32", **{name: "int4" for name in every[1:]}}
     want = (
-        k_int * cost.other_latency
-        + k_float * cost.latency[0, cost.column("fp32")]
-        + k_int * sum(cost.latency[i, cost.column("int4")] for i in range(1, len(every)))
-        + k_int * cost.transition[1, 0]  # the int4 layer after the float one
-        + k_int * cost.transition[-1, 1]  # the last layer's output
+        k["int8"] * cost.other_latency
+        + k["fp32"] * cost.latency[0, cost.column("fp32")]
+        + k["int4"] * sum(cost.latency[i, cost.column("int4")] for i in range(1, len(every)))
+        + k["int8"] * cost.transition[1, 0]  # the int4 layer after the float one
+        + k["int8"] * cost.transition[-1, 1]  # the last layer's output
     )
     assert scaled.plan_latency(mixed) == pytest.approx(want)
+    int2 = dict.fromkeys(every, "int2")  # not measured: scaled as INT8
+    assert scaled.plan_latency(int2) == pytest.approx(2.0 * cost.plan_latency(int2))
     assert cost.extra.get("context_scale") is None  # the measured model is left as it was
