@@ -154,3 +154,17 @@ def test_a_strategy_compiles_with_the_weight_clipping_asked():
         assert np.array_equal(chosen(x)[0], direct(x)[0])  # the same integer model
         outputs[clipping] = chosen(x)[0]
     assert not np.array_equal(outputs["mse"], outputs["minmax"])  # the option took effect
+
+
+def test_a_latency_budget_is_predicted_in_context_and_verified():
+    """With a latency ratio budget the cost model is scaled to the uniform builds measured
+    whole, so it predicts uniform INT8 at the latency verification then measures for it."""
+    model = compile_with("auto", Budgets(max_latency_ratio=3.0))
+    choice = model.choice
+    scale = choice.cost.extra["context_scale"]
+    assert {"int8", "fp32"} <= set(scale) and all(k > 0 for k in scale.values())
+    every = dict.fromkeys(choice.cost.layers, "int8")
+    v = choice.verification
+    assert v.int8_latency > 0 and v.latency <= 3.0 * v.int8_latency
+    # the same build, measured twice by process CPU time: the prediction lands near it
+    assert choice.cost.plan_latency(every) == pytest.approx(v.int8_latency, rel=0.5)
