@@ -44,7 +44,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference  # noqa: E40
 from irc.backends.numba import int_conv_nhwc  # noqa: E402
 from irc.measure import interleaved  # noqa: E402
 
-MODELS_DIR = Path("/work/shared/models")
+MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models"  # ../shared beside the repo
 MODELS = {"mobilenetv2": "mobilenetv2_bn.onnx", "efficientnet": "efficientnet_lite0_bn.onnx"}
 FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 MULTIPLIER, SHIFT = 1 << 30, 40

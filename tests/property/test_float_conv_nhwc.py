@@ -30,7 +30,11 @@ from irc.backends.numba.float_conv_nhwc import (
     plan_conv2d_nhwc,
 )
 from irc.backends.numba.float_gemm_nhwc import LANES, MAX_VECTORS
+from irc.backends.numba.kernel_table import bind_kernel
+from irc.ir import Graph
+from irc.opdef import build
 from irc.reference.linalg import conv2d
+from irc.types import DType, TensorType
 
 RTOL, ATOL = 1e-4, 1e-5  # as test_float_kernels
 THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
@@ -246,11 +250,6 @@ def test_build_conv2d_nhwc(x_shape, w_shape, attrs, operands):
     """``kernels_conv.build_conv2d`` on a ``layout=nhwc`` conv2d: with constant weights
     (prepared at bind time, with or without bias) and with weights as graph inputs (per
     call), against the reference."""
-    from irc.backends.numba.kernel_table import bind_kernel
-    from irc.ir import Graph
-    from irc.opdef import build
-    from irc.types import DType, TensorType
-
     rng = np.random.default_rng(3)
     full = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}
     full.update(attrs)
