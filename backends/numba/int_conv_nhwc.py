@@ -18,32 +18,34 @@ of the result straight away, tile by tile while the tile is in cache.
 
 Three products, with identical (exact, wrapping int32) results:
 
-- **Quad kernel** (AVX-512 VNNI hosts, ``HAVE_VNNI``: every layer, as it measures fastest
-  on all of MobileNetV2's, the stem and the 7² layers with K up to 960 included). The
+- **Quad kernel** (AVX-512 VNNI or AVX-VNNI hosts, ``HAVE_VNNI`` / ``HAVE_AVX_VNNI``:
+  every layer, as it measures fastest on all of MobileNetV2's). The
   activations are taken as unsigned bytes u = x + 128 (= x ^ 0x80), so that
   Σ_k (x_k - z_x)·w_k = Σ_k u_k·w_k - (z_x + 128)·Σ_k w_k: ``layer_constants`` gets the
   input zero point z_x + 128, and padding cells hold z_x + 128. Per step of four k the
   micro-kernel (the outer-product one below with ``quads``) broadcasts each row's four
   bytes and calls ``vpdpbusd`` (``llvm.x86.avx512.vpdpbusd.512``: 16 lanes of
-  acc + Σ_{4 bytes} u8·s8) with weight vectors from a per-call table of int8 quads
-  [group, K/4, O] (``quad_table``: word j of channel o holds w[o, 4j..4j+3], K padded to a
-  multiple of 4 with zero weights, so the padding bytes of a row may be anything; half the
-  bytes per weight of the int16-pair table, and built by a blocked word transposition, so
-  it pays even at 7² pixels). A tile's rows are copied (pointwise) or gathered as bytes
-  x ^ 0x80 into a scratch of K/4 words per row; ``OUTER_K_QUADS`` quads per call. Exact in
-  int32: |Σ u·w| ≤ 255·128·K < 2^31 for K ≤ ``irc.quant.MAX_REDUCTION``.
+  acc + Σ_{4 bytes} u8·s8; with AVX-VNNI and no AVX-512, its 8-lane ymm form) with weight
+  vectors from a table of int8 quads (``int_weight_tables``: word j of channel o holds
+  w[o, 4j..4j+3], K padded to a multiple of 4 with zero weights; 4- and 2-bit weights
+  packed two or four quads to a word and unpacked in registers), laid out in panels of
+  the channel blocks a call runs and prepared once per compiled layer
+  (``prepare_weights``). A tile's rows are copied (pointwise) or gathered as bytes
+  x ^ 0x80 into a scratch of K/4 words per row whose bytes past K stay zero;
+  ``OUTER_K_QUADS`` quads per call. Exact in int32: |Σ u·w| ≤ 255·128·K < 2^31 for
+  K ≤ ``irc.quant.MAX_REDUCTION``.
 - **Outer product** (without VNNI: ``HAVE_AVX2``, K ≤ ``OUTER_MAX_K``; with AVX-512 also
   any K from ``OUTER_MIN_ROWS`` output pixels on), vectorised over OUTPUT CHANNELS. The
-  weights are unpacked per call (``weight_level``'s levels, any bits) into a table of
-  int32 pairs [group, K/2, O] — lanes are channels — with K in (kernel row, kernel column,
-  channel) order, so that gathering an activation row is a run of contiguous copies. A tile's rows
-  are widened to int16 pairs [pixels, K/2] (K padded to even with zeros). The micro-kernel
-  (a Numba ``intrinsic`` emitting LLVM IR) keeps R rows × V channel vectors of int32
+  weights are a table of int32 pairs [group, K/2, O] (``int_weight_tables.weight_table``,
+  any bits unpacked) — lanes are channels — with K in (kernel row, kernel column,
+  channel) order, so that gathering an activation row is a run of contiguous copies. A
+  tile's rows are widened to int16 pairs [pixels, K/2] (K padded to even with zeros). The
+  micro-kernel (a Numba ``intrinsic`` emitting LLVM IR) keeps R rows × V channel vectors of int32
   accumulators in registers; per pair of k it broadcasts each row's int16 pair and
   multiplies it into the V weight vectors with ``vpmaddwd`` (``llvm.x86.avx2.pmadd.wd``, 8
-  lanes, or ``llvm.x86.avx512.pmaddw.d.512``, 16 lanes, when the host has AVX-512BW; LLVM
-  does not fuse madd + add, so with AVX-512 VNNI the kernel calls ``vpdpwssd`` itself,
-  ``IRC_DISABLE_VNNI=1`` forcing the madd form), ``OUTER_K_PAIRS`` pairs per call (the
+  lanes, or ``llvm.x86.avx512.pmaddw.d.512``, 16 lanes, when the host has AVX-512BW; with
+  AVX-512 VNNI the kernel calls ``vpdpwssd`` itself, ``IRC_DISABLE_VNNI=1`` forcing the
+  madd form), ``OUTER_K_PAIRS`` pairs per call (the
   weight chunk stays in L1; later chunks add to the tile). int8·int8 products summed in pairs
   are exact in int32 (|Σ| ≤ 2·128²), so nothing is reduced across lanes and nothing
   rounds. This is the form for small K (MobileNetV2's expansion layers, K = 16–32), where
@@ -53,11 +55,18 @@ Three products, with identical (exact, wrapping int32) results:
   rows gathered into an int8 scratch in the weight's (channel, kernel row, kernel column)
   order; packed weights are read in place.
 
-``path`` (``PATH_*``) forces one product (``PATH_VNNI``: the quad kernel);
-``IRC_DISABLE_VNNI=1`` turns the quad kernel (and ``vpdpwssd``) off. Kernels that the
-host cannot run are bound to a stub at import (``HAVE_AVX2``, ``HAVE_AVX512``,
-``HAVE_VNNI``), so no AVX-512 instruction is ever compiled for a host without it. After
-editing an intrinsic here, delete ``backends/numba/__pycache__/*int_conv_nhwc*.nb[ic]``.
+Each int32 tile is requantized into int8 NHWC rows (``int_requant`` 16 channels per
+instruction on AVX-512, else ``requantize_tile``). A compiled model prepares a layer's
+plan, table and constants once (``conv_plan``, ``prepare_weights``, ``prepare_tail``) and
+calls ``qconv_nhwc_prepared`` (``qconv_nhwc_serial`` on one thread); ``qconv_nhwc``
+prepares on every call.
+
+``path`` (``PATH_*``) forces one product (``PATH_VNNI`` / ``PATH_AVX_VNNI``: the quad
+kernel on zmm / ymm); ``IRC_DISABLE_VNNI=1`` turns the quad kernels (and ``vpdpwssd``)
+off. Kernels that the host cannot run are bound to a stub at import (``HAVE_AVX2``,
+``HAVE_AVX512``, ``HAVE_VNNI``, ``HAVE_AVX_VNNI``), so no instruction is ever compiled for
+a host without it. After editing an intrinsic here, delete
+``backends/numba/__pycache__/*int_conv_nhwc*.nb[ic]``.
 """
 
 from __future__ import annotations
@@ -85,6 +94,12 @@ from irc.backends.numba.int_simd import (
     _loop,
 )
 from irc.backends.numba.int_simd import gemm_s8_best as gemm_s8
+from irc.backends.numba.int_weight_tables import (
+    lane_geometry,
+    prepare_weights,
+    quads_per_word,
+    vectors_per_block,
+)
 from irc.backends.numba.numba_cache import serial_twin
 
 # ------------------------------------------------------------------ tuning
@@ -107,7 +122,6 @@ OUTER_ACC_BYTES = 1 << 16  # int32 product tile budget per task (outer product)
 OUTER_X_BYTES = 1 << 14  # int16 activation scratch budget per task (L1 resident)
 GEMM_TILE_BYTES = 1 << 15  # gathered activations per GEMM tile, as build_qconv2d
 GEMM_ACC_BYTES = 1 << 17  # int32 product tile budget per task (GEMM)
-TABLE_BLOCK = 32  # channels and k per block of the weight table's transposition
 _CHUNKS = 64
 TASKS_PER_THREAD = 2  # fewer pixel tasks than this per thread: channel slabs too
 
@@ -363,160 +377,6 @@ def _tile_rows(lanes, vectors):
 
 
 @njit(cache=True)
-def weight_table(w, bits, group, cin_g, kh, kw, o_pad):
-    """int32 [group, ceil(K/2), o_pad]: (level(o, t) & 0xFFFF) | level(o, t + 1) << 16 for
-    channel ``o`` of the group and t = 2j in (kernel row, kernel column, channel) order;
-    zeros past the group's channels and for the missing level of an odd K. The levels are
-    ``weight_level``'s (int8 rows, or packed 4-/2-bit fields).
-
-    By blocks of ``TABLE_BLOCK`` channels × ``TABLE_BLOCK`` k: the block's levels are first
-    laid k-major in a small scratch (a run along the channels per k), then each pair row of
-    the block is one contiguous (vectorised) run.
-    """
-    cout = w.shape[0]
-    og = cout // group
-    taps = kh * kw
-    k = cin_g * taps
-    pairs = (k + 1) // 2
-    wf = w.reshape(w.size)
-    w_rs = uint64(w.size // cout)
-    table = np.zeros((group, pairs, o_pad), dtype=np.int32)
-    tf = table.reshape(table.size)
-    width = TABLE_BLOCK
-    lev = np.zeros(width * width, dtype=np.int16)
-    source = np.empty(k, dtype=np.uint64)  # the weight row's index of table level t
-    for tap in range(taps):
-        for c in range(cin_g):
-            source[tap * cin_g + c] = c * taps + tap
-    log = 1 if bits == 4 else 2  # log2 of the fields per byte (packed weights)
-    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
-    for g in range(group):
-        for o0 in range(0, og, width):
-            count = uint64(min(width, og - o0))
-            first = uint64(g * og + o0) * w_rs
-            for t0 in range(0, 2 * pairs, width):
-                t1 = min(2 * pairs, t0 + width)
-                for t in range(t0, t1):
-                    d = uint64((t - t0) * width)
-                    if t >= k:
-                        for col in range(count):
-                            lev[d + col] = 0
-                    elif bits == 8:
-                        src = first + source[t]
-                        for col in range(count):
-                            lev[d + col] = np.int16(wf[src + col * w_rs])
-                    else:
-                        s = source[t]
-                        src = first + (s >> uint64(log))
-                        move = (s & uint64((1 << log) - 1)) * uint64(bits)
-                        for col in range(count):
-                            field = (np.int32(wf[src + col * w_rs]) >> move) & mask
-                            value = (field ^ sign) - sign
-                            lev[d + col] = np.int16(2 * value + 1 if bits == 2 else value)
-                for j in range(t0 // 2, t1 // 2):
-                    even = uint64((2 * j - t0) * width)
-                    odd = even + uint64(width)
-                    dst = uint64((g * pairs + j) * o_pad + o0)
-                    for col in range(count):
-                        low = np.int32(lev[even + col]) & np.int32(0xFFFF)
-                        tf[dst + col] = low | (np.int32(lev[odd + col]) << np.int32(16))
-    return table
-
-
-@njit(cache=True)
-def quad_table(w, bits, group, cin_g, kh, kw, o_pad):
-    """int32 [group, ceil(K/4), o_pad]: the int8 levels level(o, 4j + b) in byte b (b < 4)
-    of word j for channel ``o`` of the group, with K in (kernel row, kernel column, channel)
-    order; zeros past the group's channels and for the missing levels of a K not a
-    multiple of 4. The levels are ``weight_level``'s (int8 rows, or packed 4-/2-bit fields).
-    ``o_pad`` is a multiple of 8.
-
-    By blocks of 16 channels: their levels are laid in table order, a byte row per channel
-    (a plain copy for int8 weights in that order already: pointwise and depthwise), in a
-    small scratch whose words are then stored 16 channels at a time down the table.
-    """
-    cout = w.shape[0]
-    og = cout // group
-    taps = kh * kw
-    k = cin_g * taps
-    quads = (k + 3) // 4
-    row_len = uint64(4 * quads)
-    wf = w.reshape(w.size)
-    w_rs = uint64(w.size // cout)
-    table = np.empty((group, quads, o_pad), dtype=np.int32)
-    tf = table.reshape(table.size)
-    lev = np.zeros(16 * 4 * quads, dtype=np.int8)  # the padding levels stay 0
-    words = lev.view(np.int32)
-    source = np.empty(k, dtype=np.uint64)  # the weight row's index of table level t
-    for tap in range(taps):
-        for c in range(cin_g):
-            source[tap * cin_g + c] = c * taps + tap
-    in_order = taps == 1 or cin_g == 1  # source[t] = t
-    log = 1 if bits == 4 else 2  # log2 of the fields per byte (packed weights)
-    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
-    for g in range(group):
-        base = uint64(g * quads * o_pad)
-        for o0 in range(0, o_pad, 16):
-            block = min(16, o_pad - o0)
-            for oo in range(block):
-                o = o0 + oo
-                dst = uint64(oo) * row_len
-                if o >= og:
-                    for t in range(uint64(k)):
-                        lev[dst + t] = 0
-                    continue
-                row = uint64(g * og + o) * w_rs
-                if bits == 8 and in_order:
-                    for t in range(uint64(k)):
-                        lev[dst + t] = wf[row + t]
-                elif bits == 8:
-                    for t in range(uint64(k)):
-                        lev[dst + t] = wf[row + source[t]]
-                else:
-                    for t in range(uint64(k)):
-                        s = source[t]
-                        move = (s & uint64((1 << log) - 1)) * uint64(bits)
-                        field = (np.int32(wf[row + (s >> uint64(log))]) >> move) & mask
-                        value = (field ^ sign) - sign
-                        lev[dst + t] = 2 * value + 1 if bits == 2 else value
-            for j in range(uint64(quads)):
-                d = base + j * uint64(o_pad) + uint64(o0)
-                for oo in range(uint64(block)):
-                    tf[d + oo] = words[oo * uint64(quads) + j]
-    return table
-
-
-@njit(cache=True)
-def nibble_table(w, bits, group, cin_g, kh, kw, o_pad):
-    """``quad_table``'s levels packed 8 / ``bits`` quads to a word, for 4- and 2-bit
-    weights: int32 [group, ceil(K / (4·f)), o_pad] with f = 8 / bits, where byte b of word
-    j for channel o holds, at bits i·bits .. (i + 1)·bits - 1 for i < f, the level of byte
-    b of quad word j·f + i offset to unsigned: level + 8 (4 bits) or (level + 3) / 2
-    (2 bits, levels -3, -1, 1, 3). Quads past the table are level 0 (4 bits) or -1
-    (2 bits: no zero level; the kernel's activation bytes there are zero)."""
-    quads = quad_table(w, bits, group, cin_g, kh, kw, o_pad)
-    per = 8 // bits
-    n_q = quads.shape[1]
-    words = -(-n_q // per)
-    table = np.zeros((group, words, o_pad), dtype=np.int32)
-    qf = quads.reshape(quads.size).view(np.int8)
-    tf = table.reshape(table.size).view(np.uint8)
-    row = uint64(4 * o_pad)  # bytes per table row
-    for g in range(group):
-        for j in range(words):
-            dst = uint64(g * words + j) * row
-            for i in range(per):
-                q = j * per + i
-                src = uint64(g * n_q + q) * row
-                move = np.uint8(i * bits)
-                for b in range(row):
-                    level = np.int32(qf[src + b]) if q < n_q else np.int32(0)
-                    u = level + 8 if bits == 4 else (level + 3) >> 1
-                    tf[dst + b] |= np.uint8(u) << move
-    return table
-
-
-@njit(cache=True)
 def _widen_rows(xf, x_off, cin, cin_g, rows, xs, row_len, lift):
     """xs[p, c] = (x row p0 + p, channel c) + lift for a pointwise tile: rows of ``cin``
     channels from ``x_off``, ``cin_g`` of them taken, into rows of ``row_len`` of xs's type
@@ -662,7 +522,7 @@ def conv_plan(path, k, og, rows, pixels, tile):
         lanes = 8
     if tile <= 0:
         if lanes:
-            step, vl = _geometry(lanes)
+            step, vl = lane_geometry(lanes)
             row_bytes = 4 * ((k + step - 1) // step)
             o_pad = -(-og // vl) * vl
             tile = min(OUTER_ACC_BYTES // (4 * o_pad), OUTER_X_BYTES // row_bytes)
@@ -672,70 +532,6 @@ def conv_plan(path, k, og, rows, pixels, tile):
     tile = max(1, min(tile, pixels))
     tiles = -(-pixels // tile)
     return lanes, -(-pixels // tiles)  # even tiles: no thin last one
-
-
-@njit(cache=True)
-def _geometry(lanes):
-    """(k per weight word, channels per vector) of the product ``lanes``."""
-    if lanes == 64:
-        return 4, 16
-    if lanes == 32:
-        return 4, 8
-    return 2, lanes
-
-
-@njit(cache=True)
-def _fields(lanes, bits):
-    """Quads per weight word of the product ``lanes`` at ``bits``: 8 / bits for the quad
-    kernels on packed weights (``nibble_table``), else 1."""
-    return 8 // bits if (lanes == 64 or lanes == 32) and bits < 8 else 1
-
-
-@njit(cache=True)
-def _v_max(vl):
-    """The most channel vectors of a register tile, by lanes per vector (``TILES*``)."""
-    return 4 if vl == 16 else 3
-
-
-@njit(cache=True)
-def panels(table, vl):
-    """``table`` [group, words, o_pad] (a word row of every channel per k step) re-laid
-    by the channel blocks the kernel runs (``_v_max`` vectors of ``vl`` lanes at most,
-    split as evenly as ``qconv_nhwc_prepared`` splits them): per group, block after block,
-    each block's word rows of its own channels only, so a block streams one contiguous
-    run of weights (the shape is unchanged; only the order within a group)."""
-    group, words, o_pad = table.shape
-    n_vec = o_pad // vl
-    blocks = -(-n_vec // _v_max(vl))
-    out = np.empty_like(table)
-    flat = out.reshape((group, words * o_pad))
-    for g in range(group):
-        v0 = 0
-        for b in range(blocks):
-            vectors = (n_vec - v0) // (blocks - b)
-            width, c0 = vectors * vl, v0 * vl
-            for j in range(words):
-                at = c0 * words + j * width
-                flat[g, at : at + width] = table[g, j, c0 : c0 + width]
-            v0 += vectors
-    return out
-
-
-@njit(cache=True)
-def prepare_weights(w, bits, group, cin_g, kh, kw, og, lanes):
-    """The weight table the product ``lanes`` (``conv_plan``'s) reads: ``quad_table`` (int8
-    weights) or ``nibble_table`` (packed ones) for the quad kernel, laid out in ``panels``,
-    ``weight_table`` for the outer product, an empty one for the GEMM (which reads ``w``
-    in place)."""
-    if lanes == 64 or lanes == 32:
-        vl = _geometry(lanes)[1]
-        o_pad = -(-og // vl) * vl
-        if bits < 8:
-            return panels(nibble_table(w, bits, group, cin_g, kh, kw, o_pad), vl)
-        return panels(quad_table(w, bits, group, cin_g, kh, kw, o_pad), vl)
-    if lanes:
-        return weight_table(w, bits, group, cin_g, kh, kw, -(-og // lanes) * lanes)
-    return np.zeros((0, 0, 0), dtype=np.int32)
 
 
 @njit(cache=True)
@@ -796,14 +592,14 @@ def qconv_nhwc_prepared(x, w, bits, table, tail, out, kh, kw, sh, sw, top, left,
     tasks = n * group * tiles
     if lanes:
         quad = lanes == 64 or lanes == 32
-        step, vl = _geometry(lanes)  # k per word, channels per vector
-        fields = _fields(lanes, bits)  # quads per table word
+        step, vl = lane_geometry(lanes)  # k per word, channels per vector
+        fields = quads_per_word(lanes, bits)  # quads per table word
         words = -(-((k + step - 1) // step) // fields)  # table rows per group
         units = words * fields  # scratch words per row (k pairs or quads); the bytes
         # past K stay zero (2-bit weights have no zero level to pad with)
         o_pad = -(-og // vl) * vl
         n_vec = o_pad // vl
-        blocks = -(-n_vec // _v_max(vl))
+        blocks = -(-n_vec // vectors_per_block(vl))
         k_chunk = (OUTER_K_QUADS if quad else OUTER_K_PAIRS) // fields  # table rows per call
         # few pixel tasks (a gemm's rows, a 7×7 plane) for the threads: split the channel
         # blocks into slabs too, each task then one slab of one pixel tile

@@ -26,6 +26,7 @@ from kernel_draws import activations
 
 from irc import quant
 from irc.backends.numba import int_conv_nhwc as nhwc
+from irc.backends.numba import int_weight_tables as tables
 from irc.backends.numba.int_common import weight_sums
 from irc.backends.numba.int_conv import qconv_gemm
 from irc.backends.numba.int_simd import HAVE_AVX2
@@ -203,7 +204,7 @@ def test_quad_table_holds_the_levels(bits):
     group, og, cin_g, kh, kw = 2, 21, 5, 3, 2
     levels = weights(rng, (group * og, cin_g, kh, kw), bits, "uniform")
     wt = quant.pack(levels, bits) if bits < 8 else levels
-    table = nhwc.quad_table(wt, bits, group, cin_g, kh, kw, 32)
+    table = tables.quad_table(wt, bits, group, cin_g, kh, kw, 32)
     k = cin_g * kh * kw
     ordered = levels.transpose(0, 2, 3, 1).reshape(group, og, k)  # (i, j, c) order
     padded = np.zeros((group, 32, 4 * table.shape[1]), np.int8)
@@ -220,8 +221,8 @@ def test_nibble_table_packs_the_quads_as_shift_and_mask_fields(bits):
     group, og, cin_g, kh, kw = 2, 21, 7, 3, 2
     levels = weights(rng, (group * og, cin_g, kh, kw), bits, "uniform")
     wt = quant.pack(levels, bits)
-    quads = nhwc.quad_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
-    table = nhwc.nibble_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
+    quads = tables.quad_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
+    table = tables.nibble_table(wt, bits, group, cin_g, kh, kw, 32).view(np.uint8)
     per = 8 // bits
     assert table.shape[1] == -(-quads.shape[1] // per)
     for i in range(per):
