@@ -1,6 +1,6 @@
 """The benchmark as a markdown table and a JSON document.
 
-The markdown table is what the README shows: one line per configuration with its size
+The markdown table is what docs/results.md shows: one line per configuration with its size
 (and ratio to FP32), batch-1 latency (and ratios to irc's uniform INT8 and onnxruntime
 INT8 where those were measured), top-1 (and its change from irc FP32) and compile time.
 """
