@@ -22,6 +22,7 @@ import argparse
 import re
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba
@@ -84,15 +85,41 @@ def kernel_table(model, x, runs: int) -> list[tuple[str, int, float, float]]:
     return [*table, ("outside the kernels", 0, alone - inside, 0)]
 
 
-def measure(name: str, batch: int, threads: int, runs: int, calib_count: int, tmp: Path) -> str:
-    """One model at one batch size: the markdown of its two tables."""
+@dataclass
+class Setup:
+    """A shared model ready to compile: its file, calibration images and ranges, a batch."""
+
+    path: Path
+    graph: object  # the float graph
+    calib: np.ndarray  # calibration images
+    calibration: object  # their ranges (irc.calibrate)
+    x: np.ndarray  # the first ``batch`` val images
+    shape: dict  # the graph input's name → x's shape
+
+
+def setup(name: str, batch: int, calib_count: int) -> Setup:
+    """Model ``name`` of ../shared/models, calibrated on ``calib_count`` images of
+    imagenet-calib256, with a batch of imagenet-val1300."""
     path = SHARED / "models" / f"{name}.onnx"
     preset = PRESETS[name]
     calib = load_folder(SHARED / "data" / "imagenet-calib256", preset, calib_count)
     x = load_folder(SHARED / "data" / "imagenet-val1300", preset, batch)
     graph = float_graph(path)
-    shape = {graph.inputs[0].name: x.shape}
     calibration = calibrate(graph, calib, progress=False)
+    return Setup(path, graph, calib, calibration, x, {graph.inputs[0].name: x.shape})
+
+
+def measure(name: str, batch: int, threads: int, runs: int, calib_count: int, tmp: Path) -> str:
+    """One model at one batch size: the markdown of its two tables."""
+    s = setup(name, batch, calib_count)
+    path, graph, calib, calibration, x, shape = (
+        s.path,
+        s.graph,
+        s.calib,
+        s.calibration,
+        s.x,
+        s.shape,
+    )
     int8 = build_plan(graph, "int8", calibration, input_shapes=shape, num_threads=threads)
     fp32 = build_plan(graph, "fp32", None, input_shapes=shape, num_threads=threads)
     ort_q = ort_session(ort_int8_model(path, calib, tmp / f"{name}.int8.onnx"), threads)

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from bench_int8_latency import PRESETS, SHARED, cpu_name
+from bench_int8_latency import PRESETS, cpu_name, setup
 
-from irc.calibration import load_folder
 from irc.measure import interleaved_cpu
-from irc.stages import build_plan, calibrate, float_graph
+from irc.stages import build_plan
 from irc.stats import op_macs
 
 PRECISIONS = ("int8", "int4", "int2")
@@ -40,13 +39,8 @@ def layer_times(model, x, runs: int) -> dict[str, tuple[float, object]]:
 
 def measure(name: str, batch: int, threads: int, runs: int, calib_count: int, rows: int) -> str:
     """One model at one batch size: the markdown of its two tables."""
-    path = SHARED / "models" / f"{name}.onnx"
-    preset = PRESETS[name]
-    calib = load_folder(SHARED / "data" / "imagenet-calib256", preset, calib_count)
-    x = load_folder(SHARED / "data" / "imagenet-val1300", preset, batch)
-    graph = float_graph(path)
-    shape = {graph.inputs[0].name: x.shape}
-    calibration = calibrate(graph, calib, progress=False)
+    s = setup(name, batch, calib_count)
+    graph, calibration, x, shape = s.graph, s.calibration, s.x, s.shape
     models = {
         p: build_plan(graph, p, calibration, input_shapes=shape, num_threads=threads)
         for p in PRECISIONS
