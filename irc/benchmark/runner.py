@@ -158,7 +158,7 @@ def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0,
     rows, models, shared = [], {}, {}
     graph, calibration = _float_graph(model_path, data, rounding, sample, shared, log)
     start = time.perf_counter()
-    fp32 = build(graph, num_threads=threads, cache=False)
+    fp32 = build(graph, pipeline="channels-last", num_threads=threads, cache=False)  # deployed
     fp32_bytes = fp32.report().totals.bytes
     rows.append(Row("irc fp32", "irc", bytes=fp32_bytes,
                     compile_s=time.perf_counter() - start))  # fmt: skip
