@@ -5,14 +5,16 @@
     >>> model = load_model("model.ircm")          # irc.load: a saved model, built again
 
 ``build`` specialises a symbolic leading (batch) dimension to 1, runs ``pipeline`` (``""``
-for a graph that is final), the ``plan-memory`` pass (whose plan the backend lays its
-driver over), binds a kernel per op and generates the driver
-(``irc.backends.numba.codegen``). Programs are cached in the process by a hash of the
-graph's text, its constant bytes and the pipeline, so building the same graph again while
-a model of it is alive skips everything; the cache holds programs weakly, so a dropped
-model's constants are freed with it. Numba's ``cache=True`` keeps the kernels' machine
-code on disk, so a second process does not compile them again. ``kernel_isa()`` names
-the instruction set the integer kernels use here (for the cost model's cache keys).
+for a graph that is final), the ``plan-memory`` pass (whose plan the backend lays its driver
+over), binds a kernel per op and generates the driver (``irc.backends.numba.codegen``).
+``num_threads`` fixes the thread count of every call; ``None`` lets each call choose between
+1 and all of Numba's threads from the times of the model's recent calls
+(``CompiledModel.adaptive_threads``). Programs are cached in the process by a hash of the
+graph's text, its constant bytes and the pipeline, so building the same graph again while a
+model of it is alive skips everything; the cache holds programs weakly, so a dropped model's
+constants are freed with it. Numba's ``cache=True`` keeps the kernels' machine code on disk,
+so a second process does not compile them again. ``kernel_isa()`` names the instruction set
+the integer kernels use here (for the cost model's cache keys).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def static_graph(graph: Graph) -> Graph:
 
 
 def check_threads(num_threads: int | None) -> int:
-    """The thread count a program runs with (default: all of Numba's threads)."""
+    """The most threads a program runs with (default: all of Numba's threads)."""
     limit = numba.config.NUMBA_NUM_THREADS
     threads = limit if num_threads is None else num_threads
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
@@ -100,7 +102,8 @@ def build(graph: Graph, *, pipeline: str = "", num_threads: int | None = None,
         if cache:
             _CACHE[key], _STATS[key] = program, own_stats
             weakref.finalize(program, _STATS.pop, key, None)
-    model = CompiledModel(program, [*stats, *own_stats], threads, cache_hit=hit)
+    model = CompiledModel(program, [*stats, *own_stats], threads, cache_hit=hit,
+                          adaptive_threads=num_threads is None)  # fmt: skip
     if warmup and not program.warmed:  # kernels compiled once are compiled in the process
         model.warm_up()
         program.warmed = True

@@ -16,7 +16,9 @@ this API; nothing outside ``irc.backends`` reads the generated driver.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,6 +36,7 @@ from irc.memory_plan import print_memory_plan
 from irc.precision import layer_name
 from irc.report import model_report
 from irc.serialize import save_model
+from irc.thread_choice import ThreadChooser
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,17 @@ class OpTiming:
 class CompiledModel:
     """A compiled model: call it with arrays (positionally, or a dict by input name).
 
-    ``graph`` is the compiled graph (after the pipeline; shared with the compile cache,
-    so treat it as read-only), ``driver_source`` the generated driver, ``stats`` the
-    statistics of every pass including ``plan-memory``, ``num_threads`` the thread count
-    each call sets. One model runs one call at a time (calls from threads queue on a lock).
+    ``graph`` is the compiled graph (after the pipeline; shared with the compile cache, so
+    treat it as read-only), ``driver_source`` the generated driver, ``stats`` the statistics
+    of every pass including ``plan-memory``, ``num_threads`` the most threads a call uses.
+    With ``adaptive_threads`` each call runs on 1 or ``num_threads`` threads, whichever its
+    recent calls found faster (``irc.thread_choice``): on a busy machine all threads can be
+    slower than one; ``calls_by_threads`` counts the runs per count. One model runs one call
+    at a time (calls from threads queue on a lock).
     """
 
-    def __init__(self, program: Program, stats, num_threads: int, cache_hit: bool = False):
+    def __init__(self, program: Program, stats, num_threads: int, cache_hit: bool = False,
+                 adaptive_threads: bool = False):  # fmt: skip
         self.program = program
         self.stats: list[tuple[str, dict[str, int]]] = list(stats)
         self.cache_hit = cache_hit
@@ -64,6 +71,35 @@ class CompiledModel:
         self.choice = None  # irc.decision.choose.Choice when a strategy chose the precisions
         self._driver = Driver(program, num_threads)
         self._lock = threading.Lock()
+        self.num_threads = num_threads
+        # one chooser per kind of run: observers add the same cost to both counts
+        kinds = ("run", "observed") if adaptive_threads and num_threads > 1 else ()
+        self._choosers = {kind: ThreadChooser(num_threads) for kind in kinds}
+        self.calls_by_threads: dict[int, int] = {}  # thread count -> runs made with it
+
+    @property
+    def adaptive_threads(self) -> bool:
+        """Whether each call chooses between 1 and ``num_threads`` threads."""
+        return bool(self._choosers)
+
+    @property
+    def threads_now(self) -> int:
+        """The thread count plain calls run with at present."""
+        chooser = self._choosers.get("run")
+        return chooser.current if chooser is not None else self.num_threads
+
+    @contextmanager
+    def _threads_for(self, kind: str | None):
+        """Set the driver's thread count for one run of ``kind`` ("run", "observed"; None:
+        the present count, not timed) and, when adaptive, record the run's wall time."""
+        chooser = self._choosers.get(kind) if kind else None
+        threads = chooser.next() if chooser is not None else self.threads_now
+        self._driver.set_num_threads(threads)
+        self.calls_by_threads[threads] = self.calls_by_threads.get(threads, 0) + 1
+        start = time.perf_counter()
+        yield
+        if chooser is not None:
+            chooser.record(threads, time.perf_counter() - start)
 
     @property
     def graph(self) -> Graph:
@@ -74,11 +110,6 @@ class CompiledModel:
     def driver_source(self) -> str:
         """The generated driver's Python source."""
         return self.program.source
-
-    @property
-    def num_threads(self) -> int:
-        """The Numba (and BLAS) thread count set for each call."""
-        return self._driver.num_threads
 
     @property
     def arena_bytes(self) -> int:
@@ -108,7 +139,7 @@ class CompiledModel:
         value: ``args`` / ``results`` are the arrays its kernel read and wrote (views that
         later ops overwrite: copy what you keep). Returns the outputs."""
         arrays = self._check(inputs)
-        with self._lock:
+        with self._lock, self._threads_for("observed"):
             return self._driver.run_observed(observers, *arrays)
 
     def kernel(self, op: Op):
@@ -130,27 +161,33 @@ class CompiledModel:
         """Run the kernel calls before ``op`` (from ``start``, an earlier snapshot of the
         same inputs, when given) and keep the arena as they leave it."""
         arrays = self._check(inputs)
-        with self._lock:
+        with self._lock, self._threads_for(None):
             return self._driver.snapshot(op, *arrays, start=start)
 
     def run_from(self, snapshot: Snapshot, *inputs) -> tuple[np.ndarray, ...]:
         """The outputs of a run that resumes at ``snapshot`` (taken on the same inputs)."""
         arrays = self._check(inputs)
-        with self._lock:
+        with self._lock, self._threads_for(None):
             return self._driver.run_from(snapshot, *arrays)
 
     def __repr__(self) -> str:
         return (
             f"<CompiledModel @{self.graph.name}: {len(self.program.calls)} kernel calls, "
-            f"arena {self.arena_bytes / 1e6:.2f} MB, {self.num_threads} thread(s)>"
+            f"arena {self.arena_bytes / 1e6:.2f} MB, {self._thread_text()}>"
         )
+
+    def _thread_text(self) -> str:
+        if self.adaptive_threads:
+            return f"1 or {self.num_threads} threads (now {self.threads_now})"
+        return f"{self.num_threads} thread(s)"
 
     def __call__(self, *inputs) -> tuple[np.ndarray, ...]:
         """Run the model; returns a tuple of the graph's outputs (fresh arrays)."""
         arrays = self._check(inputs)
         with self._lock:
             try:
-                return self._driver.run(*arrays)
+                with self._threads_for("run"):
+                    return self._driver.run(*arrays)
             except Exception as e:  # noqa: BLE001 - re-raised below naming the op
                 raise self._failure(arrays, e) from e
 
@@ -179,9 +216,13 @@ class CompiledModel:
         left to the first real call (zeros may be invalid data: an index, a divisor).
         """
         zeros = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in self.graph.inputs]
+        # an adaptive model runs serial kernels on one thread, parallel ones on more
+        counts = (1, self.num_threads) if self.adaptive_threads else (self.num_threads,)
         with self._lock, compile_lock():  # another process warming the same kernels waits
             try:
-                self._driver.run(*zeros)
+                for threads in counts:
+                    self._driver.set_num_threads(threads)
+                    self._driver.run(*zeros)
             except NumbaError:
                 op, error = self._driver.failing_op(zeros)
                 where = f"op {op.label()}" if op is not None else "the driver"
@@ -189,6 +230,8 @@ class CompiledModel:
                 raise BackendError(f"{where}: Numba cannot compile its kernel: {summary}") from None
             except Exception:  # noqa: BLE001 - data-dependent; the real call reports it
                 pass
+            finally:
+                self._driver.set_num_threads(self.threads_now)
 
     @property
     def kernel_isa(self) -> str:
@@ -217,7 +260,7 @@ class CompiledModel:
         arrays = self._check(inputs)
         calls = self.program.calls
         samples = np.empty((runs, len(calls)))
-        with self._lock:
+        with self._lock, self._threads_for(None):
             self._driver.run_profiled(*arrays, samples[0])  # warm-up, overwritten below
             for i in range(runs):
                 self._driver.run_profiled(*arrays, samples[i])

@@ -279,6 +279,11 @@ class Driver:
         self._namespace = namespace  # the drivers' globals: kernels, constants, views
         self._call_of = {id(op): i for i, op in enumerate(program.calls)}
 
+    def set_num_threads(self, num_threads: int) -> None:
+        """Run the following calls on ``num_threads`` Numba (and BLAS) threads."""
+        self.num_threads = num_threads
+        self._namespace["_threads"] = num_threads
+
     @property
     def arena_bytes(self) -> int:
         """Bytes of this instance's arena."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from kernel_patches import blas_threads_kept, patched_kernels, without_kernel
 from numba import njit
-from onnx_builders import tiny_cnn
+from onnx_builders import small_convnet, tiny_cnn
 
 import irc
 from irc.backends.numba import kernel_table
@@ -218,3 +218,20 @@ def test_a_float_model_gives_the_same_bits_at_one_and_two_threads():
     w1, w2 = (numpy_helper.to_array(w)[:, :, 0, 0].astype(np.float64) for w in weights)
     want = np.einsum("oc,chw->ohw", w2, np.einsum("oc,chw->ohw", w1, x[0]))
     np.testing.assert_allclose(one[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_an_adaptive_model_gives_the_same_bits_on_every_thread_count():
+    """By default each call runs on 1 or all threads, whichever was faster lately; an INT8
+    and a float model give the fixed-count models' outputs whichever count a call took."""
+    images = np.random.default_rng(5).standard_normal((9, 3, 16, 16)).astype(np.float32)
+    x = images[:1]
+    for options in ({"precision": "int8", "calibration": images[1:]}, {}):
+        adaptive = irc.compile(small_convnet(), **options)
+        assert adaptive.adaptive_threads and adaptive.num_threads >= 2
+        fixed = [irc.compile(small_convnet(), num_threads=t, **options)(x)[0] for t in (1, 2)]
+        np.testing.assert_array_equal(fixed[0], fixed[1])
+        for _ in range(40):  # the chooser tries the other count within its first gap
+            np.testing.assert_array_equal(adaptive(x)[0], fixed[0])
+        assert set(adaptive.calls_by_threads) == {1, 2}
+        assert not irc.compile(small_convnet(), num_threads=1, **options).adaptive_threads

@@ -34,7 +34,7 @@ LAYERS = [
     ("stages", ["irc.stages", "irc.compile_options"]),
     ("run statistics", ["irc.run_statistics"]),
     ("build", ["irc.build"]),
-    ("compiled model", ["irc.compiled"]),
+    ("compiled model", ["irc.compiled", "irc.thread_choice"]),
     ("model files", ["irc.serialize", "irc.export_onnx", "irc.export_onnx_ops"]),
     ("backends", ["irc.backends"]),
     ("passes", ["irc.passes", "irc.pass_manager", "irc.pipelines", "irc.support",

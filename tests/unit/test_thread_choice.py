@@ -1,0 +1,77 @@
+"""ThreadChooser against simulated machines: idle (all threads faster), busy (all threads
+many times slower), and a load that comes and goes."""
+
+from __future__ import annotations
+
+import pytest
+
+from irc.thread_choice import ThreadChooser
+
+
+def run(chooser: ThreadChooser, seconds_of, calls: int) -> tuple[float, dict[int, int]]:
+    """Total time of ``calls`` calls and the calls per thread count, each call taking
+    ``seconds_of(threads, i)``."""
+    total, used = 0.0, {}
+    for i in range(calls):
+        threads = chooser.next()
+        seconds = seconds_of(threads, i)
+        chooser.record(threads, seconds)
+        total += seconds
+        used[threads] = used.get(threads, 0) + 1
+    return total, used
+
+
+def idle(threads, i):
+    return 1.6 if threads == 2 else 2.5
+
+
+def busy(threads, i):
+    return 50.0 if threads == 2 else 3.0
+
+
+def test_an_idle_machine_runs_on_all_threads():
+    chooser = ThreadChooser(2)
+    total, used = run(chooser, idle, 2000)
+    assert chooser.current == 2
+    assert used[1] < 0.02 * 2000  # one thread only while it is re-measured
+    assert total < 1.02 * 1.6 * 2000
+
+
+def test_a_busy_machine_never_pays_much_for_trying_all_threads():
+    chooser = ThreadChooser(2)
+    total, used = run(chooser, busy, 2000)
+    assert chooser.current == 1
+    assert used[2] <= 8  # one call per burst, the gaps doubling from 8
+    assert total < 1.1 * 3.0 * 2000
+
+
+def test_load_that_comes_and_goes_is_followed():
+    chooser = ThreadChooser(2)
+    run(chooser, idle, 500)
+    assert chooser.current == 2
+    slow = []
+    for i in range(20):
+        threads = chooser.next()
+        seconds = busy(threads, i)
+        chooser.record(threads, seconds)
+        slow.append(threads == 2)
+    # one slow call switches to one thread; the first re-measure costs one more
+    assert chooser.current == 1 and slow[0] and not slow[1] and sum(slow) == 2
+    run(chooser, busy, 3000)  # the gap grows to its longest
+    _, used = run(chooser, idle, 1100)
+    assert chooser.current == 2 and used[2] > 0
+
+
+def test_a_noisy_but_faster_count_still_wins():
+    """All threads at 1.6 with one call in ten at 5 (mean 1.94) against one thread at 2.5."""
+    chooser = ThreadChooser(2)
+    run(chooser, lambda t, i: (5.0 if i % 10 == 0 else 1.6) if t == 2 else 2.5, 1000)
+    assert chooser.current == 2
+
+
+def test_other_counts_are_ignored_and_one_thread_is_no_choice():
+    chooser = ThreadChooser(4)
+    chooser.record(3, 1.0)  # a count it never gave: no effect
+    assert chooser.next() == 1
+    with pytest.raises(ValueError, match="at least 2 threads"):
+        ThreadChooser(1)
