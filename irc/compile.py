@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from irc.build import build, check_threads, clear_cache, graph_key, load
 from irc.calibration import Calibration
+from irc.calibration.progress import StageTimes, stage
 from irc.compile_options import CompileOptions
 from irc.compiled import CompiledModel, OpTiming, format_profile
 from irc.decision.api import compile_with_strategy
@@ -41,9 +42,11 @@ def compile(  # noqa: A001 - the public name irc.compile
     ``input_shapes`` (input name → shape) specialises symbolic dimensions. The backend
     needs static shapes: a symbolic leading (batch) dimension left unspecified becomes 1;
     any other symbolic dimension must be given. ``pipeline`` is the float pass pipeline
-    (``""`` runs none). ``num_threads`` is the Numba thread count used at each call
-    (default: all of Numba's threads). ``warmup`` runs the model once on zeros, so Numba
-    compiles (or loads from its cache) every kernel here rather than on the first call.
+    (``""`` runs none). ``num_threads`` fixes the Numba thread count of every call;
+    by default each call runs on one thread or on all of Numba's, whichever the model's
+    recent calls found faster (on a busy machine, all can be slower than one). ``warmup``
+    runs the model once on zeros, so Numba compiles (or loads from its cache) every kernel
+    here rather than on the first call.
     A Graph is never modified. BackendError names an op that cannot be compiled.
 
     Quantization: ``precision`` is a precision name for every layer (``"fp32"``,
@@ -68,34 +71,33 @@ def compile(  # noqa: A001 - the public name irc.compile
     if options.strategy is not None:
         return compile_with_strategy(model, input_shapes, options)
     start = time.perf_counter()
-    times: dict[str, float] = {}
+    times = StageTimes()
     plan = as_plan(options.precision)
     if plan == as_plan("fp32"):
-        graph = load(model, input_shapes)
-        times["load"] = time.perf_counter() - start
-        pipeline = float_deploy_pipeline(options.pipeline)
-        compiled = build(graph, pipeline=pipeline, num_threads=options.num_threads,
-                         cache=options.cache, warmup=options.warmup)  # fmt: skip
+        with times.timing("load"):
+            graph = load(model, input_shapes)
+        with times.timing("build"), stage("build", enabled=options.progress):
+            compiled = build(graph, pipeline=float_deploy_pipeline(options.pipeline),
+                             num_threads=options.num_threads, cache=options.cache,
+                             warmup=options.warmup)  # fmt: skip
     else:
         ctx = PassContext()
-        graph = float_graph(model, options.pipeline, context=ctx)  # shapes fixed after calibration
-        times["load"] = time.perf_counter() - start
-        t = time.perf_counter()
-        calibration = None if plan.is_float else _calibration(graph, options)
-        times["calibrate"] = time.perf_counter() - t
-        compiled = build_plan(graph, plan, calibration, weights=options.weight_clipping,
-                              input_shapes=input_shapes, num_threads=options.num_threads,
-                              cache=options.cache, warmup=options.warmup,
-                              stats=ctx.statistics)  # fmt: skip
-    times["build"] = time.perf_counter() - start - times["load"] - times.get("calibrate", 0.0)
-    times["total"] = time.perf_counter() - start
-    compiled.compile_seconds = times
+        with times.timing("load"):  # shapes fixed after calibration
+            graph = float_graph(model, options.pipeline, context=ctx)
+        calibration = None if plan.is_float else _calibration(graph, options, times)
+        with times.timing("build"), stage("build", enabled=options.progress):
+            compiled = build_plan(graph, plan, calibration, weights=options.weight_clipping,
+                                  input_shapes=input_shapes, num_threads=options.num_threads,
+                                  cache=options.cache, warmup=options.warmup,
+                                  stats=ctx.statistics)  # fmt: skip
+    compiled.compile_seconds = {**times, "total": time.perf_counter() - start}
     return compiled
 
 
-def _calibration(graph, options: CompileOptions) -> Calibration:
+def _calibration(graph, options: CompileOptions, times: StageTimes) -> Calibration:
     """The calibration the options ask for on float ``graph``: made from data (with GPTQ
-    statistics for ``rounding="gptq"``), or the ``Calibration`` given."""
+    statistics for ``rounding="gptq"``), or the ``Calibration`` given; the stages' seconds
+    go to ``times``."""
     data = options.calibration
     if data is None:
         raise InputError(
@@ -110,13 +112,16 @@ def _calibration(graph, options: CompileOptions) -> Calibration:
                 f"rounding={options.rounding!r} needs calibration data, not a bare Calibration"
             )
         return data
-    calibration = calibrate(graph, data, options.calibration_method,
-                            engine=options.calibration_engine, preprocess=options.preprocess,
-                            limit=options.calibration_limit, progress=options.progress)  # fmt: skip
+    with times.timing("calibrate"):
+        calibration = calibrate(graph, data, options.calibration_method,
+                                engine=options.calibration_engine, preprocess=options.preprocess,
+                                limit=options.calibration_limit,
+                                progress=options.progress)  # fmt: skip
     if options.rounding == "gptq":
-        statistics = rounding_statistics(graph, data, preprocess=options.preprocess,
-                                         limit=options.calibration_limit,
-                                         progress=options.progress)  # fmt: skip
+        with times.timing("rounding statistics"):
+            statistics = rounding_statistics(graph, data, preprocess=options.preprocess,
+                                             limit=options.calibration_limit,
+                                             progress=options.progress)  # fmt: skip
         calibration = calibration.with_statistics(statistics)
     return calibration
 

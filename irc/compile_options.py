@@ -44,6 +44,8 @@ class CompileOptions:
     sensitivity_limit: int = 16
     strategy_options: dict | None = None
     rounding: str = "nearest"
+    stage_cache: Any = True  # True: $IRC_CACHE_DIR/stages (~/.cache/irc); a folder; False: off
+    sensitivity_table: Any = None  # a SensitivityTable, or a .json/.csv file to reuse or write
 
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:
@@ -54,6 +56,10 @@ class CompileOptions:
             raise InputError(
                 f"calibration_engine must be one of {', '.join(CALIBRATION_ENGINES)}; "
                 f"got {self.calibration_engine!r}"
+            )
+        if self.sensitivity_table is not None and self.strategy is None:
+            raise InputError(
+                "sensitivity_table is read or written by a strategy compile: give a strategy"
             )
         if self.rounding == "best" and self.strategy is None:
             raise InputError(

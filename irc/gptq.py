@@ -351,3 +351,44 @@ def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: 
     levels, scales = gptq_rounding(w, bits, statistics.shrunk(mix), group, clipping, damping,
                                    clip_scales)  # fmt: skip
     return levels, scales, damping
+
+
+# ---------------------------------------------------------------------- serialisation
+def statistics_arrays(statistics: InputStatistics) -> tuple[dict, dict[str, np.ndarray]]:
+    """``statistics`` as (JSON-ready facts, named arrays), read back by
+    ``statistics_from_arrays`` (no pickling: plain numeric arrays)."""
+    arrays = {"hessian": statistics.hessian}
+    for name in ("halves", "spatial_halves"):
+        pair = getattr(statistics, name)
+        if pair is not None:
+            arrays[f"{name}0"], arrays[f"{name}1"] = pair
+    if statistics.spatial is not None:
+        arrays["spatial"] = statistics.spatial
+    positions = {}
+    moments = [("moments", statistics.moments)]
+    if statistics.half_moments is not None:
+        moments += [(f"half_moments{i}", m) for i, m in enumerate(statistics.half_moments)]
+    for name, m in moments:
+        if m is not None:
+            arrays[f"{name}_sum"], arrays[f"{name}_mean"] = m.patch_sum, m.channel_mean
+            positions[name] = int(m.positions)
+    return {"positions": positions}, arrays
+
+
+def statistics_from_arrays(facts: dict, arrays: dict[str, np.ndarray]) -> InputStatistics:
+    """The ``InputStatistics`` ``statistics_arrays`` described (KeyError on a bad state)."""
+
+    def pair(name):
+        return (arrays[f"{name}0"], arrays[f"{name}1"]) if f"{name}0" in arrays else None
+
+    def moments(name):
+        if name not in facts["positions"]:
+            return None
+        return InputMoments(arrays[f"{name}_sum"], int(facts["positions"][name]),
+                            arrays[f"{name}_mean"])  # fmt: skip
+
+    halves = None
+    if "half_moments0" in facts["positions"]:
+        halves = (moments("half_moments0"), moments("half_moments1"))
+    return InputStatistics(arrays["hessian"], pair("halves"), arrays.get("spatial"),
+                           pair("spatial_halves"), moments("moments"), halves)  # fmt: skip

@@ -2,17 +2,22 @@
 
 ``compile --strategy auto --max-size 2.5MB --max-drop 1.0`` chooses each layer's precision
 (``irc.decision``) instead of one ``--precision`` for all; ``--report FILE.json`` writes the
-decision, its prediction, verification and sensitivity table. ``inspect FILE`` prints per
-layer the precision, sensitivity, predicted and measured latency and bytes of a compiled
-model file (the decision's annotations on its IR).
+decision, its prediction, verification and sensitivity table. Each stage's result is kept
+in the stage cache (``irc.decision.stage_cache``; ``--no-cache`` turns it off) and
+``--sensitivity FILE`` reuses a table measured before. When the budgets cannot be met, the
+report and the best plan verified are still written (``budget_miss``). ``inspect FILE``
+prints per layer the precision, sensitivity, predicted and measured latency and bytes of a
+compiled model file (the decision's annotations on its IR).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from irc.decision import Budgets, parse_latency, parse_size
+from irc.decision import BudgetError, Budgets, parse_latency, parse_size
+from irc.decision.choose import measured_text
 from irc.errors import InputError
 from irc.precision import layer_name
 from irc.report import format_bytes, model_report
@@ -63,7 +68,18 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="write the decision (plan, prediction, verification, sensitivity)",
     )
-    g.add_argument("--sensitivity", metavar="FILE.csv|.json", help="write the sensitivity table")
+    g.add_argument(
+        "--sensitivity",
+        metavar="FILE.csv|.json",
+        help="the sensitivity table: reused when FILE holds this model's, else measured and "
+        "written to FILE",
+    )
+    g.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither reuse nor keep the stages' results (calibration, sensitivity, plan) in "
+        "the stage cache ($IRC_CACHE_DIR/stages, default ~/.cache/irc/stages)",
+    )
     # fmt: skip
 
 
@@ -87,15 +103,46 @@ def budgets_from_args(args):
 
 
 def write_decision_files(model, args) -> None:
-    """``--report`` and ``--sensitivity`` files of a strategy-compiled model."""
+    """The ``--report`` file of a strategy-compiled model (the compile wrote
+    ``--sensitivity``'s)."""
     choice = getattr(model, "choice", None)
     if choice is None:
         return
     if args.report:
         with open(args.report, "w") as f:
             json.dump(choice.to_dict(), f, indent=1)
-    if args.sensitivity:
-        choice.table.save(args.sensitivity)
+
+
+def best_plan_path(output: str) -> str:
+    """Where a missed budget's best plan goes: ``OUTPUT`` with ``.best-plan.json`` for its
+    suffix."""
+    return os.path.splitext(output)[0] + ".best-plan.json"
+
+
+def budget_miss(error: BudgetError, args) -> BudgetError:
+    """After budgets were missed: write ``--report`` (every attempt, the best plan marked as
+    not meeting the budgets) and the best plan as a ``--precision`` plan file beside the
+    output; the error again, its one line saying where they are."""
+    partial = error.partial
+    first = (str(error).splitlines() or ["the budgets cannot be met"])[0]
+    if partial is None:
+        return error
+    written = []
+    best = partial.best
+    if best is not None:
+        path = best_plan_path(args.output)
+        with open(path, "w") as f:
+            json.dump(partial.best_plan(), f, indent=1)
+        written.append(f"the best plan reached is in {path} (measured {measured_text(best[1])})")
+    else:
+        written.append("no plan was verified")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump({"error": first, **partial.to_dict()}, f, indent=1)
+        written.append(f"the report in {args.report}")
+    found = BudgetError(f"{first}; {', '.join(written)}")
+    found.partial = partial
+    return found
 
 
 def decision_lines(model) -> list[str]:
@@ -111,6 +158,8 @@ def summary_lines(s: dict) -> list[str]:
     drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points"
     sqnr = "inf" if v["output_sqnr_db"] is None else f"{v['output_sqnr_db']:.1f}"
     tries = f"{s['tries']} verified tr{'y' if s['tries'] == 1 else 'ies'}"
+    if s.get("reused"):
+        tries += ", reused from the stage cache"
     return [
         f"strategy {s['strategy']} under {s['budgets']} ({tries}; sensitivity on "
         f"{s['sensitivity_images']} inputs)",

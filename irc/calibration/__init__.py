@@ -184,10 +184,11 @@ def calibrate(
     ``irc.calibration.data``. ``method``: one of ``METHODS``; ``percentile`` is for
     ``"percentile"``, ``entropy_bins`` (256 or 128 levels) for ``"entropy"``, ``bins`` the
     histogram size. At most ``limit`` samples are used, ``batch_size`` at a time (re-cut to
-    a static batch dimension). ``progress``: a bar on stderr when it is a terminal; False
-    hides it, ``"force"`` draws it anyway. ``values``: calibrate only these value names.
-    ``run(batch, observers)``: runs ``graph`` on ``batch`` (input name → array), calling
-    each ``observer(op, args, results)`` after every op (default: the reference interpreter).
+    a static batch dimension). ``progress``: shown on stderr (``irc.calibration.progress``:
+    a bar on a terminal, plain lines elsewhere); False hides it, ``"force"`` draws the bar.
+    ``values``: calibrate only these value names. ``run(batch, observers)``: runs ``graph``
+    on ``batch`` (input name → array), calling each ``observer(op, args, results)`` after
+    every op (default: the reference interpreter).
     """
     _check_method(method)
     _check_options(percentile, entropy_bins)

@@ -353,3 +353,39 @@ def _coarse_to_fine(n: int, cost, coarse: int = 64, batched: bool = False) -> in
 def _argmin(indices: np.ndarray, cost, batched: bool) -> int:
     scores = np.asarray(cost(indices) if batched else [cost(int(i)) for i in indices])
     return int(indices[int(np.argmin(scores))])
+
+
+# ---------------------------------------------------------------------- serialisation
+def observer_state(observer: TensorObserver) -> tuple[dict, dict[str, np.ndarray]]:
+    """``observer`` as (JSON-ready facts, named arrays): enough for ``observer_from_state``
+    to give back an observer with the same range, channel means and histogram."""
+    hist = observer.histogram
+    facts = {
+        "min": observer.min, "max": observer.max, "count": observer.count,
+        "nonfinite": observer.nonfinite, "channel_count": observer.channel_count,
+        "histogram": None if hist is None else
+        {"bins": hist.bins, "width": hist.width, "start": hist.start},
+    }  # fmt: skip
+    arrays = {}
+    if observer.channel_sum is not None:
+        arrays["channel_sum"] = np.asarray(observer.channel_sum, np.float64)
+    if hist is not None:
+        arrays["counts"] = hist.counts
+    return facts, arrays
+
+
+def observer_from_state(facts: dict, arrays: dict[str, np.ndarray]) -> TensorObserver:
+    """The observer ``observer_state`` described (KeyError / ValueError on a bad state)."""
+    spec = facts["histogram"]
+    observer = TensorObserver(spec is not None, spec["bins"] if spec else DEFAULT_BINS)
+    observer.min, observer.max = float(facts["min"]), float(facts["max"])
+    observer.count, observer.nonfinite = int(facts["count"]), int(facts["nonfinite"])
+    observer.channel_count = int(facts["channel_count"])
+    observer.channel_sum = arrays.get("channel_sum")
+    if spec is not None:
+        counts = np.asarray(arrays["counts"], np.int64)
+        if counts.shape != (observer.histogram.bins,):
+            raise ValueError(f"histogram counts have shape {counts.shape}")
+        hist = observer.histogram
+        hist.counts, hist.width, hist.start = counts, float(spec["width"]), int(spec["start"])
+    return observer

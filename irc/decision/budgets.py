@@ -22,7 +22,14 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "m
 
 
 class BudgetError(IrcError):
-    """A budget is malformed, or cannot be met: the message names the constraint."""
+    """A budget is malformed, or cannot be met: the message names the constraint.
+
+    ``partial``: when the budgets were missed after measuring, what was reached
+    (``irc.decision.choose.PartialChoice``: the verified attempts, the best of them, the
+    sensitivity table, the cost model and the calibration); None otherwise.
+    """
+
+    partial = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from irc.build import build
+from irc.calibration.progress import Progress, StageTimes, stage
 from irc.decision.budgets import BudgetError, Budgets
 from irc.decision.cost import INTEGER, CostModel
 from irc.decision.costs_measure import build_cost_model
@@ -80,6 +81,8 @@ class Choice:
     verification: Verification
     attempts: list = field(default_factory=list)  # (Decision, Verification, missed) per try
     budgets: Budgets | None = None  # as the user asked
+    seconds: dict = field(default_factory=dict)  # stage -> seconds (see ``choose``)
+    reused: bool = False  # the plan and its verification came from the stage cache
 
     def summary(self) -> dict:
         """Strategy, budgets, prediction and verification (no per-layer data), JSON-ready."""
@@ -96,18 +99,81 @@ class Choice:
             "tries": len(self.attempts),
             "sensitivity_images": self.table.images,
             "sensitivity_loss": self.table.loss,
+            "reused": self.reused,
         }
 
     def to_dict(self) -> dict:
         """The decision, its prediction and verification, per layer, JSON-ready."""
         out = self.decision.to_dict()
         out["verification"] = self.verification.to_dict()
-        out["attempts"] = [
-            {"plan_bytes": d.predicted_bytes, "missed": missed, **v.to_dict()}
-            for d, v, missed in self.attempts
-        ]
+        out["attempts"] = attempts_dict(self.attempts)
         out["sensitivity"] = self.table.to_dict()
+        out["reused"] = self.reused
         return out
+
+
+def attempts_dict(attempts) -> list[dict]:
+    """The verified tries (Decision, Verification, missed budgets) as JSON-ready dicts."""
+    return [{"plan_bytes": d.predicted_bytes, "missed": missed, **v.to_dict()}
+            for d, v, missed in attempts]  # fmt: skip
+
+
+@dataclass
+class PartialChoice:
+    """What ``choose`` reached before the budgets proved impossible (``BudgetError.partial``):
+    every verified attempt (Decision, Verification, missed budgets), the sensitivity
+    table and cost model they were decided on, and the calibration (set by the caller that
+    made it)."""
+
+    attempts: list
+    table: object
+    cost: object
+    budgets: Budgets
+    calibration: object = None
+
+    @property
+    def best(self):
+        """The attempt closest to the budgets (least summed relative miss; the later one of
+        equals), or None when no plan was verified."""
+        if not self.attempts:
+            return None
+        shortfalls = [shortfall(self.budgets, v) for _, v, _ in self.attempts]
+        least = min(shortfalls)
+        return self.attempts[max(i for i, s in enumerate(shortfalls) if s == least)]
+
+    def best_plan(self) -> dict[str, str] | None:
+        """The best attempt's plan as ``irc compile --precision PLAN.json`` reads it."""
+        best = self.best
+        return None if best is None else {"default": "fp32", **best[0].plan}
+
+    def to_dict(self) -> dict:
+        """A report: the budgets (not met), every attempt, the best plan and what it
+        measured, and the sensitivity table; JSON-ready."""
+        best = self.best
+        out = {"met": False, "budgets": self.budgets.describe(),
+               "attempts": attempts_dict(self.attempts), "best": None}  # fmt: skip
+        if best is not None:
+            decision, verification, missed = best
+            out["best"] = {**decision.to_dict(), "verification": verification.to_dict(),
+                           "missed": missed, "met": False}  # fmt: skip
+        out["sensitivity"] = None if self.table is None else self.table.to_dict()
+        return out
+
+
+def shortfall(budgets: Budgets, v: Verification) -> float:
+    """How far ``v`` is from meeting ``budgets``: the sum of each missed budget's relative
+    miss (0 when all are met)."""
+    misses = []
+    if budgets.max_bytes is not None:
+        misses.append(v.bytes / budgets.max_bytes - 1.0)
+    limit = _latency_limit(budgets, v)
+    if limit is not None:
+        misses.append(v.latency / limit - 1.0)
+    if budgets.min_sqnr is not None:
+        misses.append((budgets.min_sqnr - v.output_sqnr) / max(abs(budgets.min_sqnr), 1.0))
+    if budgets.max_drop is not None and v.drop is not None:
+        misses.append((v.drop - budgets.max_drop) / max(budgets.max_drop, 1.0))
+    return float(sum(m for m in misses if m > 0))
 
 
 def choose(
@@ -141,24 +207,45 @@ def choose(
     better per layer and precision (``irc.decision.rounding``; ``calibration.hessians``
     must hold the GPTQ statistics); otherwise the calibration's statistics decide. A table
     that holds rounding choices (given or measured) compiles each plan by them.
+    ``progress``: each stage shown on stderr (``irc.calibration.progress``). The Choice's
+    ``seconds`` hold each stage's time: ``sensitivity`` and ``cost model`` (when measured
+    here), ``decision and verification``, and ``build`` (compiling the plans).
     """
     budgets = budgets or Budgets()
     if budgets.max_drop is not None and labels is None and evaluate is None:
         raise BudgetError(
             "a top-1 drop budget needs labelled data (labels) or an evaluation function"
         )
+    times = StageTimes()
     if table is None:
         measure_table = analyze_best if rounding == "best" else analyze
-        table = measure_table(graph, calibration, sample, labels=labels,
-                              num_threads=num_threads, weights=weights,
-                              progress=progress)  # fmt: skip
+        with times.timing("sensitivity"):
+            table = measure_table(graph, calibration, sample, labels=labels,
+                                  num_threads=num_threads, weights=weights,
+                                  progress=progress)  # fmt: skip
     if cost is None:
-        cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
-                                measure=measure, weights=weights, progress=progress)  # fmt: skip
-    checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes, num_threads,
-                       weights, table)  # fmt: skip
+        with times.timing("cost model"):
+            cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
+                                    measure=measure, weights=weights,
+                                    progress=progress)  # fmt: skip
+    with times.timing("decision and verification"):
+        checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes,
+                           num_threads, weights, table, times=times,
+                           progress=progress)  # fmt: skip
     if measure and (budgets.max_latency is not None or budgets.max_latency_ratio is not None):
-        cost = in_context(cost, checker)
+        with times.timing("cost model"):
+            cost = in_context(cost, checker)
+    with times.timing("decision and verification"):
+        options = _strategy_options(strategy_options, strategy, budgets, table)
+        choice = _decide_and_verify(checker, table, cost, strategy, budgets, options)
+        annotate(choice)
+    choice.seconds = dict(times)
+    return choice
+
+
+def _strategy_options(strategy_options, strategy: str, budgets: Budgets, table) -> dict:
+    """The strategy's options; with a drop budget alone, ``auto`` / ``sals`` get a noise
+    cap (``max_nsr``) of (1 + drop) × the uniform INT8 plan's predicted output NSR."""
     options = dict(strategy_options or {})
     cost_budget = any(b is not None for b in (budgets.max_bytes, budgets.max_latency,
                                                budgets.max_latency_ratio))  # fmt: skip
@@ -167,10 +254,27 @@ def choose(
         # that verification then checks (and halves on a miss)
         int8 = float(np.sum(table.column("output_nsr", "int8")))
         options.setdefault("max_nsr", int8 * (1.0 + budgets.max_drop))
+    return options
+
+
+def _decide_and_verify(checker: _Checker, table, cost, strategy: str, budgets: Budgets,
+                       options: dict) -> Choice:  # fmt: skip
+    """Decide, compile and verify, backing off (``auto`` only) while a budget is missed; a
+    BudgetError carries what was reached as its ``partial`` (a ``PartialChoice``)."""
     attempts = []
+    try:
+        return _tries(checker, table, cost, strategy, budgets, options, attempts)
+    except BudgetError as e:
+        e.partial = PartialChoice(attempts, table, cost, budgets)
+        raise
+
+
+def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, options: dict,
+           attempts: list) -> Choice:  # fmt: skip
+    """``_decide_and_verify``'s loop; each verified try is appended to ``attempts``."""
     tries = 1 + (MAX_BACKOFF if strategy == "auto" else 0)
     asked = budgets
-    for _ in range(tries):
+    for number in range(1, tries + 1):
         try:
             decision = decide(strategy, table, cost, budgets, **options)
         except BudgetError as e:
@@ -179,8 +283,9 @@ def choose(
             raise BudgetError(
                 f"{attempts[-1][2][0]} is not met by the verified plan and tightening it fails: {e}"
             ) from None
-        model = checker.compile(decision.plan)
-        verification = checker.verify(model, budgets)
+        with stage(f"verify plan {number}", enabled=checker.progress):
+            model = checker.compile(decision.plan)
+            verification = checker.verify(model, budgets)
         missed = _missed(asked, verification)
         attempts.append((decision, verification, missed))
         if not missed or strategy != "auto":
@@ -189,11 +294,9 @@ def choose(
     else:
         raise BudgetError(
             f"{missed[0]} is not met after {tries} verified tries of auto (the last plan "
-            f"measured {_summary(verification)}); loosen that budget"
+            f"measured {measured_text(verification)}); loosen that budget"
         )
-    choice = Choice(model, decision, table, cost, verification, attempts, asked)
-    annotate(choice)
-    return choice
+    return Choice(model, decision, table, cost, verification, attempts, asked)
 
 
 UNIFORM = ("int8", "int4", "int2", "fp32")  # the uniform builds ``in_context`` measures
@@ -207,11 +310,13 @@ def in_context(cost: CostModel, checker: _Checker) -> CostModel:
     """``cost`` scaled to the model's uniform INT8, INT4, INT2 and FP32 builds, measured
     here whole (``scaled_to``; a precision some layer has no kernel for is left out); the
     INT8 build is kept as the reference of latency ratios."""
+    kept = [p for p in UNIFORM if p in cost.precisions and cost.allowed[:, cost.column(p)].all()]
     models = {}
-    for precision in UNIFORM:
-        column = cost.column(precision) if precision in cost.precisions else None
-        if column is not None and cost.allowed[:, column].all():
+    with Progress(len(kept), label="uniform builds", unit="model",
+                  enabled=checker.progress) as bar:  # fmt: skip
+        for precision in kept:
             models[precision] = checker.compile({"default": precision})
+            bar.update(1)
     checker.keep_int8(models["int8"])
     seconds = _interleaved_latency(list(models.values()), checker.one())
     return scaled_to(cost, dict(zip(models, seconds)))
@@ -292,7 +397,8 @@ def _tighten(budgets, options, asked, v: Verification, decision):
     return budgets, options
 
 
-def _summary(v: Verification) -> str:
+def measured_text(v: Verification) -> str:
+    """What a verification measured, as a short phrase (size, latency, SQNR, top-1 drop)."""
     parts = [f"{v.bytes / 1e6:.3g} MB", f"{v.latency * 1e3:.3g} ms",
              f"output SQNR {v.output_sqnr:.1f} dB"]  # fmt: skip
     if v.drop is not None:
@@ -308,14 +414,18 @@ class _Checker:
     """Compiles plans of one model and measures them against its FP32 build."""
 
     def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads,
-                 weights="mse", table=None):  # fmt: skip
+                 weights="mse", table=None, *, times=None, progress=False):  # fmt: skip
         self.graph, self.calibration, self.table = graph, calibration, table
         self.sample, self.labels, self.evaluate = sample, labels, evaluate
         self.input_shapes, self.threads, self.weights = input_shapes, threads, weights
+        self.times = StageTimes() if times is None else times  # builds go to "build"
+        self.progress = progress
         self.shaped = specialize(graph, input_shapes) if input_shapes else graph
-        self.reference = build(self.shaped, num_threads=threads)
-        self.float_outputs = self._outputs(self.reference)
-        self.float_top1 = self._top1(self.reference, self.float_outputs)
+        with stage("fp32 reference", enabled=progress):
+            with self.times.timing("build"):
+                self.reference = build(self.shaped, num_threads=threads)
+            self.float_outputs = self._outputs(self.reference)
+            self.float_top1 = self._top1(self.reference, self.float_outputs)
         self._int8 = None
 
     def compile(self, plan: dict[str, str]):
@@ -325,8 +435,10 @@ class _Checker:
         calibration = self.calibration
         if self.table is not None:
             calibration = plan_calibration(calibration, self.table, plan)
-        return build_plan(self.graph, plan, calibration, weights=self.weights,
-                          input_shapes=self.input_shapes, num_threads=self.threads)  # fmt: skip
+        with self.times.timing("build"):
+            return build_plan(self.graph, plan, calibration, weights=self.weights,
+                              input_shapes=self.input_shapes,
+                              num_threads=self.threads)  # fmt: skip
 
     def keep_int8(self, model) -> None:
         """Use ``model`` as the uniform INT8 build latency ratios are measured against."""

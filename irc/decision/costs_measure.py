@@ -49,7 +49,7 @@ import numba
 import numpy as np
 
 from irc.build import build, kernel_isa
-from irc.calibration.progress import Progress
+from irc.calibration.progress import Progress, stage
 from irc.decision.cost import INTEGER, PRECISIONS, CostModel
 from irc.decision.layer_programs import quantized_layer_graph
 from irc.decision.sensitivity import layer_info
@@ -155,7 +155,9 @@ def build_cost_model(graph: Graph, calibration, *, precisions=PRECISIONS, measur
     if measure:
         mkey = model_key(graph, ops)
         if mkey not in cache.models:
-            cache.models[mkey] = {"other_latency": _measure_other(graph, names, runs, threads)}
+            with stage("cost model: the other ops", enabled=progress):
+                other = _measure_other(graph, names, runs, threads)
+            cache.models[mkey] = {"other_latency": other}
             cache.save()
         other_latency = float(cache.models[mkey]["other_latency"])
     else:

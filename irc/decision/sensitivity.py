@@ -110,12 +110,12 @@ def analyze(
     if not ops:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
     batch = min(batch_size, len(data))
-    model = float_model(graph, batch, data.shape[1:], num_threads)
-    compiled_op = {n: model.op_named(n) for n in (layer_name(op) for op in ops)}
     steps = len(ops) * len(precisions)
     batches = (len(data) + batch - 1) // batch
     bar = Progress(steps * (1 + 2 * batches), label="sensitivity", unit="run",
                    enabled=progress)  # fmt: skip
+    model = float_model(graph, batch, data.shape[1:], num_threads)
+    compiled_op = {n: model.op_named(n) for n in (layer_name(op) for op in ops)}
     programs = {}
     for op in ops:
         for p in precisions:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from irc.errors import InputError
+
 METRICS = ("sqnr", "mse", "sqnr_delta", "norm_error", "omega", "output_nsr")
 CANDIDATES = ("fp16", "int8", "int4", "int2")  # the precisions measured (fp32 is the reference)
 
@@ -184,6 +186,81 @@ class SensitivityTable:
         text = self.to_csv() if str(path).endswith(".csv") else json.dumps(self.to_dict())
         with open(path, "w") as f:
             f.write(text)
+
+
+def read_table(path, layers: list[LayerInfo]) -> SensitivityTable:
+    """The table ``save`` wrote to ``path``, checked against ``layers`` (the model's, in
+    graph order): InputError naming the file, and the first layer that differs, when it is
+    unreadable or of another model. A ``.csv`` keeps no shapes: ``layers`` give them, its
+    kinds, parameter and MAC counts are compared."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        if str(path).endswith(".csv"):
+            table = _from_rows(list(csv.DictReader(io.StringIO(text))), layers, path)
+        else:
+            table = SensitivityTable.from_dict(json.loads(text))
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise InputError(f"--sensitivity: cannot read the table '{path}': {e}") from None
+    problem = mismatch(table, layers)
+    if problem:
+        raise InputError(f"--sensitivity: '{path}' is the table of another model: {problem}")
+    return table
+
+
+def mismatch(table: SensitivityTable, layers: list[LayerInfo]) -> str | None:
+    """How ``table`` differs from a table of ``layers`` (the first differing layer, or the
+    precisions), or None when it is one of them."""
+    for i, layer in enumerate(layers):
+        if i >= len(table.layers):
+            return f"it has no layer '{layer.name}'"
+        if table.layers[i] != layer:
+            return (
+                f"layer {i} is '{table.layers[i].name}' {_facts(table.layers[i])}, the "
+                f"model's '{layer.name}' {_facts(layer)}"
+            )
+    if len(table.layers) > len(layers):
+        return f"it has a layer '{table.layers[len(layers)].name}' the model has not"
+    missing = [p for p in CANDIDATES if p not in table.precisions]
+    return f"it has no column for {', '.join(missing)}" if missing else None
+
+
+def _facts(layer: LayerInfo) -> str:
+    return f"({layer.kind}, weight {list(layer.weight_shape)}, output {list(layer.output_shape)})"
+
+
+def _from_rows(rows: list[dict], layers: list[LayerInfo], path) -> SensitivityTable:
+    """A table from ``to_csv``'s rows, its layer facts taken from ``layers`` after its
+    names, kinds, parameter and MAC counts are checked against them."""
+    names = list(dict.fromkeys(r["layer"] for r in rows))
+    precisions = tuple(dict.fromkeys(r["precision"] for r in rows))
+    by_name = {x.name: x for x in layers}
+    for i, name in enumerate(names):
+        x = by_name.get(name)
+        row = next(r for r in rows if r["layer"] == name)
+        if x is None or i >= len(layers) or layers[i].name != name:
+            raise InputError(
+                f"--sensitivity: '{path}' is the table of another model: its layer {i} "
+                f"'{name}' is not the model's layer {i}"
+            )
+        if (row["kind"], int(row["params"]), int(row["macs"])) != (x.kind, x.params, x.macs):
+            raise InputError(
+                f"--sensitivity: '{path}' is the table of another model: layer '{name}' is "
+                f"{row['kind']} with {row['params']} parameters, the model's {x.kind} with "
+                f"{x.params}"
+            )
+    metrics = [m for m in METRICS if rows and m in rows[0]]
+    cell = {(r["layer"], r["precision"]): r for r in rows}
+    values = {m: np.array([[float(cell[n, p][m]) for p in precisions] for n in names])
+              for m in metrics}  # fmt: skip
+    rounding = None
+    if rows and rows[0].get("rounding"):
+        rounding = np.array([[cell[n, p]["rounding"] for p in precisions] for n in names],
+                            dtype=object)  # fmt: skip
+    chosen = [by_name[n] for n in names]
+    return SensitivityTable(chosen, precisions, values, rounding=rounding)
 
 
 _AT_REFERENCE = {"sqnr": math.inf, "mse": 0.0, "sqnr_delta": 0.0, "norm_error": 0.0,
