@@ -55,12 +55,16 @@ def hard_sigmoid(x: np.ndarray, *, alpha: float, beta: float) -> np.ndarray:
     return _as_dtype_of(np.clip(alpha * x + beta, 0, 1), x)
 
 
-def _bound_in_dtype(bound: float, dtype: np.dtype):
-    """``bound`` as a scalar of ``dtype``, or None when it is infinite (no bound)."""
-    if np.isinf(bound):
+def _bound_in_dtype(bound: float, dtype: np.dtype, lower: bool):
+    """``bound`` as a scalar of ``dtype``, or None when it does not bound: -inf as the lower
+    bound, +inf as the upper. An integer dtype saturates every other bound to its range
+    (+inf as a lower bound is the dtype's largest value); a float dtype keeps it as is."""
+    if np.isinf(bound) and (bound < 0) == lower:
         return None
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
+        if np.isinf(bound):
+            return dtype.type(info.max if bound > 0 else info.min)
         # Python compares int and float exactly, so this saturates without rounding.
         return dtype.type(int(max(min(bound, info.max), info.min)))
     return dtype.type(bound)
@@ -70,10 +74,11 @@ def _bound_in_dtype(bound: float, dtype: np.dtype):
 def clip(x: np.ndarray, *, min: float, max: float) -> np.ndarray:  # the op's attribute names
     """min(max(x, min), max) with both bounds first cast to x's element type.
 
-    An infinite bound does not bound; an integer x saturates finite bounds to its range.
-    When min > max every element becomes max, as in ONNX.
+    -inf as ``min`` and +inf as ``max`` do not bound; an integer x saturates other bounds
+    to its range. When min > max every element becomes max, as in ONNX (so ``min=+inf``
+    gives ``max`` everywhere); a NaN element stays NaN.
     """
-    lo, hi = _bound_in_dtype(min, x.dtype), _bound_in_dtype(max, x.dtype)
+    lo, hi = _bound_in_dtype(min, x.dtype, True), _bound_in_dtype(max, x.dtype, False)
     out = x if lo is None else np.maximum(x, lo)
     return _as_dtype_of(out if hi is None else np.minimum(out, hi), x)
 
