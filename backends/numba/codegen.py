@@ -34,6 +34,7 @@ import numpy as np
 
 from irc.backends.numba.float_blas import blas_threads, set_blas_threads
 from irc.backends.numba.kernel_table import BackendError, bind_kernel
+from irc.constant_folding import format_bytes
 from irc.errors import IrcError
 from irc.ir import Graph, Op
 from irc.memory_plan import ALIGNMENT, MemoryPlan
@@ -225,6 +226,21 @@ def _bind(op: Op):
         raise BackendError(f"op {op.label()}: the Numba kernel could not be bound: {e}") from e
 
 
+def _allocate_arena(plan: MemoryPlan) -> np.ndarray:
+    """The arena's bytes plus room to align them; BackendError (naming the largest buffer)
+    when the host cannot allocate them, instead of numpy's raw MemoryError."""
+    try:
+        return np.empty(plan.arena_bytes + ALIGNMENT, np.uint8)
+    except MemoryError:
+        largest = max(plan.buffers, key=lambda b: b.size)
+        raise BackendError(
+            f"the model's arena of {format_bytes(plan.arena_bytes)} cannot be allocated "
+            f"(its largest buffer, {format_name(largest.value)}, takes "
+            f"{format_bytes(largest.size)}); "
+            "compile it for smaller input shapes"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The arena as it was just before kernel call ``call`` of a run (``Driver.snapshot``)."""
@@ -253,7 +269,7 @@ class Driver:
         self.program = program
         self.num_threads = num_threads
         size = program.plan.arena_bytes
-        raw = np.empty(size + ALIGNMENT, np.uint8)
+        raw = _allocate_arena(program.plan)
         start = (-raw.ctypes.data) % ALIGNMENT
         self._arena = raw[start : start + size]
         namespace: dict[str, object] = dict(program.symbols)
@@ -270,14 +286,33 @@ class Driver:
             _clock=time.perf_counter,
             _steps=program.steps,
         )
-        for name, source in program.sources.items():
-            exec(compile(source, f"<irc driver {name}>", "exec"), namespace)
-        self.run = namespace["run"]
-        self.run_profiled = namespace["run_profiled"]
-        self._run_observed = namespace["run_observed"]
-        self._run_range = namespace["run_range"]
         self._namespace = namespace  # the drivers' globals: kernels, constants, views
+        self.run = self._function("run")
         self._call_of = {id(op): i for i, op in enumerate(program.calls)}
+
+    def _function(self, name: str):
+        """The driver function ``name``, compiled on first use: the instrumented variants
+        cost Python's compiler most of a long graph's compile time (a 100k-op chain: about
+        9 s of 11), and most models never call them."""
+        function = self._namespace.get(name)
+        if function is None:
+            source = self.program.sources[name]
+            exec(compile(source, f"<irc driver {name}>", "exec"), self._namespace)
+            function = self._namespace[name]
+        return function
+
+    @property
+    def run_profiled(self):
+        """The driver that times every kernel call (``_times[i]``: call i's seconds)."""
+        return self._function("run_profiled")
+
+    @property
+    def _run_observed(self):
+        return self._function("run_observed")
+
+    @property
+    def _run_range(self):
+        return self._function("run_range")
 
     def set_num_threads(self, num_threads: int) -> None:
         """Run the following calls on ``num_threads`` Numba (and BLAS) threads."""

@@ -11,6 +11,7 @@ import math
 import time
 
 import numpy as np
+from graph_builders import relu_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -208,16 +209,6 @@ def test_plan_equals_the_old_planners_on_a_wide_random_graph():
 
 
 # ------------------------------------------------------------------ scale
-def relu_chain(length: int, width: int = 16) -> Graph:
-    """x -> relu -> relu -> ... (``length`` ops), built directly (no ONNX)."""
-    g = Graph("chain")
-    v = g.add_input("x", TensorType(DType.F32, (1, width)))
-    for _ in range(length):
-        v = build(g, "relu", [v]).result
-    g.outputs = [v]
-    return g
-
-
 def test_a_100k_op_chain_plans_in_seconds():
     graph = relu_chain(100_000)
     start = time.perf_counter()
