@@ -4,8 +4,10 @@ model from standard input (``-``); argument types shared by its subcommands."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -23,21 +25,72 @@ STDIN_NAME = "<stdin>"  # how errors name standard input
 COMPILED_MAGIC = b"IRCMODEL"
 
 
-def _load_array(path: str):
+def _reason(error: Exception) -> str:
+    """The first line of an error's message (numpy's header errors span several)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _check_npy_header(stream, path: str, available: int, member: str = "") -> None:
+    """InputError when the .npy header read from ``stream`` asks for more data bytes than
+    the ``available`` bytes after it (numpy would allocate the header's size first)."""
+    where = f"input file '{path}'" + (f", member '{member}'," if member else "")
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+        if read is None:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not read")
+        header = read(stream, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise InputError(f"{where} is not a readable .npy file: {_reason(e)}") from None
+    shape, _, dtype = header
+    needed = math.prod(shape) * dtype.itemsize
+    left = available - stream.tell()
+    if needed > left:
+        raise InputError(
+            f"{where} is truncated or forged: its header says {list(shape)} {dtype} "
+            f"({needed} bytes), the data holds {left} bytes"
+        )
+
+
+def _load_array(path: str) -> np.ndarray:
+    """One array from a .npy file; InputError for anything numpy cannot read safely."""
+    if not os.path.isfile(path):
+        raise InputError(f"input file '{path}' does not exist")
+    if zipfile.is_zipfile(path):
+        raise InputError(f"input file '{path}' is a .npz archive: give it as the only --input")
+    with open(path, "rb") as f:
+        _check_npy_header(f, path, os.path.getsize(path))
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises many kinds; each is the file's fault
+        raise InputError(f"input file '{path}' is not a readable .npy file: {_reason(e)}") from None
+
+
+def _load_archive(path: str) -> dict[str, np.ndarray]:
+    """Every array of a .npz archive by name; InputError naming the file (and the member)
+    for a damaged archive or member, a member's header asking for more than it holds, or
+    an object array."""
     if not os.path.isfile(path):
         raise InputError(f"input file '{path}' does not exist")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"input file '{path}' is not a readable .npy/.npz file: {e}") from None
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    _check_npy_header(member, path, info.file_size, info.filename)
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+    except InputError:
+        raise
+    except Exception as e:  # zipfile, zlib and numpy errors alike: the file's fault
+        raise InputError(f"input file '{path}' is not a readable .npz file: {_reason(e)}") from None
 
 
 def read_inputs(specs: list[str], graph: Graph) -> dict[str, np.ndarray]:
     """Inputs by name from ``--input`` specs: FILE.npy (in order), NAME=FILE.npy, or one .npz."""
     names = [v.name for v in graph.inputs]
     if len(specs) == 1 and specs[0].endswith(".npz"):
-        with _load_array(specs[0]) as archive:
-            return {k: archive[k] for k in archive.files}
+        return _load_archive(specs[0])
     out: dict[str, np.ndarray] = {}
     positional = 0
     for spec in specs:
