@@ -7,13 +7,16 @@ The promise checked: the loader returns, or raises an ``irc.IrcError`` (one clea
 it never raises anything else (a traceback), and the seed file on disk is never modified.
 
 The example counts are small so ``make test`` stays fast (and the same each run);
-``IRC_FUZZ_EXAMPLES=5000 pytest tests/fuzz`` runs a longer, randomised campaign.
+``IRC_FUZZ_EXAMPLES=5000 pytest tests/fuzz`` runs a longer, randomised campaign. With
+``IRC_FUZZ_REPORT=FILE`` every input tried appends one line to FILE (its class, its outcome,
+the process's peak RSS), which ``python tests/fuzz/fuzz_counts.py FILE`` sums up per class.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import warnings
 
 import numpy as np
@@ -73,14 +76,30 @@ def mutate(data: bytes, edits) -> bytes:
     return bytes(out)
 
 
-def only_irc_errors(load, data: bytes) -> None:
-    """Call ``load(data)``; anything raised must be an IrcError."""
+REPORT = os.environ.get("IRC_FUZZ_REPORT")
+
+
+def record(kind: str, outcome: str) -> None:
+    """Append ``kind outcome peak-RSS-KiB`` to the IRC_FUZZ_REPORT file, when set."""
+    if REPORT:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open(REPORT, "a") as f:
+            f.write(f"{kind} {outcome} {peak}\n")
+
+
+def only_irc_errors(load, data: bytes, kind: str) -> None:
+    """Call ``load(data)``; anything raised must be an IrcError (recorded as ``kind``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             load(data)
         except IrcError:
-            pass
+            record(kind, "refused")
+        except BaseException:
+            record(kind, "traceback")
+            raise
+        else:
+            record(kind, "loaded")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +126,7 @@ def model_file_seed(tmp_path_factory) -> bytes:
 @given(edits=mutations(size=2000))
 @example(edits=[("flip", 270, 0, b"\x00")])  # a weight's dims no longer match its data
 def test_onnx_bytes(onnx_seed, edits):
-    only_irc_errors(irc.import_onnx, mutate(onnx_seed, edits))
+    only_irc_errors(irc.import_onnx, mutate(onnx_seed, edits), "onnx-bytes")
 
 
 @FUZZ
@@ -116,7 +135,7 @@ def test_onnx_file_is_never_modified(onnx_seed, tmp_path_factory, edits):
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     path.write_bytes(mutate(onnx_seed, edits))
     before = hashlib.sha256(path.read_bytes()).digest()
-    only_irc_errors(lambda _: irc.load_graph(path), b"")
+    only_irc_errors(lambda _: irc.load_graph(path), b"", "onnx-file")
     assert hashlib.sha256(path.read_bytes()).digest() == before
 
 
@@ -129,7 +148,7 @@ def test_text_ir(text_seed, edits):
         graph = irc.parse_graph(text)
         irc.verify_graph(graph)
 
-    only_irc_errors(parse, mutate(text_seed.encode(), edits))
+    only_irc_errors(parse, mutate(text_seed.encode(), edits), "text-ir")
 
 
 @FUZZ
@@ -138,7 +157,7 @@ def test_model_file(model_file_seed, tmp_path_factory, edits):
     path = tmp_path_factory.mktemp("ircm") / "model.ircm"
     data = mutate(model_file_seed, edits)
     path.write_bytes(data)
-    only_irc_errors(lambda _: irc.load(path, warmup=False), b"")
+    only_irc_errors(lambda _: irc.load(path, warmup=False), b"", "model-file")
     assert path.read_bytes() == data
 
 
@@ -170,7 +189,7 @@ def test_checkpoint(checkpoint_seed, tmp_path_factory, edits, tail):
         edits = [(k, len(data) - 1 - at, b, p) for k, at, b, p in edits]
     path = tmp_path_factory.mktemp("pth") / "weights.pth"
     path.write_bytes(mutate(data, edits))
-    only_irc_errors(lambda _: load_state_dict(path), b"")
+    only_irc_errors(lambda _: load_state_dict(path), b"", "checkpoint")
 
 
 @FUZZ
@@ -179,6 +198,9 @@ def test_checkpoint(checkpoint_seed, tmp_path_factory, edits, tail):
     dtype=st.sampled_from(["float32", "float64", "int8", "int64", "bool", "float16"]),
     fill=st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -1e30]),
 )
+@example(shape=[1, 3, 8, 8], dtype="float32", fill=float("nan"))  # the model's own shape
+@example(shape=[1, 3, 8, 8], dtype="float32", fill=-1e30)
+@example(shape=[1, 3, 8, 8], dtype="float64", fill=float("inf"))
 def test_runtime_inputs(shape, dtype, fill):
     model = _runtime_model()
     with warnings.catch_warnings():
@@ -187,7 +209,12 @@ def test_runtime_inputs(shape, dtype, fill):
     try:
         (y,) = model(x)
     except IrcError:
+        record("runtime-input", "refused")
         return
+    except BaseException:
+        record("runtime-input", "traceback")
+        raise
+    record("runtime-input", "loaded")
     assert x.shape == (1, 3, 8, 8) and y.shape == (1, 5)
 
 
