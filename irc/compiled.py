@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from numba.core.errors import NumbaError
 
@@ -76,6 +77,15 @@ class CompiledModel:
         kinds = ("run", "observed") if adaptive_threads and num_threads > 1 else ()
         self._choosers = {kind: ThreadChooser(num_threads) for kind in kinds}
         self.calls_by_threads: dict[int, int] = {}  # thread count -> runs made with it
+
+    def with_threads(self, num_threads: int | None) -> CompiledModel:
+        """The same compiled program as another model (its own arena) whose calls run on
+        ``num_threads`` threads; None: each call chooses between 1 and all of Numba's."""
+        most = numba.config.NUMBA_NUM_THREADS if num_threads is None else num_threads
+        twin = CompiledModel(self.program, self.stats, most, cache_hit=True,
+                             adaptive_threads=num_threads is None)  # fmt: skip
+        twin.compile_seconds, twin.calibration, twin.choice = {}, self.calibration, self.choice
+        return twin
 
     @property
     def adaptive_threads(self) -> bool:

@@ -318,7 +318,7 @@ def in_context(cost: CostModel, checker: _Checker) -> CostModel:
             models[precision] = checker.compile({"default": precision})
             bar.update(1)
     checker.keep_int8(models["int8"])
-    seconds = _interleaved_latency(list(models.values()), checker.one())
+    seconds = _interleaved_latency(list(models.values()), checker.one(), checker.threads)
     return scaled_to(cost, dict(zip(models, seconds)))
 
 
@@ -451,9 +451,9 @@ class _Checker:
         if budgets.max_latency_ratio is not None:
             if self._int8 is None:
                 self._int8 = self.compile({"default": "int8"})
-            latency, int8 = _interleaved_latency([model, self._int8], self.one())
+            latency, int8 = _interleaved_latency([model, self._int8], self.one(), self.threads)
         else:
-            (latency,) = _interleaved_latency([model], self.one())
+            (latency,) = _interleaved_latency([model], self.one(), self.threads)
         top1 = self._top1(model, outputs)
         return Verification(model.report().totals.bytes, latency, sqnr, top1, self.float_top1,
                             int8)  # fmt: skip
@@ -479,14 +479,16 @@ class _Checker:
         return 100.0 * float(np.mean(np.argmax(outputs, axis=1) == labels))
 
 
-def _interleaved_latency(models, x, runs: int = 15) -> list[float]:
-    """Median seconds per call of each model, runs interleaved (fair on a noisy host): the
-    process CPU time of one-thread models (a neighbour's load does not enter it, so the
-    same plan measures the same from run to run), the wall time of others."""
-    runners = {i: lambda x, m=m: m(x) for i, m in enumerate(models)}
+def _interleaved_latency(models, x, threads: int | None, runs: int = 15) -> list[float]:
+    """Median seconds per call of each model on ``threads`` threads (None: one, as the cost
+    model measures), runs interleaved (fair on a noisy host): on one thread the process CPU
+    time (a neighbour's load does not enter it, so the same plan measures the same from run
+    to run), else the wall time."""
+    threads = threads or 1
+    pinned = [m.with_threads(threads) for m in models]
+    runners = {i: lambda x, m=m: m(x) for i, m in enumerate(pinned)}
     medians = interleaved_cpu(runners, x, runs, 1)
-    one_thread = all(m.num_threads == 1 for m in models)
-    return [medians[i][1 if one_thread else 0] for i in range(len(models))]
+    return [medians[i][1 if threads == 1 else 0] for i in range(len(models))]
 
 
 def annotate(choice: Choice) -> None:

@@ -235,3 +235,7 @@ def test_an_adaptive_model_gives_the_same_bits_on_every_thread_count():
             np.testing.assert_array_equal(adaptive(x)[0], fixed[0])
         assert set(adaptive.calls_by_threads) == {1, 2}
         assert not irc.compile(small_convnet(), num_threads=1, **options).adaptive_threads
+        pinned = adaptive.with_threads(1)  # the same program, its own arena, one thread
+        assert pinned.program is adaptive.program and not pinned.adaptive_threads
+        np.testing.assert_array_equal(pinned(x)[0], fixed[0])
+        assert pinned.calls_by_threads == {1: 1}
