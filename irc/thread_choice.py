@@ -7,12 +7,16 @@ thread and all of them (every kernel gives the same bits at any count, so only t
 changes):
 
 - it starts on one thread, which is never the disaster;
-- it runs the count whose recent calls (the last ``window``) took least mean wall time,
-  and switches at once when the other count's recent mean is lower;
-- every ``gap`` calls it measures the other count again, in a burst of up to ``burst``
-  calls cut short by a call twice as slow as the current mean. A burst that wins switches
-  and resets the gap to ``first_gap``; one that loses doubles it, up to ``longest_gap``,
-  so that a count that keeps losing costs a vanishing share of the calls.
+- it runs the count whose recent calls (the last ``window``) took least mean wall time:
+  it switches when its mean over a full window exceeds ``MARGIN`` times the other count's,
+  or at once when one call takes ``SLUMP`` times the other's mean;
+- every ``gap`` calls it measures the other count again, in a burst of ``burst`` calls
+  cut short by a call twice as slow as the current mean. A burst wins only if every one
+  of its calls beat the current mean (on a busy machine all threads are sometimes fast,
+  rarely several times in a row); a win switches and halves the gap (not below
+  ``first_gap``). A lost burst, or a switch back because the count in use got slower,
+  doubles it, up to ``longest_gap``, so that a count that keeps losing costs a vanishing
+  share of the calls.
 
     >>> chooser = ThreadChooser(2)
     >>> threads = chooser.next()          # the count for this call
@@ -31,7 +35,10 @@ __all__ = ["ThreadChooser"]
 class ThreadChooser:
     """Chooses between 1 and ``most`` threads for each call (see the module docstring)."""
 
-    def __init__(self, most: int, *, window: int = 8, burst: int = 3, first_gap: int = 8,
+    SLUMP = 4.0  # a call this many times the other count's mean switches at once
+    MARGIN = 1.25  # a full window's mean this many times the other's switches
+
+    def __init__(self, most: int, *, window: int = 16, burst: int = 3, first_gap: int = 8,
                  longest_gap: int = 1024):  # fmt: skip
         if most < 2:
             raise ValueError(f"a thread choice needs at least 2 threads to choose from, got {most}")
@@ -72,19 +79,32 @@ class ThreadChooser:
                 self._end_burst()
             return
         self._since += 1
-        if self.mean(self.other) < self.mean(self.current):
-            self._switch()
+        if self._lost(seconds):
+            self._switch(won=False)  # the count in use lost: try it again only later
+
+    def _lost(self, seconds: float) -> bool:
+        """Whether the count in use is now slower than the other: its recent calls fill the
+        window and their mean is over ``MARGIN`` times the other's (a few slow calls in a
+        window are noise; a burst re-measures small differences), or its last call took
+        over ``SLUMP`` times the other's mean (a busy machine shows at once)."""
+        other = self.mean(self.other)
+        full = len(self._times[self.current]) == self.window
+        worse = self.mean(self.current) > self.MARGIN * other
+        return (full and worse) or seconds > self.SLUMP * other
 
     def _end_burst(self) -> None:
-        won = self.mean(self.other) < self.mean(self.current)
+        won = len(self._burst) == self.burst and max(self._burst) < self.mean(self.current)
         self._burst = None
         if won:
-            self._switch()
+            self._switch(won=True)
         else:
             self.gap = min(2 * self.gap, self.longest_gap)
             self._since = 0
 
-    def _switch(self) -> None:
+    def _switch(self, won: bool) -> None:
         self.current = self.other
-        self.gap = self.first_gap
+        if won:
+            self.gap = max(self.first_gap, self.gap // 2)
+        else:
+            self.gap = min(2 * self.gap, self.longest_gap)
         self._since = 0
