@@ -65,6 +65,13 @@ def compile(  # noqa: A001 - the public name irc.compile
     and precision whichever of the two the sensitivity table measured better
     (``irc.decision.rounding``). ``calibration_engine``: ``compiled`` (the float model's
     compiled program runs the calibration data) or ``reference`` (the numpy interpreter).
+
+    With a ``strategy`` (``irc.decision.api``), each stage's result is kept in
+    ``stage_cache`` (True: ``$IRC_CACHE_DIR/stages``, else ``~/.cache/irc/stages``; a
+    folder; False: off) and reused by a later compile of the same model, data and options;
+    ``sensitivity_table`` (a .json/.csv file) is read when it holds this model's table,
+    else written. A BudgetError's ``partial`` holds what was measured before the miss.
+    ``progress`` shows each stage on stderr; ``compile_seconds`` holds each one's time.
     """
     options = CompileOptions.of(options, settings)
     check_threads(options.num_threads)
