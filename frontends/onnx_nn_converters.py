@@ -1,4 +1,5 @@
-"""Converters for ONNX's compute ops: convolution, gemm, normalisation, activations, pools."""
+"""Converters for ONNX's compute ops: convolution (and transposed), gemm, normalisation,
+activations, comparisons, pools and reductions."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from irc.frontends.onnx_converters import (
 )
 from irc.frontends.onnx_importer import onnx_dtype
 
-_UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hard_swish"}
+_UNARY = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSwish": "hard_swish",
+    "Sqrt": "sqrt",
+    "Erf": "erf",
+}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
 
@@ -35,6 +43,34 @@ def convert_unary(ctx, node):
 def convert_binary(ctx, node):
     a, b = operand(ctx, node, 0), operand(ctx, node, 1)
     return [emit(ctx, node, _BINARY[node.op_type], [a, b])]
+
+
+@converter("Pow")
+def convert_pow(ctx, node):
+    """``pow``; an exponent of another element type is cast to the base's, or, for an
+    integer base with a float exponent, the base is raised in the exponent's type and the
+    result cast back (ONNX Pow's result has the base's type)."""
+    x, y = operand(ctx, node, 0), operand(ctx, node, 1)
+    xt, yt = x.type.dtype, y.type.dtype
+    if xt == yt:
+        return [emit(ctx, node, "pow", [x, y])]
+    if xt.is_float or not yt.is_float:
+        y = emit(ctx, node, "cast", [y], {"to": xt.short}, output=None)
+        return [emit(ctx, node, "pow", [x, y])]
+    wide = emit(ctx, node, "cast", [x], {"to": yt.short}, output=None)
+    raised = emit(ctx, node, "pow", [wide, y], output=None)
+    return [emit(ctx, node, "cast", [raised], {"to": xt.short})]
+
+
+@converter("Equal")
+def convert_equal(ctx, node):
+    return [emit(ctx, node, "equal", [operand(ctx, node, 0), operand(ctx, node, 1)])]
+
+
+@converter("Where")
+def convert_where(ctx, node):
+    operands = [operand(ctx, node, i) for i in range(3)]
+    return [emit(ctx, node, "where", operands)]
 
 
 @converter("Sum")
@@ -262,16 +298,127 @@ def convert_softmax(ctx, node):
     ]
 
 
-@converter("ReduceMean")
-def convert_reduce_mean(ctx, node):
+_REDUCE = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max"}
+
+
+def _axes_as_input(ctx, node) -> bool:
+    """Whether the node's axes are an input (ReduceSum from opset 13, the rest from 18)."""
+    return ctx.opset >= (13 if node.op_type == "ReduceSum" else 18)
+
+
+@converter(*_REDUCE)
+def convert_reduce(ctx, node):
+    """ReduceMean / ReduceSum / ReduceMax over the node's axes (all when none are given,
+    unless ``noop_with_empty_axes``, which makes the node the identity)."""
     x = operand(ctx, node, 0)
     a = attributes(node)
-    if ctx.opset >= 18:
+    if _axes_as_input(ctx, node):
         axes_array = constant_input(ctx, node, 1, "axes")
         axes = () if axes_array is None else tuple(int(v) for v in axes_array.reshape(-1))
         if not axes and a.get("noop_with_empty_axes", 0):
             return [x]
     else:
         axes = tuple(a.get("axes", ()))
-    axes = tuple(sorted(normalize_axis(ax, x.type.rank, node, "axes") for ax in axes))
-    return [emit(ctx, node, "reduce_mean", [x], {"axes": axes, "keepdims": a.get("keepdims", 1)})]
+    axes = tuple(sorted({normalize_axis(ax, x.type.rank, node, "axes") for ax in axes}))
+    attrs = {"axes": axes, "keepdims": a.get("keepdims", 1)}
+    return [emit(ctx, node, _REDUCE[node.op_type], [x], attrs)]
+
+
+@converter("LayerNormalization")
+def convert_layer_norm(ctx, node):
+    """``layer_norm``; the Mean and InvStdDev outputs, when used, are written out with
+    reduce_mean, sub, mul, add, sqrt and div.
+
+    ``stash_type`` (the precision of the statistics) is read as "at least float32": irc
+    accumulates them in float64."""
+    x = operand(ctx, node, 0)
+    a = attributes(node)
+    axis = normalize_axis(a.get("axis", -1), x.type.rank, node)
+    operands = [x, operand(ctx, node, 1)] + ([operand(ctx, node, 2)] if has_input(node, 2) else [])
+    attrs = {"axis": axis, "epsilon": a.get("epsilon", 1e-5)}
+    outputs = [emit(ctx, node, "layer_norm", operands, attrs)]
+    used = [i for i in (1, 2) if i < len(node.output) and node.output[i] in ctx.consumed]
+    if used:
+        outputs += _layer_norm_statistics(ctx, node, x, axis, attrs["epsilon"], max(used))
+    return outputs
+
+
+def _scalar(ctx, node, value: float, like):
+    """A rank-0 constant ``value`` of ``like``'s element type."""
+    array = np.array(value, like.type.dtype.numpy)
+    return emit(ctx, node, "constant", [], {"value": array}, output=None)
+
+
+def _layer_norm_statistics(ctx, node, x, axis: int, epsilon: float, last: int) -> list:
+    """LayerNormalization's Mean and (if ``last`` is 2) InvStdDev outputs, over the axes
+    from ``axis`` on, kept as size 1."""
+    reduce = {"axes": tuple(range(axis, x.type.rank)), "keepdims": 1}
+    mean = emit(ctx, node, "reduce_mean", [x], reduce, output=1)
+    if last == 1:
+        return [mean]
+    centred = emit(ctx, node, "sub", [x, mean], output=None)
+    square = emit(ctx, node, "mul", [centred, centred], output=None)
+    var = emit(ctx, node, "reduce_mean", [square], reduce, output=None)
+    eps = _scalar(ctx, node, epsilon, x)
+    std = emit(ctx, node, "sqrt", [emit(ctx, node, "add", [var, eps], output=None)], output=None)
+    one = _scalar(ctx, node, 1.0, x)
+    return [mean, emit(ctx, node, "div", [one, std], output=2)]
+
+
+def _transposed_pads(ctx, node, x_type, kernel, attrs) -> tuple:
+    """Explicit pads of a ConvTranspose node from ``pads``, ``auto_pad`` or
+    ``output_shape``; an output_shape longer than the natural one extends output_padding."""
+    a = attributes(node)
+    auto_pad = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise unsupported(ctx, node, f"auto_pad '{auto_pad}'")
+    if "output_shape" not in a and auto_pad in ("NOTSET", "VALID"):
+        pads = tuple(a.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0, 0, 0, 0)
+        if len(pads) != 4:
+            raise ConversionError(f"{node_label(node)}: pads has {len(pads)} entries, expected 4")
+        return pads
+    sizes = [x_type.shape[2], x_type.shape[3]]
+    if any(isinstance(d, str) for d in sizes):
+        raise ConversionError(
+            f"{node_label(node)}: output_shape / auto_pad need static spatial sizes; "
+            "give an input shape"
+        )
+    strides, dilations = attrs["strides"], attrs["dilations"]
+    target = a.get("output_shape", [s * st for s, st in zip(sizes, strides)])[-2:]
+    begins, ends, extra = [], [], list(attrs["output_padding"])
+    for i in range(2):
+        natural = strides[i] * (sizes[i] - 1) + extra[i] + dilations[i] * (kernel[i] - 1) + 1
+        total = natural - target[i]
+        if total < 0:
+            extra[i] -= total
+            total = 0
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else large)
+        ends.append(large if auto_pad == "SAME_UPPER" else small)
+    attrs["output_padding"] = tuple(extra)
+    return tuple(begins + ends)
+
+
+@converter("ConvTranspose")
+def convert_conv_transpose(ctx, node):
+    x, w = operand(ctx, node, 0), operand(ctx, node, 1)
+    if w.type.rank != 4:
+        raise unsupported(
+            ctx, node, f"{w.type.rank - 2}-D transposed convolution; irc supports 2-D"
+        )
+    a = attributes(node)
+    kernel = tuple(w.type.shape[2:])
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
+        raise ConversionError(
+            f"{node_label(node)}: kernel_shape {a['kernel_shape']} differs "
+            f"from the weight's spatial shape {list(kernel)}"
+        )
+    attrs = {
+        "strides": tuple(a.get("strides", (1, 1))),
+        "dilations": tuple(a.get("dilations", (1, 1))),
+        "output_padding": tuple(a.get("output_padding", (0, 0))),
+        "group": a.get("group", 1),
+    }
+    attrs["pads"] = _transposed_pads(ctx, node, x.type, kernel, attrs)
+    operands = [x, w] + ([operand(ctx, node, 2)] if has_input(node, 2) else [])
+    return [emit(ctx, node, "conv_transpose2d", operands, attrs)]

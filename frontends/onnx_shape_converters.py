@@ -2,6 +2,8 @@
 
 Flatten, Squeeze and Unsqueeze become ``reshape``; Split becomes ``slice`` ops; Constant
 and ConstantOfShape become ``constant``; Shape of a static tensor is a constant at once.
+Expand, Tile and Range need their shape, repeats and bounds known at compile time (they
+fix the result's shape); Range of constants folds to a constant as it is converted.
 ConstantOfShape is refused, before anything is allocated, when its tensor would exceed the
 constant size limit (``irc.constant_folding.max_constant_bytes``).
 """
@@ -27,6 +29,7 @@ from irc.frontends.onnx_converters import (
     unsupported,
 )
 from irc.frontends.onnx_importer import tensor_array
+from irc.reference.movement import range_count
 
 
 def _ints(array) -> tuple[int, ...]:
@@ -301,3 +304,36 @@ def convert_split(ctx, node):
         outputs.append(emit(ctx, node, "slice", [x], attrs, output=i))
         start += size
     return outputs
+
+
+@converter("Expand")
+def convert_expand(ctx, node):
+    x = operand(ctx, node, 0)
+    shape = _ints(constant_input(ctx, node, 1, "shape"))
+    return [emit(ctx, node, "expand", [x], {"shape": shape})]
+
+
+@converter("Tile")
+def convert_tile(ctx, node):
+    x = operand(ctx, node, 0)
+    repeats = _ints(constant_input(ctx, node, 1, "repeats"))
+    return [emit(ctx, node, "tile", [x], {"repeats": repeats})]
+
+
+@converter("Range")
+def convert_range(ctx, node):
+    """``range`` over scalar operands whose values fix its length (so they must be known at
+    compile time; the op then folds to a constant)."""
+    bounds = [constant_input(ctx, node, i, what) for i, what in
+              enumerate(("start", "limit", "delta"))]  # fmt: skip
+    for what, array in zip(("start", "limit", "delta"), bounds):
+        scalar_value(node, np.asarray(array), f"input '{what}'")
+    try:
+        count = range_count(*bounds)
+    except ValueError as e:
+        raise ConversionError(f"{node_label(node)}: {e}") from None
+    check_constant_size((count,), np.asarray(bounds[0]).dtype, node_label(node))
+    operands = [operand(ctx, node, i) for i in range(3)]
+    operands = [v if v.type.rank == 0 else emit(ctx, node, "reshape", [v], {"shape": ()},
+                                                 output=None) for v in operands]  # fmt: skip
+    return [emit(ctx, node, "range", operands, {"count": count})]

@@ -136,6 +136,31 @@ def _resize(ex, op, a, ins, out):
             nearest_mode=a["nearest_mode"])  # fmt: skip
 
 
+def _reduce(op_type: str):
+    """A ReduceSum / ReduceMax node with the axes as an input (opset 18 and on)."""
+
+    def convert(ex, op, a, ins, out):
+        axes = [ex.const(f"{out}.axes", _ints(a["axes"]))] if a["axes"] else []
+        ex.node(op_type, [ins[0], *axes], [out], op, keepdims=a["keepdims"])
+
+    return convert
+
+
+def _with_ints(op_type: str, key: str):
+    """A node whose ints attribute ``key`` is an int64 input in ONNX (Expand, Tile)."""
+
+    def convert(ex, op, a, ins, out):
+        ex.node(op_type, [ins[0], ex.const(f"{out}.{key}", _ints(a[key]))], [out], op)
+
+    return convert
+
+
+def _conv_transpose(ex, op, a, ins, out):
+    ex.node("ConvTranspose", ins, [out], op, strides=list(a["strides"]), pads=list(a["pads"]),
+            dilations=list(a["dilations"]), output_padding=list(a["output_padding"]),
+            group=a["group"])  # fmt: skip
+
+
 CONVERTERS = {
     "relu": _simple("Relu"), "sigmoid": _simple("Sigmoid"), "tanh": _simple("Tanh"),
     "hard_swish": _simple("HardSwish"), "leaky_relu": _renamed("LeakyRelu", {"alpha": "alpha"}),
@@ -152,7 +177,12 @@ CONVERTERS = {
     "transpose": _renamed("Transpose", {"perm": "perm"}), "pad": _pad, "slice": _slice,
     "gather": _renamed("Gather", {"axis": "axis"}), "shape": _shape,
     "softmax": _renamed("Softmax", {"axis": "axis"}), "reduce_mean": _reduce_mean,
-    "resize": _resize,
+    "resize": _resize, "sqrt": _simple("Sqrt"), "erf": _simple("Erf"), "pow": _simple("Pow"),
+    "equal": _simple("Equal"), "where": _simple("Where"), "range": _simple("Range"),
+    "expand": _with_ints("Expand", "shape"), "tile": _with_ints("Tile", "repeats"),
+    "reduce_sum": _reduce("ReduceSum"), "reduce_max": _reduce("ReduceMax"),
+    "layer_norm": _renamed("LayerNormalization", {"axis": "axis", "epsilon": "epsilon"}),
+    "conv_transpose2d": _conv_transpose,
 }  # fmt: skip
 
 

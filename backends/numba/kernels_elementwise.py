@@ -1,4 +1,5 @@
-"""Float elementwise kernels: the unary activations and the four broadcasting arithmetic ops.
+"""Float elementwise kernels: the unary activations, sqrt and erf, and the broadcasting
+arithmetic ops (add, sub, mul, div, pow).
 
 Each family is one njit function that takes the op as an int code, so a whole model's
 elementwise ops compile to a handful of specialisations; the code is loop-invariant and
@@ -12,6 +13,8 @@ size-1 axes dropped and contiguous runs merged, so any numpy broadcast becomes a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, uint64
 
@@ -24,12 +27,14 @@ from irc.backends.numba.float_common import element_strides, float_dtype, static
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.ir import Op
 
-_CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID = range(6)
+_CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID, _SQRT, _ERF = range(8)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
 
-@kernel_builder("relu", "sigmoid", "tanh", "hard_swish", "leaky_relu", "hard_sigmoid", "clip")
+@kernel_builder(
+    "relu", "sigmoid", "tanh", "hard_swish", "leaky_relu", "hard_sigmoid", "clip", "sqrt", "erf"
+)
 def build_unary(op: Op) -> KernelFn:
     """The unary activations; relu and clip are both a clamp to [lo, hi]."""
     dtype = float_dtype(op)
@@ -42,6 +47,8 @@ def build_unary(op: Op) -> KernelFn:
         "hard_swish": (_HARD_SWISH, 0.0, 0.0),
         "leaky_relu": (_LEAKY_RELU, attrs.get("alpha"), 0.0),
         "hard_sigmoid": (_HARD_SIGMOID, attrs.get("alpha"), attrs.get("beta")),
+        "sqrt": (_SQRT, 0.0, 0.0),
+        "erf": (_ERF, 0.0, 0.0),
     }[op.kind]
     # Attribute floats enter the reference as numpy "weak" scalars: rounded to x's type.
     first, second = dtype.type(first), dtype.type(second)
@@ -84,6 +91,12 @@ def _unary_flat(xf, of, code, p, q):
         for i in range(xf.size):
             v = xf[i]
             of[i] = v if v >= 0 else p * v
+    elif code == _SQRT:
+        for i in range(xf.size):
+            of[i] = np.sqrt(xf[i])
+    elif code == _ERF:  # in float64, as the reference
+        for i in range(xf.size):
+            of[i] = math.erf(np.float64(xf[i]))
     else:  # hard sigmoid: clamp(p·x + q, 0, 1), nan kept
         for i in range(xf.size):
             v = p * xf[i] + q
@@ -91,8 +104,8 @@ def _unary_flat(xf, of, code, p, q):
             of[i] = _ONE if v > _ONE else v
 
 
-_ADD, _SUB, _MUL, _DIV = range(4)
-_BINARY = {"add": _ADD, "sub": _SUB, "mul": _MUL, "div": _DIV}
+_ADD, _SUB, _MUL, _DIV, _POW = range(5)
+_BINARY = {"add": _ADD, "sub": _SUB, "mul": _MUL, "div": _DIV, "pow": _POW}
 _RANK = 4  # loop nest depth of the binary kernel
 
 
@@ -121,9 +134,10 @@ def broadcast_plan(out_shape, a_shape, b_shape):
     return tuple(shape), tuple(sa), tuple(sb)
 
 
-@kernel_builder("add", "sub", "mul", "div")
+@kernel_builder("add", "sub", "mul", "div", "pow")
 def build_binary(op: Op) -> KernelFn:
-    """add / sub / mul / div with numpy broadcasting; add applies its fused activation."""
+    """add / sub / mul / div / pow with numpy broadcasting; add applies its fused
+    activation."""
     dtype = float_dtype(op)
     out_shape = static_shape(op, op.results[0], "result")
     plan = broadcast_plan(
@@ -178,7 +192,9 @@ def _combine(code, x, y):
         return x - y
     if code == _MUL:
         return x * y
-    return x / y
+    if code == _DIV:
+        return x / y
+    return x**y
 
 
 @njit(cache=True, error_model="numpy")

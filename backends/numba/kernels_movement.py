@@ -1,4 +1,5 @@
-"""Data-movement kernels: concat, reshape, transpose, pad, slice, gather, shape, cast, constant.
+"""Data-movement kernels: concat, reshape, transpose, pad, slice, gather, shape, cast, constant,
+expand, tile and range.
 
 Transpose, pad, slice (and nearest resize, in ``kernels_resize``) are one kernel, ``remap``:
 every output element reads the input at a sum of per-axis offsets, or takes a fill value.
@@ -379,3 +380,41 @@ def build_cast(op: Op):
 
         return run_numpy
     return flat_kernel(cast_flat)
+
+
+@kernel_builder("expand")
+def build_expand(op: Op):
+    """Broadcast: index maps of 0 on axes the input has as 1 (or lacks), 0..n-1 elsewhere."""
+    out_shape = static_shape(op, op.result, "result")
+    in_shape = static_shape(op, op.operands[0], "input")
+    padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
+    maps = [
+        np.zeros(n, np.int64) if d == 1 else np.arange(n, dtype=np.int64)
+        for d, n in zip(padded, out_shape)
+    ]
+    return remap_kernel(maps, padded, fill_value(op, 0))
+
+
+@kernel_builder("tile")
+def build_tile(op: Op):
+    """numpy.tile of 0..n-1 per axis gives the index maps."""
+    in_shape = static_shape(op, op.operands[0], "input")
+    maps = [np.tile(np.arange(n, dtype=np.int64), r) for n, r in zip(in_shape, op.attrs["repeats"])]
+    return remap_kernel(maps, in_shape, fill_value(op, 0))
+
+
+@njit(cache=True)
+def range_fill(start, delta, dst):
+    """dst[i] = start + i·delta."""
+    for i in range(dst.size):
+        dst[i] = start + i * delta
+
+
+@kernel_builder("range")
+def build_range(op: Op):
+    """start + i·delta (the op normally folds to a constant before it gets here)."""
+
+    def run(start, limit, delta, out):
+        range_fill(start.reshape(-1)[0], delta.reshape(-1)[0], out)
+
+    return run

@@ -1,4 +1,5 @@
-"""Reduction kernels: softmax, reduce_mean and LRN (local response normalisation).
+"""Reduction kernels: softmax, reduce_mean / reduce_sum / reduce_max, LRN (local response
+normalisation) and layer normalisation.
 
 Each follows the arithmetic order of its reference in ``irc.reference`` where that order
 decides float32 rounding (LRN sums channels in the same order, in float32); sums that
@@ -10,8 +11,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from irc.backends.numba.float_common import advance_outer_index, float_dtype, static_shape
-from irc.backends.numba.kernel_table import kernel_builder
+from irc.backends.numba.float_common import (
+    advance_outer_index,
+    element_strides,
+    float_dtype,
+    static_shape,
+)
+from irc.backends.numba.kernel_table import BackendError, kernel_builder
 from irc.ir import Op
 
 
@@ -92,9 +98,33 @@ def build_softmax(op: Op):
     return run
 
 
-@kernel_builder("reduce_mean")
-def build_reduce_mean(op: Op):
-    """Mean over the op's axes (all when empty); integer means truncate, as the reference."""
+@njit(cache=True)
+def max_kernel(src, dst, lens, out_strides, lowest):
+    """dst.flat[Σ idx[a] * out_strides[a]] = max of src over the reduced axes (as
+    ``mean_kernel`` walks them); nan wins, an empty reduction leaves ``lowest``."""
+    for i in range(dst.size):
+        dst[i] = lowest
+    rank = lens.shape[0]
+    inner = lens[rank - 1]
+    step = out_strides[rank - 1]
+    idx = np.zeros(rank, np.int64)
+    if src.size:
+        for row in range(src.size // inner):
+            base = 0
+            for a in range(rank - 1):
+                base += idx[a] * out_strides[a]
+            k = row * inner
+            for j in range(inner):
+                v, at = src[k + j], base + j * step
+                peak = dst[at]
+                if peak == peak and (v > peak or v != v):
+                    dst[at] = v
+            advance_outer_index(idx, lens, rank - 2)
+
+
+def reduction_tables(op: Op):
+    """(lens, out_strides, count) of a reduction op: the input shape, the result's element
+    strides per input axis (0 on reduced axes) and the number of elements per result."""
     shape = static_shape(op, op.operands[0], "input")
     rank = len(shape)
     axes = {a % rank for a in op.attrs["axes"]} or set(range(rank))
@@ -106,9 +136,85 @@ def build_reduce_mean(op: Op):
     out_strides = np.array(strides[::-1] or [0], np.int64)
     lens = np.array(shape or (1,), np.int64)
     count = float(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return lens, out_strides, count
+
+
+@kernel_builder("reduce_mean", "reduce_sum")
+def build_reduce_mean(op: Op):
+    """Mean (or sum) over the op's axes (all when empty), accumulated in float64; integer
+    means truncate, as the reference."""
+    lens, out_strides, count = reduction_tables(op)
+    if op.kind == "reduce_sum":
+        count = 1.0
 
     def run(x, out):
         mean_kernel(x.reshape(-1), out.reshape(-1), lens, out_strides, count)
+
+    return run
+
+
+@kernel_builder("reduce_max")
+def build_reduce_max(op: Op):
+    """Max over the op's axes (all when empty), any element type but bool."""
+    dtype = op.operands[0].type.dtype.numpy
+    if dtype == np.bool_:
+        raise BackendError(f"op {op.label()}: reduce_max has no kernel for bool")
+    lens, out_strides, _ = reduction_tables(op)
+    lowest = dtype.type(-np.inf if dtype.kind == "f" else np.iinfo(dtype).min)
+
+    def run(x, out):
+        max_kernel(x.reshape(-1), out.reshape(-1), lens, out_strides, lowest)
+
+    return run
+
+
+@njit(cache=True)
+def layer_norm_kernel(src, scale, bias, dst, outer, inner, scale_at, bias_at, epsilon):
+    """Each of ``outer`` rows of ``inner`` elements normalised (statistics in float64),
+    times scale.flat[scale_at[j]] plus bias.flat[bias_at[j]]."""
+    for r in range(outer):
+        base = r * inner
+        total = 0.0
+        for j in range(inner):
+            total += src[base + j]
+        mean = total / inner
+        square = 0.0
+        for j in range(inner):
+            d = src[base + j] - mean
+            square += d * d
+        inv = 1.0 / np.sqrt(square / inner + epsilon)
+        for j in range(inner):
+            y = (src[base + j] - mean) * inv * scale[scale_at[j]] + bias[bias_at[j]]
+            dst[base + j] = y
+
+
+def _broadcast_index(op: Op, value, tail) -> np.ndarray:
+    """Per element of the normalised ``tail`` shape, the flat index into ``value``."""
+    shape = static_shape(op, value, "operand")
+    strides = element_strides(shape, tail)
+    grid = np.indices(tail, dtype=np.int64).reshape(len(tail), -1)
+    return np.ascontiguousarray(np.tensordot(np.array(strides, np.int64), grid, axes=1))
+
+
+@kernel_builder("layer_norm")
+def build_layer_norm(op: Op):
+    """Layer normalisation over the axes from ``axis`` on, rows of the flat input."""
+    dtype = float_dtype(op)
+    shape = static_shape(op, op.operands[0], "input")
+    axis = op.attrs["axis"] % len(shape)
+    tail = shape[axis:]
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(tail, dtype=np.int64))
+    scale_at = _broadcast_index(op, op.operands[1], tail)
+    has_bias = len(op.operands) == 3
+    bias_at = _broadcast_index(op, op.operands[2], tail) if has_bias else np.zeros(inner, np.int64)
+    no_bias = np.zeros(1, dtype)
+    epsilon = float(op.attrs["epsilon"])
+
+    def run(x, scale, *rest):
+        bias, out = rest if has_bias else (no_bias, rest[0])
+        flat = (x.reshape(-1), scale.reshape(-1), bias.reshape(-1), out.reshape(-1))
+        layer_norm_kernel(*flat, outer, inner, scale_at, bias_at, epsilon)
 
     return run
 

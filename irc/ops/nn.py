@@ -21,6 +21,7 @@ from irc.ops.shape_rules import (
     reshape_target,
     same_dtype,
     static_dim,
+    transposed_window_shape,
     window_output_shape,
 )
 from irc.tensor import tensor_value_type
@@ -69,6 +70,8 @@ for _name, _doc in (
     ("sigmoid", "1 / (1 + exp(-x))"),
     ("tanh", "tanh(x)"),
     ("hard_swish", "x * max(0, min(1, x/6 + 1/2))"),
+    ("sqrt", "sqrt(x) (nan below 0)"),
+    ("erf", "the error function erf(x)"),
 ):
     define(_name, ["x"], {}, _same, doc=_doc, traits=("elementwise",))
 
@@ -104,7 +107,7 @@ def _infer_binary(types, attrs):
     return [TensorType(dtype, broadcast_shapes([t.shape for t in types]))]
 
 
-for _name in ("sub", "mul", "div"):
+for _name in ("sub", "mul", "div", "pow"):
     define(
         _name,
         ["a", "b"],
@@ -119,6 +122,39 @@ define(
     dict(FUSED_ACTIVATION),
     _infer_binary,
     doc="elementwise add, numpy broadcasting, then the fused activation",
+    traits=("elementwise",),
+)
+
+
+def _infer_equal(types, attrs):
+    same_dtype(types, "equal")
+    return [TensorType(DType.BOOL, broadcast_shapes([t.shape for t in types]))]
+
+
+define(
+    "equal",
+    ["a", "b"],
+    {},
+    _infer_equal,
+    doc="a == b elementwise, numpy broadcasting; the result is bool",
+    traits=("elementwise",),
+)
+
+
+def _infer_where(types, attrs):
+    cond, x, y = types
+    if cond.dtype != DType.BOOL:
+        raise TypeInferenceError(f"where: the condition must be bool, got {cond.dtype.short}")
+    dtype = same_dtype([x, y], "where")
+    return [TensorType(dtype, broadcast_shapes([t.shape for t in types]))]
+
+
+define(
+    "where",
+    ["cond", "x", "y"],
+    {},
+    _infer_where,
+    doc="x where cond else y, numpy broadcasting of all three",
     traits=("elementwise",),
 )
 
@@ -234,6 +270,69 @@ def _infer_matmul(types, attrs):
 
 
 define("matmul", ["a", "b"], {}, _infer_matmul, doc="numpy matmul semantics")
+
+
+def _infer_conv_transpose(types, attrs):
+    """NCHW output of a 2-D transposed convolution: weight [C, O/group, kh, kw], each
+    spatial length stride·(in-1) + output_padding + dilated kernel - pads."""
+    x, w = types[0], types[1]
+    same_dtype(types, "conv_transpose2d")
+    if x.rank != 4 or w.rank != 4:
+        raise TypeInferenceError(
+            f"conv_transpose2d takes 4-D input and weight, got {x.rank}-D and {w.rank}-D"
+        )
+    group = attrs["group"]
+    cin = static_dim(x.shape[1], "conv_transpose2d input channels")
+    if group < 1 or cin != w.shape[0] or cin % group:
+        raise TypeInferenceError(
+            f"conv_transpose2d: input channels {cin}, weight {list(w.shape)} and group "
+            f"{group} disagree"
+        )
+    cout = static_dim(w.shape[1], "conv_transpose2d weight") * group
+    if len(types) == 3 and types[2].shape != (cout,):
+        raise TypeInferenceError(
+            f"conv_transpose2d bias must have shape [{cout}], got {list(types[2].shape)}"
+        )
+    spatial = transposed_window_shape(
+        x, w.shape[2:], attrs["strides"], attrs["pads"], attrs["dilations"],
+        attrs["output_padding"], "conv_transpose2d",
+    )  # fmt: skip
+    return [TensorType(x.dtype, (x.shape[0], cout) + spatial)]
+
+
+define(
+    "conv_transpose2d",
+    ["x", "w", "b?"],
+    {
+        "strides": Attr("ints", (1, 1)),
+        "pads": Attr("ints", (0, 0, 0, 0)),
+        "dilations": Attr("ints", (1, 1)),
+        "output_padding": Attr("ints", (0, 0)),
+        "group": Attr("int", 1),
+    },
+    _infer_conv_transpose,
+    doc="2-D transposed convolution (ONNX ConvTranspose), NCHW input, weight [C, O/group, "
+    "kh, kw], optional bias [O]; pads crop the full output, output_padding extends its end",
+)
+
+
+def _infer_layer_norm(types, attrs):
+    x = types[0]
+    same_dtype(types, "layer_norm")
+    axis = norm_axis(attrs["axis"], x.rank)
+    for what, t in zip(("scale", "bias"), types[1:]):
+        broadcast_to(t.shape, x.shape[axis:], f"layer_norm {what}")
+    return [x]
+
+
+define(
+    "layer_norm",
+    ["x", "scale", "bias?"],
+    {"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5)},
+    _infer_layer_norm,
+    doc="(x - mean) / sqrt(var + epsilon) * scale + bias, mean and variance over the axes "
+    "from `axis` on; scale and bias broadcast to those axes (ONNX LayerNormalization)",
+)
 
 
 def _infer_batchnorm(types, attrs):
@@ -447,6 +546,57 @@ define(
 )
 
 
+def _infer_expand(types, attrs):
+    x = types[0]
+    if any(d < 0 for d in attrs["shape"]):
+        raise TypeInferenceError(f"expand: shape {list(attrs['shape'])} has a negative entry")
+    return [x.with_shape(broadcast_shapes([x.shape, attrs["shape"]]))]
+
+
+define(
+    "expand",
+    ["x"],
+    {"shape": Attr("ints")},
+    _infer_expand,
+    doc="broadcast x and `shape` against each other (numpy rules, ONNX Expand)",
+)
+
+
+def _infer_tile(types, attrs):
+    x, repeats = types[0], attrs["repeats"]
+    if len(repeats) != x.rank or any(r < 0 for r in repeats):
+        raise TypeInferenceError(
+            f"tile: repeats {list(repeats)} must be {x.rank} non-negative counts"
+        )
+    shape = [
+        d if r == 1 else static_dim(d, f"tile axis {i}") * r
+        for i, (d, r) in enumerate(zip(x.shape, repeats))
+    ]
+    return [x.with_shape(tuple(shape))]
+
+
+define("tile", ["x"], {"repeats": Attr("ints")}, _infer_tile, doc="repeat x along each axis")
+
+
+def _infer_range(types, attrs):
+    dtype = same_dtype(types, "range")
+    if any(t.rank != 0 for t in types):
+        raise TypeInferenceError("range: start, limit and delta must be scalars (rank 0)")
+    if attrs["count"] < 0:
+        raise TypeInferenceError(f"range: count {attrs['count']} is negative")
+    return [TensorType(dtype, (attrs["count"],))]
+
+
+define(
+    "range",
+    ["start", "limit", "delta"],
+    {"count": Attr("int")},
+    _infer_range,
+    doc="start + i·delta for i < count; count = max(ceil((limit - start) / delta), 0), "
+    "fixed when the op is built (from constant operands: shapes are static)",
+)
+
+
 def _infer_shape(types, attrs):
     rank = types[0].rank
     start, end = attrs["start"], attrs["end"]
@@ -479,13 +629,14 @@ def _infer_reduce(types, attrs):
     return [x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in axes))]
 
 
-define(
-    "reduce_mean",
-    ["x"],
-    {"axes": Attr("ints", ()), "keepdims": Attr("int", 1, (0, 1))},
-    _infer_reduce,
-    doc="mean over axes (all axes when empty)",
-)
+for _name in ("mean", "sum", "max"):
+    define(
+        f"reduce_{_name}",
+        ["x"],
+        {"axes": Attr("ints", ()), "keepdims": Attr("int", 1, (0, 1))},
+        _infer_reduce,
+        doc=f"{_name} over axes (all axes when empty)",
+    )
 
 
 # ------------------------------------------------------------------ resize

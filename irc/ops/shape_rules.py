@@ -150,6 +150,37 @@ def window_output_shape(x: TensorType, kernel, strides, pads, dilations, ceil_mo
     return tuple(out)
 
 
+def transposed_window_shape(x: TensorType, kernel, strides, pads, dilations, output_padding,
+                            what):  # fmt: skip
+    """Spatial output dims of a transposed convolution over NC<spatial> input ``x``:
+    stride·(in - 1) + output_padding + dilation·(kernel - 1) + 1 - pads, each positive."""
+    nsp = x.rank - 2
+    for name, seq, n in (
+        ("kernel", kernel, nsp),
+        ("strides", strides, nsp),
+        ("dilations", dilations, nsp),
+        ("output_padding", output_padding, nsp),
+        ("pads", pads, 2 * nsp),
+    ):
+        if len(seq) != n:
+            raise TypeInferenceError(f"{what}: {name} has {len(seq)} entries, expected {n}")
+    if min(strides) <= 0 or min(dilations) <= 0 or min(kernel) <= 0:
+        raise TypeInferenceError(f"{what}: kernel, strides and dilations must be positive")
+    if min(pads) < 0 or min(output_padding) < 0:
+        raise TypeInferenceError(f"{what}: pads and output_padding must be non-negative")
+    out = []
+    for i in range(nsp):
+        size = static_dim(x.shape[2 + i], f"{what} spatial dimension {i}")
+        full = strides[i] * (size - 1) + output_padding[i] + dilations[i] * (kernel[i] - 1) + 1
+        n = full - pads[i] - pads[i + nsp]
+        if n <= 0:
+            raise TypeInferenceError(
+                f"{what}: pads {list(pads)} leave no output along spatial axis {i}"
+            )
+        out.append(n)
+    return tuple(out)
+
+
 def check_pool_pads(sizes, kernel, strides, pads, dilations, ceil_mode, what: str) -> None:
     """TypeInferenceError unless every pooling window holds at least one input element.
 

@@ -1,4 +1,5 @@
-"""Elementwise semantics: activations, clip, the four arithmetic ops and cast.
+"""Elementwise semantics: activations, sqrt, erf, clip, the arithmetic ops, pow, equal, where
+and cast.
 
 Every result keeps its input's element type. Attribute floats are Python floats, which
 numpy treats as "weak" scalars, so ``alpha * x`` on float32 stays float32; results that
@@ -6,6 +7,8 @@ numpy would widen anyway (integer inputs to a float formula) are cast back.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -41,6 +44,22 @@ def tanh(x: np.ndarray) -> np.ndarray:
 def hard_swish(x: np.ndarray) -> np.ndarray:
     """x * max(0, min(1, x/6 + 1/2)) (ONNX HardSwish)."""
     return _as_dtype_of(x * np.clip(x / 6 + 0.5, 0, 1), x)
+
+
+@semantics("sqrt")
+def sqrt(x: np.ndarray) -> np.ndarray:
+    """Square root; nan below zero (no warning)."""
+    with np.errstate(invalid="ignore"):
+        return _as_dtype_of(np.sqrt(x), x)
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+@semantics("erf")
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, computed in float64 (``math.erf``) and rounded to x's type."""
+    return _as_dtype_of(_ERF(x.astype(np.float64)).astype(np.float64), x)
 
 
 @semantics("leaky_relu")
@@ -139,6 +158,28 @@ def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return quotient + (inexact & ((a < 0) != (b < 0))).astype(quotient.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.divide(a, b)
+
+
+@semantics("pow")
+def pow_(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a ** b with numpy broadcasting (ONNX Pow); an integer base with a negative exponent
+    is computed in float64 and truncated back, as numpy refuses it for integers."""
+    if np.issubdtype(a.dtype, np.integer) and np.any(b < 0):
+        return np.trunc(np.power(a.astype(np.float64), b)).astype(a.dtype)
+    with np.errstate(all="ignore"):
+        return _as_dtype_of(np.power(a, b), a)
+
+
+@semantics("equal")
+def equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a == b with numpy broadcasting, as bool."""
+    return np.equal(a, b)
+
+
+@semantics("where")
+def where(cond: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x where cond is true, else y; all three broadcast (numpy.where, ONNX Where)."""
+    return np.where(cond, x, y)
 
 
 @semantics("cast")

@@ -1,4 +1,5 @@
-"""Linear algebra semantics: conv2d, gemm, matmul and inference batch normalisation.
+"""Linear algebra semantics: conv2d, conv_transpose2d, gemm, matmul, inference batch
+normalisation and layer normalisation.
 
 Convolution is lowered to one BLAS matrix product per batch (im2col), with groups batched
 into the same product; depthwise convolution, where a matrix product would be a stack of
@@ -145,3 +146,60 @@ def batchnorm(
 
     normalised = (x - channel(mean)) / np.sqrt(channel(var) + epsilon)
     return (normalised * channel(scale) + channel(bias)).astype(x.dtype, copy=False)
+
+
+@semantics("conv_transpose2d")
+def conv_transpose2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    output_padding: tuple[int, int],
+    group: int,
+) -> np.ndarray:
+    """ONNX ConvTranspose in 2-D: each input pixel scatters ``w`` times its value into the
+    output at stride ``strides``; the full result is then cropped by ``pads`` ([top, left,
+    bottom, right]) after ``output_padding`` rows and columns were added at its end."""
+    n, channels, height, width = x.shape
+    _, out_per_group, kh, kw = w.shape
+    (sh, sw), (dh, dw), (ph, pw) = strides, dilations, output_padding
+    full_h = sh * (height - 1) + dh * (kh - 1) + 1 + ph
+    full_w = sw * (width - 1) + dw * (kw - 1) + 1 + pw
+    full = np.zeros((n, out_per_group * group, full_h, full_w), dtype=np.result_type(x, w))
+    in_per_group = channels // group
+    for g in range(group):
+        xg = x[:, g * in_per_group : (g + 1) * in_per_group]
+        wg = w[g * in_per_group : (g + 1) * in_per_group]
+        out = full[:, g * out_per_group : (g + 1) * out_per_group]
+        for i in range(kh):
+            for j in range(kw):
+                tap = np.einsum("nchw,co->nohw", xg, wg[:, :, i, j])
+                out[
+                    :, :, i * dh : i * dh + sh * (height - 1) + 1 : sh,
+                    j * dw : j * dw + sw * (width - 1) + 1 : sw,
+                ] += tap  # fmt: skip
+    top, left, bottom, right = pads
+    y = full[:, :, top : full_h - bottom, left : full_w - right]
+    if b is not None:
+        y = y + b.reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(y.astype(x.dtype, copy=False))
+
+
+@semantics("layer_norm")
+def layer_norm(
+    x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None, *, axis: int,
+    epsilon: float,
+) -> np.ndarray:  # fmt: skip
+    """ONNX LayerNormalization: normalise over the axes from ``axis`` on (mean and variance
+    in float64), then scale and add bias, both broadcast to those axes."""
+    axes = tuple(range(axis % x.ndim, x.ndim))
+    wide = x.astype(np.float64)
+    centred = wide - wide.mean(axis=axes, keepdims=True)
+    var = (centred * centred).mean(axis=axes, keepdims=True)
+    y = centred / np.sqrt(var + epsilon) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype)

@@ -1,13 +1,16 @@
 """Data movement, reductions and constants: concat, reshape, transpose, pad, slice, gather,
-shape, softmax, reduce_mean and constant.
+shape, expand, tile, range, softmax, reduce_mean / reduce_sum / reduce_max and constant.
 
 Results may be views of their operands; no semantics here writes into an operand.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from irc.errors import TypeInferenceError
 from irc.reference.registry import semantics
 from irc.tensor import ElidedTensor
 
@@ -83,6 +86,44 @@ def shape(x: np.ndarray, *, start: int, end: int) -> np.ndarray:
     return np.array(x.shape[start:end], dtype=np.int64)
 
 
+@semantics("expand")
+def expand(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    """x broadcast against ``shape`` (numpy rules both ways, ONNX Expand), as a new array."""
+    return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))))
+
+
+@semantics("tile")
+def tile(x: np.ndarray, *, repeats: tuple[int, ...]) -> np.ndarray:
+    """x repeated ``repeats[i]`` times along axis i (numpy.tile, ONNX Tile)."""
+    return np.tile(x, repeats)
+
+
+def range_count(start, limit, delta) -> int:
+    """ONNX Range's length, max(ceil((limit - start) / delta), 0); exact for integers.
+
+    ValueError for a zero delta.
+    """
+    start, limit, delta = (np.asarray(v).item() for v in (start, limit, delta))
+    if delta == 0:
+        raise ValueError("range: delta is 0")
+    if all(isinstance(v, int) for v in (start, limit, delta)):
+        return max(-((start - limit) // delta), 0)
+    return max(math.ceil((limit - start) / delta), 0)
+
+
+@semantics("range")
+def range_(start: np.ndarray, limit: np.ndarray, delta: np.ndarray, *, count: int) -> np.ndarray:
+    """start + i·delta for i < count, in start's element type (ONNX Range); ``count`` must
+    be the length the operands give (``range_count``)."""
+    expected = range_count(start, limit, delta)
+    if count != expected:
+        raise TypeInferenceError(
+            f"range: count {count} differs from the {expected} elements its operands give"
+        )
+    steps = np.arange(count, dtype=np.int64 if start.dtype.kind in "iu" else np.float64)
+    return (start.item() + steps * delta.item()).astype(start.dtype)
+
+
 @semantics("softmax")
 def softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     """exp(x) / sum(exp(x)) along ``axis`` (ONNX Softmax from opset 13), overflow-safe."""
@@ -95,6 +136,31 @@ def reduce_mean(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.nd
     """Mean over ``axes`` (every axis when empty), keeping them as size 1 if ``keepdims``."""
     mean = np.mean(x, axis=tuple(axes) if axes else None, keepdims=bool(keepdims))
     return np.asarray(mean).astype(x.dtype, copy=False)
+
+
+@semantics("reduce_sum")
+def reduce_sum(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.ndarray:
+    """Sum over ``axes`` (every axis when empty), keeping them as size 1 if ``keepdims``."""
+    total = np.sum(x, axis=tuple(axes) if axes else None, keepdims=bool(keepdims))
+    return np.asarray(total).astype(x.dtype, copy=False)
+
+
+def _lowest(dtype: np.dtype):
+    """The identity of max in ``dtype``: -inf, the integer minimum, or False."""
+    if np.issubdtype(dtype, np.floating):
+        return -np.inf
+    if dtype == np.bool_:
+        return False
+    return np.iinfo(dtype).min
+
+
+@semantics("reduce_max")
+def reduce_max(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.ndarray:
+    """Max over ``axes`` (every axis when empty); nan propagates; an empty reduction gives
+    the type's lowest value (-inf for floats), as ONNX ReduceMax."""
+    axis = tuple(axes) if axes else None
+    peak = np.max(x, axis=axis, keepdims=bool(keepdims), initial=_lowest(x.dtype))
+    return np.asarray(peak).astype(x.dtype, copy=False)
 
 
 @semantics("constant")

@@ -105,12 +105,18 @@ def test_malformed_text_ir_names_line(capsys, tmp_path):
 
 
 def test_unsupported_op_names_node_and_lists_supported(capsys, tmp_path):
-    model = single_node_model("Erf", [("x", [2])], [("y", [2])])
-    model.graph.node[0].name = "erf_7"
-    onnx.save(model, tmp_path / "erf.onnx")
-    code, _, err = run_cli(capsys, "dump", tmp_path / "erf.onnx")
+    model = single_node_model("GridSample", [("x", [1, 1, 2, 2]), ("grid", [1, 2, 2, 2])],
+                              [("y", [1, 1, 2, 2])], opset=16)  # fmt: skip
+    model.graph.node[0].name = "grid_7"
+    onnx.save(model, tmp_path / "grid.onnx")
+    code, _, err = run_cli(capsys, "dump", tmp_path / "grid.onnx")
     assert_one_line_error(
-        code, err, "node 'erf_7' (Erf, opset 13) is not supported", "supported: ", "Conv", "Gemm"
+        code,
+        err,
+        "node 'grid_7' (GridSample, opset 16) is not supported",
+        "supported: ",
+        "Conv",
+        "Gemm",
     )
 
 
