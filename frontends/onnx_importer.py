@@ -314,8 +314,47 @@ def onnx_dtype(elem_type: int, where: str) -> DType:
 
 
 def _symbol(dim_param: str, fallback: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", dim_param) or fallback
+    """The irc symbol of an ONNX ``dim_param``; ``fallback`` when it names nothing (empty,
+    or only punctuation such as ``?``, which would otherwise make two unknown dims one)."""
+    if not re.search(r"[A-Za-z0-9]", dim_param):
+        return fallback
+    name = re.sub(r"[^A-Za-z0-9_]", "_", dim_param)
     return name if re.match(r"[A-Za-z_]", name) else "d_" + name
+
+
+def declared_dims(vi: onnx.ValueInfoProto) -> list:
+    """The dims an input declares: an int for a static dim, a symbol for any other.
+
+    A named dim (``dim_param``) keeps its name (inputs sharing it share a size); an unnamed
+    one, a ``dim_value`` of ``-1`` (what Paddle writes for a free batch) or any other
+    negative value, is a fresh symbol ``<input>_<axis>``.
+    """
+    dims = []
+    for i, d in enumerate(vi.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(_symbol(d.dim_param, f"{_symbol(vi.name, 'x')}_{i}"))
+    return dims
+
+
+def _given_dims(where: str, dims: list, given) -> list:
+    """``dims`` (as declared) specialised to the ``given`` shape; a ``None`` entry keeps the
+    declared dim. ConversionError naming the input when ranks or static dims disagree."""
+    given = tuple(None if g is None else int(g) for g in given)
+    shown = ["?" if g is None else g for g in given]
+    if len(given) != len(dims):
+        raise ConversionError(
+            f"{where} has rank {len(dims)}, the given shape {shown} has rank {len(given)}"
+        )
+    if any(g is not None and g < 0 for g in given):
+        raise ConversionError(f"{where}: the given shape {shown} has a negative dimension")
+    for i, (d, g) in enumerate(zip(dims, given)):
+        if isinstance(d, int) and g is not None and d != g:
+            raise ConversionError(
+                f"{where} has static dimension {d} at axis {i}; the given shape {shown} says {g}"
+            )
+    return [d if g is None else g for d, g in zip(dims, given)]
 
 
 def _input_type(vi: onnx.ValueInfoProto, given: tuple | None) -> TensorType:
@@ -324,28 +363,35 @@ def _input_type(vi: onnx.ValueInfoProto, given: tuple | None) -> TensorType:
         raise ConversionError(f"{where} is not a tensor; irc imports tensor inputs only")
     tt = vi.type.tensor_type
     dtype = onnx_dtype(tt.elem_type, where)
-    dims = []
-    for i, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(_symbol(d.dim_param, f"{_symbol(vi.name, 'x')}_{i}"))
+    dims = declared_dims(vi)
     if given is not None:
-        given = tuple(int(g) for g in given)
-        if tt.HasField("shape") and len(given) != len(dims):
-            raise ConversionError(
-                f"{where} has rank {len(dims)}, the given shape {list(given)} has rank {len(given)}"
-            )
-        for i, (d, g) in enumerate(zip(dims, given)):
-            if isinstance(d, int) and d != g:
-                raise ConversionError(
-                    f"{where} has static dimension {d} at axis {i}; "
-                    f"the given shape {list(given)} says {g}"
-                )
-        dims = list(given)
+        if tt.HasField("shape"):
+            dims = _given_dims(where, dims, given)
+        elif any(g is None for g in given):
+            raise ConversionError(f"{where} has no shape; give every dimension")
+        else:
+            dims = _given_dims(where, list(given), given)
     elif not tt.HasField("shape"):
         raise ConversionError(f"{where} has no shape; give one (input_shapes=...)")
     return TensorType(dtype, tuple(dims))
+
+
+def symbolic_hint(graph: Graph, message: str) -> str:
+    """What to give so a dim the conversion needed becomes static: the inputs holding the
+    symbol ``message`` names (all inputs with a symbolic dim if it names none), as
+    ``; input 'x' has symbolic dims ('N', 'H', 'W'): give input_shapes=... / --input-shape
+    x=...``; "" when every input is static."""
+    named = re.findall(r"symbolic dimension '([^']+)'", message)
+    symbolic = [v for v in graph.inputs if not v.type.is_static]
+    holding = [v for v in symbolic if any(s in v.type.shape for s in named)]
+    hints = []
+    for v in holding or symbolic:
+        dims = ", ".join(repr(d) for d in v.type.shape if isinstance(d, str))
+        hints.append(
+            f"input '{v.name}' has symbolic dims ({dims}): give "
+            f"input_shapes={{'{v.name}': (...)}} / --input-shape {v.name}=..."
+        )
+    return "; ".join(hints)
 
 
 def import_onnx(
@@ -417,11 +463,28 @@ def import_onnx(
     for name, tensor in inits.items():
         ctx.set_constant(name, tensor_array(tensor, f"{label}: initializer '{name}'"))
     for node in nodes:
-        convert_node(ctx, node)
+        try:
+            convert_node(ctx, node)
+        except ConversionError as e:
+            raise with_symbolic_hint(ctx.graph, e) from None
     for vi in model.graph.output:
         ctx.graph.outputs.append(ctx.value(vi.name, f"graph output '{vi.name}'"))
     ctx.graph.remove_dead_ops()
     return ctx.graph
+
+
+def with_symbolic_hint(graph: Graph, error: ConversionError) -> ConversionError:
+    """``error`` with ``symbolic_hint``'s advice appended when it failed on a symbolic dim
+    (or, while an input has symbolic dims, on a value only known at run time); its class
+    (and a NeedsConstantError's ``input_name``) kept. ``error`` itself otherwise."""
+    message = str(error)
+    needs_value = isinstance(error, NeedsConstantError)
+    hint = symbolic_hint(graph, message) if needs_value or "symbolic dim" in message else ""
+    if not hint:
+        return error
+    if needs_value:
+        return NeedsConstantError(f"{message}; {hint}", error.input_name)
+    return type(error)(f"{message}; {hint}")
 
 
 def _check(model: onnx.ModelProto, label: str) -> None:

@@ -30,13 +30,14 @@ from irc.backends.numba.codegen import generate_program
 from irc.backends.numba.isa import kernel_isa  # noqa: F401 - for clients of this stage
 from irc.backends.numba.kernel_table import BackendError
 from irc.compiled import CompiledModel
+from irc.errors import ConversionError
 from irc.frontends.onnx_importer import import_onnx
 from irc.ir import Graph
 from irc.loader import load_graph
 from irc.pass_manager import PassContext, PassManager
 from irc.printer import print_graph
 from irc.serialize import read_graph_file
-from irc.specialize import specialize
+from irc.specialize import open_batch, specialize
 
 # graph key -> program, held only while a CompiledModel uses it (each holds its constants)
 _CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -53,6 +54,25 @@ def load(model, input_shapes=None) -> Graph:
     return import_onnx(model, input_shapes)
 
 
+def load_batch_open(model, input_shapes=None) -> Graph:
+    """``load(model, input_shapes)``, except that an input whose model leaves its batch
+    (leading) dim symbolic keeps it symbolic, so calibration and statistics run at any
+    batch (``build_plan`` fixes it last); the batch too when the model's shape arithmetic
+    needs it (a Reshape to ``[batch, -1]``, say): then this is ``load`` itself."""
+    if not input_shapes:
+        return load(model)
+    try:
+        graph = load(model, open_batch(input_shapes))
+    except ConversionError:  # a value the model computes needs the batch (or a bad shape)
+        return load(model, input_shapes)
+    fixed = {
+        v.name: input_shapes[v.name]
+        for v in graph.inputs
+        if v.name in input_shapes and v.type.rank and isinstance(v.type.shape[0], int)
+    }
+    return specialize(graph, fixed) if fixed else graph  # checks a static batch given
+
+
 def static_graph(graph: Graph) -> Graph:
     """``graph`` with every symbolic leading dimension of an input specialised to 1;
     BackendError naming an input with any other symbolic dimension."""
@@ -60,9 +80,10 @@ def static_graph(graph: Graph) -> Graph:
     for v in graph.inputs:
         shape = tuple(1 if i == 0 and isinstance(d, str) else d for i, d in enumerate(v.type.shape))
         if any(isinstance(d, str) for d in shape):
+            given = "input_shapes={'" + v.name + "': (...)} / --input-shape " + v.name + "=..."
             raise BackendError(
                 f"input '{v.name}' has symbolic dimensions {v.type}; the Numba backend needs "
-                "static shapes: give input_shapes={'" + v.name + "': (...)}"
+                f"static shapes: give {given}"
             )
         if shape != v.type.shape:
             shapes[v.name] = shape

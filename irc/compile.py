@@ -12,11 +12,13 @@ rounding statistics, quantization, build; or, given a ``strategy``, over the dec
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 
 from irc.build import build, check_threads, clear_cache, graph_key, load
 from irc.calibration import Calibration
+from irc.calibration.data import fit_preprocess
 from irc.calibration.progress import StageTimes, stage
 from irc.compile_options import CompileOptions
 from irc.compiled import CompiledModel, OpTiming, format_profile
@@ -25,7 +27,13 @@ from irc.errors import InputError, IrcError
 from irc.pass_manager import PassContext
 from irc.pipelines import float_deploy_pipeline
 from irc.precision import as_plan
-from irc.stages import build_plan, calibrate, float_graph, rounding_statistics
+from irc.stages import (
+    build_plan,
+    calibrate,
+    float_graph,
+    load_batch_open,
+    rounding_statistics,
+)
 
 
 def compile(  # noqa: A001 - the public name irc.compile
@@ -39,14 +47,17 @@ def compile(  # noqa: A001 - the public name irc.compile
     The settings are the fields of ``options`` (an ``irc.CompileOptions``), given as keyword
     arguments or as that one object (keywords override its fields).
 
-    ``input_shapes`` (input name → shape) specialises symbolic dimensions. The backend
-    needs static shapes: a symbolic leading (batch) dimension left unspecified becomes 1;
-    any other symbolic dimension must be given. ``pipeline`` is the float pass pipeline
-    (``""`` runs none). ``num_threads`` fixes the Numba thread count of every call;
-    by default each call runs on one thread or on all of Numba's, whichever the model's
-    recent calls found faster (on a busy machine, all can be slower than one). ``warmup``
-    runs the model once on zeros, so Numba compiles (or loads from its cache) every kernel
-    here rather than on the first call.
+    ``input_shapes`` (input name → shape) specialises symbolic dimensions (an ONNX dim of
+    ``-1``, unnamed or named), before anything else: the float passes fold the shape
+    arithmetic and calibration runs on the specialised graph (a symbolic batch stays open
+    for calibration where the model allows, and is fixed at build). The backend needs static
+    shapes: a symbolic leading (batch) dimension left unspecified becomes 1; any other
+    symbolic dimension must be given (an error names the input otherwise). ``pipeline`` is
+    the float pass pipeline (``""`` runs none). ``num_threads`` fixes the Numba thread
+    count of every call; by default each call runs on one thread or on all of Numba's,
+    whichever the model's recent calls found faster (on a busy machine, all can be slower
+    than one). ``warmup`` runs the model once on zeros, so Numba compiles (or loads from its
+    cache) every kernel here rather than on the first call.
     A Graph is never modified. BackendError names an op that cannot be compiled.
 
     Quantization: ``precision`` is a precision name for every layer (``"fp32"``,
@@ -76,7 +87,7 @@ def compile(  # noqa: A001 - the public name irc.compile
     options = CompileOptions.of(options, settings)
     check_threads(options.num_threads)
     if options.strategy is not None:
-        return compile_with_strategy(model, input_shapes, options)
+        return _compile_with_strategy(model, input_shapes, options)
     start = time.perf_counter()
     times = StageTimes()
     plan = as_plan(options.precision)
@@ -89,8 +100,9 @@ def compile(  # noqa: A001 - the public name irc.compile
                              warmup=options.warmup)  # fmt: skip
     else:
         ctx = PassContext()
-        with times.timing("load"):  # shapes fixed after calibration
-            graph = float_graph(model, options.pipeline, context=ctx)
+        with times.timing("load"):  # shapes fixed first (a symbolic batch: after calibration)
+            graph = float_graph(model, options.pipeline, input_shapes=input_shapes, context=ctx)
+        options = _fitted(options, graph)
         calibration = None if plan.is_float else _calibration(graph, options, times)
         with times.timing("build"), stage("build", enabled=options.progress):
             compiled = build_plan(graph, plan, calibration, weights=options.weight_clipping,
@@ -99,6 +111,23 @@ def compile(  # noqa: A001 - the public name irc.compile
                                   stats=ctx.statistics)  # fmt: skip
     compiled.compile_seconds = {**times, "total": time.perf_counter() - start}
     return compiled
+
+
+def _compile_with_strategy(model, input_shapes, options: CompileOptions) -> CompiledModel:
+    """``compile_with_strategy`` on ``model`` specialised to ``input_shapes`` first (the
+    decision calibrates what it is given), with a preprocessing preset fitted to it."""
+    if not input_shapes and not isinstance(options.preprocess, str):
+        return compile_with_strategy(model, input_shapes, options)
+    shaped = load_batch_open(model, input_shapes)
+    return compile_with_strategy(shaped, input_shapes, _fitted(options, shaped))
+
+
+def _fitted(options: CompileOptions, graph) -> CompileOptions:
+    """``options`` with a preprocessing preset resolved for ``graph``'s input size
+    (``irc.calibration.data.fit_preprocess``), so every stage reads the same images."""
+    if not isinstance(options.preprocess, str):
+        return options
+    return dataclasses.replace(options, preprocess=fit_preprocess(graph, options.preprocess))
 
 
 def _calibration(graph, options: CompileOptions, times: StageTimes) -> Calibration:

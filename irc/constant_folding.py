@@ -1,8 +1,9 @@
 """Constant folding: evaluate every op whose operands are all constants, through the
 reference (``irc.reference``, the one meaning of every op), and replace it by a constant op
-whose result keeps the op's result name. The ``constant-fold`` pass runs it over a graph;
-the ONNX importer folds each node's new ops as it converts them (so shape computations
-vanish at import).
+whose result keeps the op's result name; a ``shape`` op of a value whose shape is static
+folds too (so shape arithmetic vanishes once input shapes are specialised). The
+``constant-fold`` pass runs it over a graph; the ONNX importer folds each node's new ops
+as it converts them (so shape computations vanish at import).
 
 Not folded: constants without data (elided from a dump), ops the reference cannot run, and
 ops whose computed array would not have the result's type (a quantized result type, say,
@@ -82,6 +83,15 @@ def _check_results(op) -> None:
             check_constant_size(t.shape, t.dtype, f"op {op.label()}")
 
 
+def _static_shape(op) -> list[np.ndarray] | None:
+    """The result of a ``shape`` op whose input's shape is static (its data need not be
+    known: once the inputs are specialised, shape arithmetic folds from here), else None."""
+    if op.kind != "shape" or not op.operands[0].type.is_static:
+        return None
+    dims = op.operands[0].type.shape[op.attrs["start"] : op.attrs["end"]]
+    return [np.array(dims, np.int64)]
+
+
 def fold_constants(graph: Graph, start: int = 0) -> dict[int, Value]:
     """Fold the ops from index ``start`` on whose operands are all constants with data.
 
@@ -94,12 +104,14 @@ def fold_constants(graph: Graph, start: int = 0) -> dict[int, Value]:
     i = start
     while i < len(graph.ops):
         op = graph.ops[i]
-        arrays = [constant_array(v) for v in op.operands]
-        if not op.operands or any(a is None for a in arrays) or op.kind not in REFERENCE:
-            i += 1
-            continue
-        _check_results(op)
-        outputs = [np.asarray(a, order="C") for a in evaluate_op(op, arrays)]
+        outputs = _static_shape(op)
+        if outputs is None:
+            arrays = [constant_array(v) for v in op.operands]
+            if not op.operands or any(a is None for a in arrays) or op.kind not in REFERENCE:
+                i += 1
+                continue
+            _check_results(op)
+            outputs = [np.asarray(a, order="C") for a in evaluate_op(op, arrays)]
         if len(outputs) != len(op.results) or any(
             type_of_array(a) != r.type for a, r in zip(outputs, op.results)
         ):

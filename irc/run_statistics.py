@@ -200,9 +200,11 @@ def layer_hessians(graph: Graph, data: np.ndarray, *, batch_size: int = 8, num_t
     with fewer than two batches), with the first moments that center them, for every layer
     that can be quantized, and for a gemm fed by a global average pool the per-position
     statistics of the pool's input; ``graph`` (float, after the float pipeline) is only
-    read. The compiled float program runs ``data``, observed."""
+    read. The compiled float program runs ``data``, observed, in batches of ``batch_size``
+    (of the graph's batch when the shapes were specialised with a static one)."""
     ops = quantizable_layers(graph)
-    batch = min(batch_size, len(data))
+    static = graph.inputs[0].type.shape[0] if graph.inputs[0].type.rank else None
+    batch = static if isinstance(static, int) else min(batch_size, len(data))
     model = build(specialize(graph, {graph.inputs[0].name: (batch, *data.shape[1:])}),
                   num_threads=num_threads, cache=False)  # fmt: skip
     by_name = {layer_name(op): op for op in ops}

@@ -15,7 +15,7 @@ functions; nothing else loads, calibrates or quantizes a model.
 
 from __future__ import annotations
 
-from irc.build import build, load, load_model, static_graph
+from irc.build import build, load, load_batch_open, load_model, static_graph
 from irc.calibration import Calibration
 from irc.calibration import calibrate as reference_calibrate
 from irc.compile_options import CALIBRATION_ENGINES
@@ -37,6 +37,7 @@ __all__ = [
     "float_graph",
     "layer_hessians",
     "load",
+    "load_batch_open",
     "load_model",
     "quantize",
     "rounding_statistics",
@@ -47,8 +48,10 @@ __all__ = [
 def float_graph(model, pipeline: str = DEFAULT_FLOAT_PIPELINE, *, input_shapes=None,
                 context: PassContext | None = None) -> Graph:  # fmt: skip
     """``model`` (as for ``irc.build.load``) loaded and run through the float ``pipeline``;
-    ``context`` collects the passes' statistics when given."""
-    graph = load(model, input_shapes)
+    ``context`` collects the passes' statistics when given. ``input_shapes`` specialise the
+    inputs first, before the pipeline folds shape arithmetic and before any calibration;
+    a symbolic batch stays symbolic where the model allows (``irc.build.load_batch_open``)."""
+    graph = load_batch_open(model, input_shapes)
     PassManager(pipeline, context or PassContext()).run(graph)
     return graph
 
@@ -91,10 +94,11 @@ def quantize(graph: Graph, precision, calibration: Calibration | None, *,
 def build_plan(graph: Graph, precision, calibration: Calibration | None, *, weights: str = "mse",
                input_shapes=None, num_threads: int | None = None, cache: bool = True,
                warmup: bool = True, stats=()) -> CompiledModel:  # fmt: skip
-    """``quantize`` then ``build``: float ``graph`` compiled at ``precision`` (its input
-    shapes specialised to ``input_shapes`` after quantization, so a calibration of any
-    batch applies); the model's ``stats`` hold ``stats`` (earlier stages'), the quantize
-    passes' and the build's."""
+    """``quantize`` then ``build``: float ``graph`` compiled at ``precision``, its input
+    shapes specialised to ``input_shapes`` after quantization (the batch: ``float_graph``
+    specialised the rest before calibration, so a calibration of any batch applies); the
+    model's ``stats`` hold ``stats`` (earlier stages'), the quantize passes' and the
+    build's."""
     ctx = PassContext()
     quantized = quantize(graph, precision, calibration, weights=weights, context=ctx)
     if input_shapes:

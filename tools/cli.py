@@ -24,6 +24,7 @@ import numpy as np
 
 import irc
 from irc.build import load_model
+from irc.calibration.images import preprocess_spec
 from irc.calibration.progress import duration
 from irc.cli_io import (
     STDIN,
@@ -473,8 +474,17 @@ def _add_compile_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument(
         "--preprocess", choices=("torchvision", "imagenet", "efficientnet-lite"),
-        help="how images of a --calib folder become input arrays",
+        help="how images of a --calib folder become input arrays; the resize and crop follow "
+        "the model's input size when it is static and square (224 px: resize 256, crop 224)",
     )  # fmt: skip
+    p.add_argument(
+        "--image-size", type=positive_count, metavar="N",
+        help="with --preprocess: crop N, resize in the preset's ratio (256/224 · N)",
+    )  # fmt: skip
+    p.add_argument("--resize", type=positive_count, metavar="N",
+                   help="with --preprocess: resize the shorter side to N")  # fmt: skip
+    p.add_argument("--crop", type=positive_count, metavar="N",
+                   help="with --preprocess: centre-crop N x N")  # fmt: skip
     p.add_argument(
         "--weights", default="mse", choices=("mse", "minmax"),
         help="weight clipping per channel: least squared error (default) or the largest value",
@@ -549,7 +559,9 @@ def cmd_compile(args) -> int:
             args.model, dict(args.input_shape) or None, num_threads=args.threads,
             precision=_precision_arg(args.precision), calibration=_calibration_arg(args.calib),
             calibration_method=args.calib_method, weight_clipping=args.weights,
-            preprocess=args.preprocess, calibration_limit=args.calib_limit,
+            preprocess=preprocess_spec(args.preprocess, image_size=args.image_size,
+                                       resize=args.resize, crop=args.crop),
+            calibration_limit=args.calib_limit,
             progress=not args.no_progress, strategy=args.strategy, budgets=budgets,
             sensitivity_limit=args.sample, rounding=args.rounding,
             stage_cache=not args.no_cache, sensitivity_table=args.sensitivity,

@@ -5,7 +5,8 @@
 - a numpy array ``[N, ...]`` for a one-input model (split into ``batch_size`` batches),
 - a mapping input name → array ``[N, ...]`` (split likewise),
 - an iterable of batches: arrays, tuples of arrays (input order) or dicts by input name,
-- a folder of images (``str`` or ``Path``) with a ``preprocess`` spec (``images.py``).
+- a folder of images (``str`` or ``Path``) with a ``preprocess`` spec (``images.py``; a
+  preset named alone takes the model's input size, ``fit_preprocess``).
 
 Every batch is checked against the graph's inputs (rank, static dims, float dtype, finite
 values) and errors name the argument and the input. float64 (or float16) data are cast to
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irc.calibration.images import (
+    Preprocess,
     iter_image_batches,
     list_images,
     load_labelled_folder,
@@ -64,7 +66,7 @@ def model_batches(
 
     if isinstance(data, (str, os.PathLike)):
         files = list_images(data, limit)
-        raw = iter_image_batches(files, resolve_preprocess(preprocess), batch_size)
+        raw = iter_image_batches(files, fit_preprocess(graph, preprocess), batch_size)
         total = len(files)
     else:
         if preprocess is not None:
@@ -100,12 +102,34 @@ def sample_inputs(
     array for the graph's first input, and their labels if ``data`` is a folder with a
     ``labels.txt``."""
     if isinstance(data, (str, os.PathLike)) and os.path.isfile(os.path.join(data, "labels.txt")):
-        xs, ys = zip(*load_labelled_folder(data, preprocess, limit=limit))
+        xs, ys = zip(*load_labelled_folder(data, fit_preprocess(graph, preprocess), limit=limit))
         return np.concatenate(xs), np.concatenate(ys)
     source = model_batches(graph, data, preprocess=preprocess, limit=limit)
     name = graph.inputs[0].name
     arrays = [batch[name] for batch in source.batches]
     return np.concatenate(arrays).astype(np.float32), None
+
+
+def fit_preprocess(graph: Graph, preprocess):
+    """``preprocess`` resolved for ``graph``'s images (``resolve_preprocess``): a preset
+    named alone takes the side of the first input when it is static and square in the
+    preset's layout; None stays None (no folder, no preprocessing)."""
+    if preprocess is None:
+        return None
+    return resolve_preprocess(preprocess, image_side(graph, resolve_preprocess(preprocess)))
+
+
+def image_side(graph: Graph, preprocess: Preprocess) -> int | None:
+    """The side of the square images ``graph``'s first input takes, laid out as
+    ``preprocess`` lays them out; None unless it is a rank-4 static square with 3 channels."""
+    if not graph.inputs or graph.inputs[0].type.rank != 4:
+        return None
+    shape = graph.inputs[0].type.shape
+    channels, h, w = (
+        (shape[1], *shape[2:]) if preprocess.layout == "NCHW" else (shape[3], *shape[1:3])
+    )
+    square = isinstance(h, int) and h == w and channels == 3
+    return h if square else None
 
 
 def _known_length(data, batch_size: int, limit: int | None) -> int | None:

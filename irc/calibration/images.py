@@ -5,6 +5,14 @@ as torchvision's ``Resize`` on a PIL image), centre-crop, scale, normalise per c
 and lay out as NCHW or NHWC float32. Named presets cover the shared models:
 
     >>> x = load_folder("imagenet-calib256", "torchvision", limit=8)   # [8, 3, 224, 224]
+    >>> x = load_folder("calib", "efficientnet-lite@240")              # [N, 3, 240, 240]
+
+A preset's sizes (resize 256, crop 224) are for a 224 px model. Given a model, a preset
+named alone takes the model's input size (``resolve_preprocess(name, size)``, which the
+calibration calls with a static square input's side): the crop becomes the size and the
+resize keeps the preset's ratio, ``round(size * 256 / 224)``. ``name@SIZE`` asks for a size
+explicitly; a ``Preprocess`` (``PRESETS[name].sized(240)``, or any resize and crop of one's
+own) is used as given.
 
 Folders are read in file-name order; ``labels.txt`` (``file label`` per line) gives the
 labels of a labelled folder.
@@ -15,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +65,22 @@ class Preprocess:
             size = getattr(self, name)
             if size is not None and (not isinstance(size, int) or size <= 0):
                 raise InputError(f"preprocess: {name} must be a positive int or None, got {size}")
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise InputError(
+                f"preprocess: crop {self.crop} is larger than resize {self.resize} (the shorter "
+                "side after resizing): no image can give that crop"
+            )
+
+    def sized(self, size: int) -> Preprocess:
+        """This preprocessing for a model of input side ``size``: crop ``size``, resize in
+        the same ratio to the crop as here (``round(size * resize / crop)``; no crop: resize
+        ``size``); InputError naming the size unless it is a positive int."""
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise InputError(f"preprocess: image size must be a positive int, got {size!r}")
+        if self.crop is None:
+            return replace(self, resize=None if self.resize is None else size)
+        resize = None if self.resize is None else max(size, round(size * self.resize / self.crop))
+        return replace(self, resize=resize, crop=size)
 
     def apply(self, image) -> np.ndarray:
         """One PIL image as a float32 array [3, H, W] (NCHW) or [H, W, 3] (NHWC)."""
@@ -100,17 +124,22 @@ PRESETS: dict[str, Preprocess] = {
 }
 
 
-def resolve_preprocess(preprocess) -> Preprocess:
-    """A ``Preprocess`` from itself or a preset name; InputError naming the argument."""
+def resolve_preprocess(preprocess, size: int | None = None) -> Preprocess:
+    """A ``Preprocess`` from itself, a preset name or ``name@SIZE`` (the preset ``sized``
+    to SIZE); a preset named alone is ``sized`` to ``size`` (a model's input side) when
+    given. InputError naming the argument."""
     if isinstance(preprocess, Preprocess):
         return preprocess
     if isinstance(preprocess, str):
-        try:
-            return PRESETS[preprocess]
-        except KeyError:
+        name, at, given = preprocess.partition("@")
+        if name not in PRESETS:
             raise InputError(
-                f"preprocess: unknown preset {preprocess!r}; presets: {', '.join(PRESETS)}"
-            ) from None
+                f"preprocess: unknown preset {name!r}; presets: {', '.join(PRESETS)} "
+                "(name@SIZE for another input size)"
+            )
+        if at:
+            size = _size_text(given, preprocess)
+        return PRESETS[name] if size is None else PRESETS[name].sized(size)
     if preprocess is None:
         raise InputError(
             "preprocess: a folder of images needs a preprocessing spec: a Preprocess or "
@@ -118,6 +147,40 @@ def resolve_preprocess(preprocess) -> Preprocess:
         )
     raise InputError(
         f"preprocess must be a Preprocess or a preset name, got {type(preprocess).__name__}"
+    )
+
+
+def _size_text(text: str, spec: str) -> int:
+    """The SIZE of ``name@SIZE``; InputError naming the spec unless a positive int."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise InputError(f"preprocess: {spec!r}: the size after '@' must be a positive int")
+    return size
+
+
+def preprocess_spec(preset: str | None, *, image_size: int | None = None,
+                    resize: int | None = None, crop: int | None = None):  # fmt: skip
+    """What ``preprocess=`` takes for ``preset`` with sizes given on the command line:
+    the name itself when none is (the model's size applies), else a ``Preprocess``:
+    ``sized`` to ``image_size`` (or to ``crop`` given alone), then ``resize`` and ``crop``
+    as given. InputError when sizes come without a preset."""
+    sizes = {"image size": image_size, "resize": resize, "crop": crop}
+    if all(v is None for v in sizes.values()):
+        return preset
+    if preset is None:
+        given = ", ".join(k for k, v in sizes.items() if v is not None)
+        raise InputError(f"preprocess: {given} given without a preset to apply them to")
+    base = resolve_preprocess(preset)
+    side = image_size if image_size is not None else crop if resize is None else None
+    if side is not None:
+        base = base.sized(side)
+    return replace(
+        base,
+        resize=base.resize if resize is None else resize,
+        crop=base.crop if crop is None else crop,
     )
 
 

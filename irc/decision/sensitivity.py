@@ -109,7 +109,8 @@ def analyze(
     ops = quantizable_layers(graph)
     if not ops:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
-    batch = min(batch_size, len(data))
+    fixed = graph.inputs[0].type.shape[0]  # a batch the model's shapes depend on stays
+    batch = fixed if isinstance(fixed, int) else min(batch_size, len(data))
     steps = len(ops) * len(precisions)
     batches = (len(data) + batch - 1) // batch
     bar = Progress(steps * (1 + 2 * batches), label="sensitivity", unit="run",
