@@ -37,7 +37,7 @@ from irc.memory_plan import print_memory_plan
 from irc.precision import layer_name
 from irc.report import model_report
 from irc.serialize import save_model
-from irc.thread_choice import ThreadChooser
+from irc.thread_choice import IdleCores, ThreadChooser
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class CompiledModel:
         self.num_threads = num_threads
         # one chooser per kind of run: observers add the same cost to both counts
         kinds = ("run", "observed") if adaptive_threads and num_threads > 1 else ()
-        self._choosers = {kind: ThreadChooser(num_threads) for kind in kinds}
+        self._choosers = {kind: ThreadChooser(num_threads, idle=IdleCores()) for kind in kinds}
         self.calls_by_threads: dict[int, int] = {}  # thread count -> runs made with it
 
     def with_threads(self, num_threads: int | None) -> CompiledModel:
