@@ -304,6 +304,8 @@ UNIFORM = ("int8", "int4", "int2", "fp32")  # the uniform builds ``in_context`` 
 # interleaved medians from run to run on a shared machine (measured 1-3%), below which
 # tightening the budget chases noise and gives up accuracy for nothing.
 LATENCY_TOLERANCE = 0.02
+NEAR_LIMIT = 0.06  # a latency this close to its budget (either side) is measured again
+RECHECK_RUNS = 60
 
 
 def in_context(cost: CostModel, checker: _Checker) -> CostModel:
@@ -445,18 +447,29 @@ class _Checker:
         self._int8 = model
 
     def verify(self, model, budgets: Budgets) -> Verification:
+        """The plan's measured size, latency, output SQNR and top-1. A latency within
+        ``NEAR_LIMIT`` of its budget is measured again over ``RECHECK_RUNS`` rounds (a
+        noisy neighbour must not decide a plan at the edge)."""
         outputs = self._outputs(model)
         sqnr = sqnr_db(outputs, self.float_outputs)
-        int8 = None
-        if budgets.max_latency_ratio is not None:
-            if self._int8 is None:
-                self._int8 = self.compile({"default": "int8"})
-            latency, int8 = _interleaved_latency([model, self._int8], self.one(), self.threads)
-        else:
-            (latency,) = _interleaved_latency([model], self.one(), self.threads)
         top1 = self._top1(model, outputs)
-        return Verification(model.report().totals.bytes, latency, sqnr, top1, self.float_top1,
-                            int8)  # fmt: skip
+        latency, int8 = self._latency(model, budgets, runs=15)
+        size = model.report().totals.bytes
+        limit = _latency_limit(budgets, Verification(size, latency, sqnr, None, None, int8))
+        if limit is not None and abs(latency / limit - 1.0) < NEAR_LIMIT:
+            latency, int8 = self._latency(model, budgets, runs=RECHECK_RUNS)
+        return Verification(size, latency, sqnr, top1, self.float_top1, int8)
+
+    def _latency(self, model, budgets: Budgets, runs: int) -> tuple[float, float | None]:
+        """(the model's latency, uniform INT8's or None), interleaved over ``runs`` rounds;
+        INT8 is measured beside it when the latency budget is a ratio to it."""
+        if budgets.max_latency_ratio is None:
+            (latency,) = _interleaved_latency([model], self.one(), self.threads, runs)
+            return latency, None
+        if self._int8 is None:
+            self._int8 = self.compile({"default": "int8"})
+        latency, int8 = _interleaved_latency([model, self._int8], self.one(), self.threads, runs)
+        return latency, int8
 
     def one(self) -> np.ndarray:
         """A batch of the sample as the compiled models take it (batch-1 latency input)."""

@@ -13,7 +13,14 @@ from onnx_builders import small_convnet
 
 import irc
 from irc.decision import BudgetError, Budgets
-from irc.decision.choose import LATENCY_TOLERANCE, Verification, _missed, annotate
+from irc.decision import choose as choose_module
+from irc.decision.choose import (
+    LATENCY_TOLERANCE,
+    RECHECK_RUNS,
+    Verification,
+    _missed,
+    annotate,
+)
 from irc.precision import layer_name
 
 DATA = np.random.default_rng(5).normal(size=(12, 3, 16, 16)).astype(np.float32)
@@ -181,3 +188,21 @@ def test_a_latency_within_the_tolerance_meets_its_budget(over, missed):
     phrases = _missed(Budgets(max_latency_ratio=1.0), v)
     assert bool(phrases) is missed
     assert all("latency" in p for p in phrases)
+
+
+@pytest.mark.parametrize("near", [True, False])
+def test_a_latency_near_its_budget_is_measured_again(monkeypatch, near):
+    """A plan measured within NEAR_LIMIT of a latency budget is timed again over
+    RECHECK_RUNS rounds, and the second measurement decides; one far from it is not."""
+    calls = []
+
+    def fake_latency(models, x, threads, runs=15):
+        calls.append(runs)
+        ratio = 1.03 if near and runs == 15 else 1.0 if near else 0.5
+        return [0.004 * ratio if i == 0 else 0.004 for i in range(len(models))]
+
+    monkeypatch.setattr(choose_module, "_interleaved_latency", fake_latency)
+    model = compile_with("auto", Budgets(max_latency_ratio=1.0), stage_cache=False)
+    verified = [runs for runs in calls if runs == RECHECK_RUNS]
+    assert len(verified) == (1 if near else 0)
+    assert model.choice.verification.latency == pytest.approx(0.004 if near else 0.002)
