@@ -187,7 +187,7 @@ def test_strategy_compile_summary_names_each_stage(capsys, tmp_path):
     np.save(calib, np.random.default_rng(5).normal(size=(12, 3, 16, 16)).astype(np.float32))
     code = main([str(a) for a in ("compile", model_file, "--calib", calib, "--strategy",
                  "auto", "--max-size", "1.6kB", "--sample", "8", "--rounding", "gptq", "-o",
-                 tmp_path / "m.ircm", "--threads", "1")])  # fmt: skip
+                 tmp_path / "m.ircm", "--threads", "1", "--no-cache")])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0, err
     (summary,) = [line for line in out.splitlines() if line.startswith("compiled in ")]
