@@ -17,8 +17,9 @@ in it exactly as irc stores it:
   of the int8 activation; then the float Conv / Gemm, the fused activation (Relu, Clip) and
   a QuantizeLinear to the layer's output scale and zero point. irc's fixed-point
   multipliers are not written: Q(Conv(DQ…)) is what they implement.
-- **integer glue** (qadd, qglobal_avg_pool) and int8 values that only move (a reshape of
-  qi8): DequantizeLinear → Add / GlobalAveragePool / Reshape → QuantizeLinear.
+- **integer glue** (qadd, qglobal_avg_pool, qconcat) and int8 values that only move or
+  are selected (a reshape, max pool or nearest resize of qi8): DequantizeLinear → Add /
+  GlobalAveragePool / Concat / Reshape / MaxPool / Resize → QuantizeLinear.
 - **boundaries**: irc's quantize / dequantize become QuantizeLinear / DequantizeLinear.
 - **FP16 layer**: a FLOAT16 weight initializer and a Cast to float; **FP32**: unchanged.
 
@@ -64,7 +65,7 @@ from irc.version import __version__
 OPSET = 21  # DequantizeLinear of INT4 (ONNX 1.16)
 # integer ops written as their float kind between DequantizeLinear and QuantizeLinear
 FLOAT_TWINS = {"qconv2d": "conv2d", "qgemm": "gemm", "qadd": "add",
-               "qglobal_avg_pool": "global_avg_pool"}  # fmt: skip
+               "qglobal_avg_pool": "global_avg_pool", "qconcat": "concat"}  # fmt: skip
 TWIN_ATTRS = {"qgemm": {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 1}}
 LAYER_OPERANDS = 3  # x, w, bias: qconv2d / qgemm's multiplier and shift are irc's own
 STORAGE_TYPES = ("uint8", "int8")  # how int8 activations / INT8 weights are stored

@@ -331,3 +331,25 @@ def mean_multiplier(input_scale: float, count: int, output_scale: float):
     """(M, shift) of an integer mean of ``count`` levels: s_x / (count * s_y)."""
     real = np.float64(np.float32(input_scale)) / (count * np.float64(np.float32(output_scale)))
     return quantize_multiplier(real)
+
+
+def represented_range(scale: float, zero_point: int) -> tuple[float, float]:
+    """The reals int8 levels [-128, 127] stand for at (scale, zero_point), in float64
+    (``activation_params`` of this range gives back the same scale and zero point)."""
+    s = np.float64(np.float32(scale))
+    return float(s * (ACT_QMIN - zero_point)), float(s * (ACT_QMAX - zero_point))
+
+
+def rescale_multiplier(input_scale: float, output_scale: float):
+    """(M, shift) of a requantization from ``input_scale`` to ``output_scale``: s_x / s_y,
+    in float64 math."""
+    real = np.float64(np.float32(input_scale)) / np.float64(np.float32(output_scale))
+    return quantize_multiplier(real)
+
+
+def rescale(levels, input_scale: float, input_zero: int, output_scale: float,
+            output_zero: int) -> np.ndarray:  # fmt: skip
+    """int8 ``levels`` at (input_scale, input_zero) as levels at (output_scale, output_zero):
+    ``requantize(levels - input_zero)`` by ``rescale_multiplier``, saturating."""
+    m, s = rescale_multiplier(input_scale, output_scale)
+    return requantize(np.asarray(levels, np.int64) - input_zero, m[0], s[0], output_zero)

@@ -4,11 +4,18 @@ decision ask (so no precision is tried by compiling it and catching the failure)
     >>> precision_problem(op, "int4")     # None when layer ``op`` can run at INT4, else why
     >>> allowed_precisions(op)            # ("fp32", "fp16", "int8", "int4", "int2") or fewer
     >>> quantizable_layers(graph)         # the layers a plan may put at an integer precision
+    >>> keeps_levels(op)                  # True when ``op`` runs on int8 levels unchanged
 
 Every layer kind of the op table (trait ``layer``) runs at every precision of
 ``LAYER_PRECISIONS`` on the Numba backend, within the limits ``integer_form_problem``
 states for the integer ones (the backend's kernels for ``qconv2d`` / ``qgemm`` take any
 lowered layer those limits admit; ``tests/unit/test_cost_model.py`` compiles each).
+
+Between integer layers, the glue runs in integers too: ``add``, ``global_avg_pool`` and
+``concat`` have integer kinds (``qadd``, ``qglobal_avg_pool``, ``qconcat``), and the ops
+``keeps_levels`` admits (views, max pooling, nearest resize) move or select int8 levels, so
+they run on them as they are, their result at the input's scale and zero point (exact:
+max commutes with a monotonic quantization, padding being the lowest level).
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ import numpy as np
 
 from irc import quant
 from irc.ir import Graph, Op, Value
-from irc.opdef import has_trait
+from irc.opdef import has_trait, kinds_with
 from irc.precision import PRECISIONS, layers
 
 LAYER_PRECISIONS = PRECISIONS  # fp32, fp16, int8, int4, int2: every layer kind, every one
 INTEGER = ("int8", "int4", "int2")
 FUSED_INTEGER_ACTIVATIONS = ("none", "relu", "clip")  # those the integer clamp expresses
+LEVEL_SELECTING = frozenset({"max_pool"})  # each result level is one of the input's
 
 
 def _constant(value: Value) -> np.ndarray | None:
@@ -75,3 +83,11 @@ def allowed_precisions(op: Op) -> tuple[str, ...]:
 def quantizable_layers(graph: Graph) -> list[Op]:
     """The layers a plan may put at an integer precision (the rest stay float)."""
     return [op for op in layers(graph) if integer_form_problem(op) is None]
+
+
+def keeps_levels(op: Op) -> bool:
+    """Whether ``op`` computes the same on int8 levels as on the reals they stand for, its
+    result at its input's scale and zero point: a view, max pooling, a nearest resize."""
+    if op.kind == "resize":
+        return op.attrs["mode"] == "nearest"
+    return op.kind in LEVEL_SELECTING or op.kind in kinds_with("view")

@@ -5,9 +5,14 @@ Each layer (conv2d, gemm with a constant weight) planned at int8/int4/int2 becom
 and scales from ``irc.quant``), its input an int8 value, its result ``qi8`` with the
 calibrated range of the float result (after the fused activation). Glue ops between
 integer layers follow: ``add`` becomes ``qadd``, ``global_avg_pool`` ``qglobal_avg_pool``,
-and ``reshape`` simply carries the quantized type. ``quantize`` / ``dequantize`` appear
-only where a float value meets an integer op or the reverse. A layer planned at fp16 keeps
-a float16 weight constant, cast to f32 where it is used (it computes in float32).
+``concat`` ``qconcat``, and the ops that only move or select levels (``irc.support.
+keeps_levels``: reshape, max_pool, nearest resize) simply carry the quantized type. A
+qconcat's output takes its inputs' scale and zero point when they share one (a byte copy);
+otherwise the union of the ranges its inputs' types represent, so that no input clips and
+an input whose range holds all the others' is copied, the rest requantized. ``quantize`` /
+``dequantize`` appear only where a float value meets an integer op or the reverse. A layer
+planned at fp16 keeps a float16 weight constant, cast to f32 where it is used (it computes
+in float32).
 
 Bias correction (``bias_correction=1``, the default): when the calibration recorded each
 value's mean per channel (an ``irc.calibration.Calibration`` does), every integer layer's
@@ -44,13 +49,12 @@ from irc.errors import IrcError
 from irc.gptq import InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
 from irc.matching import constant_array
-from irc.opdef import build, has_trait, kinds_with
+from irc.opdef import build, has_trait
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.precision import PrecisionPlan, as_plan, layer_name
-from irc.support import precision_problem
+from irc.support import keeps_levels, precision_problem
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
-PASS_THROUGH = kinds_with("view")  # a view moves int8 levels unchanged
 
 
 class CalibrationMissing(IrcError):
@@ -131,7 +135,9 @@ class _Rewriter:
                     self.glue(op, "qadd", op.operands, _activation(op))
             elif op.kind == "global_avg_pool" and self.has_twin(op.operands[0]):
                 self.glue(op, "qglobal_avg_pool", op.operands, {})
-            elif op.kind in PASS_THROUGH and self.has_twin(op.operands[0]):
+            elif op.kind == "concat" and all(self.has_twin(v) for v in op.operands):
+                self.concat(op)
+            elif keeps_levels(op) and self.has_twin(op.operands[0]):
                 twin = self.quantized[id(op.operands[0])]
                 new = build(self.graph, op.kind, [twin, *op.operands[1:]], op.attrs,
                             name=op.name, result_names=[self.int_name(op)],
@@ -149,6 +155,23 @@ class _Rewriter:
         new = build(self.graph, kind, twins, {"out_scale": scale, "out_zero_point": zero_point,
                     **attrs}, name=op.name, result_names=[self.int_name(op)],
                     index=self.graph.index_of(op))  # fmt: skip
+        self.replace(op, new)
+        self.stats["glue"] += 1
+
+    def concat(self, op: Op) -> None:
+        """``op`` as a qconcat at its inputs' common quantization, or, where they differ,
+        at the union of the ranges they represent."""
+        twins = [self.quantized[id(v)] for v in op.operands]
+        params = {(t.type.quant.scales[0], t.type.quant.zero_points[0]) for t in twins}
+        if len(params) == 1:
+            ((scale, zero_point),) = params
+        else:
+            ranges = [quant.represented_range(s, z) for s, z in params]
+            lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+            scale, zero_point = quant.activation_params(lo, hi)
+        attrs = {"axis": op.attrs["axis"], "out_scale": scale, "out_zero_point": zero_point}
+        new = build(self.graph, "qconcat", twins, attrs, name=op.name,
+                    result_names=[self.int_name(op)], index=self.graph.index_of(op))  # fmt: skip
         self.replace(op, new)
         self.stats["glue"] += 1
 

@@ -115,3 +115,36 @@ def small_convnet(batch="N", seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def pool_concat_resize_net(batch=1, seed: int = 0) -> onnx.ModelProto:
+    """Conv → MaxPool (3×3, stride 2, pads 1) → two convs of different ranges → Concat →
+    Resize (nearest, ×2) → Conv: the detector glue of issue 23. Input x [batch, 3, 16, 16],
+    output y [batch, 4, 16, 16]; seeded weights (the second branch's four times larger)."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        data = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return numpy_helper.from_array(data, name)
+
+    inits = [
+        init("w0", 8, 3, 3, 3), init("b0", 8), init("w1", 8, 8, 1, 1), init("b1", 8),
+        init("w2", 8, 8, 3, 3, scale=1.2), init("b2", 8), init("w3", 4, 16, 3, 3), init("b3", 4),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+    ]  # fmt: skip
+    pool = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c0"], ["p0"], name="pool", **pool),
+        helper.make_node("Conv", ["p0", "w1", "b1"], ["c1"], name="narrow"),
+        helper.make_node("Conv", ["p0", "w2", "b2"], ["c2"], name="wide", pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["c1", "c2"], ["cat"], name="concat", axis=1),
+        helper.make_node("Resize", ["cat", "", "scales"], ["up"], name="up", mode="nearest"),
+        helper.make_node("Conv", ["up", "w3", "b3"], ["y"], name="head", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "pool_concat_resize_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 16, 16])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

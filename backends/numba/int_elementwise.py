@@ -1,5 +1,7 @@
-"""Integer elementwise kernels: quantize, dequantize, qadd and the integer global mean
-(over NCHW rows, or channels last: per image, a sum of pixel rows vectorised over channels).
+"""Integer elementwise kernels: quantize, dequantize, qadd, the integer global mean
+(over NCHW rows, or channels last: per image, a sum of pixel rows vectorised over channels)
+and qconcat's requantized copy of a block of columns (``requantize_columns``, one lookup in
+a 256-level table per element).
 
 ``quantize`` and ``dequantize`` compute in float32 exactly as ``irc.quant`` does (x / scale
 is one float32 division, ``np.rint`` rounds half to even), so they match numpy bit for
@@ -155,3 +157,14 @@ def qmean_channels_last(x, out, count, x_zero, mult, shift, zp):
         for c in range(channels):
             v = requantize_one(totals[c], mult, shift, zp, -128, 127)
             of[b * channels + c] = np.int8(v)
+
+
+@njit(cache=True)
+def requantize_columns(src, dst, rows, src_cols, dst_cols, col_offset, table):
+    """dst viewed as [rows, dst_cols] gets table[src + 128] (src: int8 [rows, src_cols]) at
+    column ``col_offset``: ``table`` holds the output level of every input level."""
+    n = uint64(src_cols)
+    for r in range(rows):
+        s, d = uint64(r * src_cols), uint64(r * dst_cols + col_offset)
+        for j in range(n):
+            dst[d + j] = table[np.int64(src[s + j]) + 128]

@@ -318,9 +318,9 @@ def build_slice(op: Op):
     return remap_kernel(maps, in_shape, fill_value(op, 0))
 
 
-@kernel_builder("concat")
-def build_concat(op: Op):
-    """Each operand is a block of columns of the result viewed as [outer, axis * inner]."""
+def concat_blocks(op: Op) -> tuple[int, int, list[tuple[int, int]]]:
+    """A concat's result viewed as [rows, total] columns: (rows, total, and per operand its
+    (columns, column offset))."""
     out_shape = static_shape(op, op.result, "result")
     axis = op.attrs["axis"] % len(out_shape)
     rows = int(np.prod(out_shape[:axis], dtype=np.int64))
@@ -330,7 +330,13 @@ def build_concat(op: Op):
         cols = static_shape(op, x, "operand")[axis] * inner
         blocks.append((cols, offset))
         offset += cols
-    total = offset
+    return rows, offset, blocks
+
+
+@kernel_builder("concat")
+def build_concat(op: Op):
+    """Each operand is a block of columns of the result viewed as [outer, axis * inner]."""
+    rows, total, blocks = concat_blocks(op)
 
     def run(*arrays):
         flat = arrays[-1].reshape(-1)

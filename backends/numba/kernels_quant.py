@@ -1,4 +1,4 @@
-"""Integer kernels: quantize / dequantize, qconv2d, qgemm, qadd and qglobal_avg_pool.
+"""Integer kernels: quantize / dequantize, qconv2d, qgemm, qadd, qglobal_avg_pool and qconcat.
 
 The builders read every scale, zero point and fused clamp from the op's types and
 attributes once (``irc.quant`` computes them exactly as the reference does) and bind them
@@ -14,7 +14,11 @@ over gathered pixels; the weights' level sums that correct for the input zero po
 computed here when the weight is a constant. A qconv2d / qglobal_avg_pool with
 ``layout=nhwc`` (the ``channels-last`` pass) runs the channels-last kernels
 (``int_depthwise_nhwc``, ``int_conv_nhwc``, ``qmean_channels_last``), the others the NCHW
-ones (``int_depthwise``, ``int_conv``, ``int_pointwise``).
+ones (``int_depthwise``, ``int_conv``, ``int_pointwise``). qconcat copies the operands
+quantized as its result and maps the others' levels through a table of ``irc.quant.
+rescale`` over all 256 levels (the reference's arithmetic, so bit-exact by construction).
+max_pool and nearest resize on qi8 values are the movement kernels' own (``kernels_pool``,
+``kernels_resize``), which take int8 arrays.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ from irc.backends.numba.int_elementwise import (
     qmean,
     qmean_channels_last,
     quantize,
+    requantize_columns,
 )
 from irc.backends.numba.int_pointwise import MAX_K, qpointwise
 from irc.backends.numba.int_simd import HAVE_AVX2
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.backends.numba.kernels_elementwise import broadcast_plan
+from irc.backends.numba.kernels_movement import concat_blocks, copy_columns
 from irc.ir import Op, Value
 from irc.tensor import ElidedTensor
 from irc.types import DType
@@ -363,3 +369,31 @@ def build_qglobal_avg_pool(op: Op) -> KernelFn:
         qmean(x, out, *params)
 
     return qglobal_avg_pool_kernel
+
+
+def _rescale_table(op: Op, value: Value) -> np.ndarray | None:
+    """The output level of each of ``value``'s 256 levels, or None when ``value`` is
+    quantized as ``op``'s result (its levels are copied)."""
+    scale, zero = _per_tensor(op, value, "operand")
+    out_scale, out_zero = op.attrs["out_scale"], int(op.attrs["out_zero_point"])
+    if np.float32(scale) == np.float32(out_scale) and zero == out_zero:
+        return None
+    levels = np.arange(quant.ACT_QMIN, quant.ACT_QMAX + 1)
+    return quant.rescale(levels, scale, zero, out_scale, out_zero)
+
+
+@kernel_builder("qconcat")
+def build_qconcat(op: Op) -> KernelFn:
+    """qconcat: blocks of columns of the result, copied or requantized through a table."""
+    rows, total, blocks = concat_blocks(op)
+    tables = [_rescale_table(op, v) for v in op.operands]
+
+    def qconcat_kernel(*arrays):
+        flat = arrays[-1].reshape(-1)
+        for x, (cols, offset), table in zip(arrays, blocks, tables):
+            if table is None:
+                copy_columns(x.reshape(-1), flat, rows, cols, total, offset)
+            else:
+                requantize_columns(x.reshape(-1), flat, rows, cols, total, offset, table)
+
+    return qconcat_kernel

@@ -376,6 +376,8 @@ def _infer_pool(types, attrs):
     max would be -inf, its mean 0/0): each pad is smaller than the kernel, as onnxruntime
     requires (than the dilated window, with dilations; see ``check_pool_pads``)."""
     x = types[0]
+    if x.quant is not None and "count_include_pad" in attrs:
+        raise TypeInferenceError(f"avg_pool takes float values, got {x}; dequantize first")
     kernel, strides, pads = attrs["kernel"], attrs["strides"], attrs["pads"]
     dilations = attrs.get("dilations", (1,) * len(kernel))
     ceil_mode = attrs["ceil_mode"]
@@ -390,7 +392,8 @@ define(
     ["x"],
     _window_attrs(average=False),
     _infer_pool,
-    doc="max over windows; pads are -inf (each smaller than the kernel)",
+    doc="max over windows; pads are -inf (each smaller than the kernel); on qi8 levels the "
+    "result keeps the input's type and pads are the lowest level, -128",
 )
 define("avg_pool", ["x"], _window_attrs(average=True), _infer_pool, doc="mean over windows")
 
@@ -642,6 +645,8 @@ for _name in ("mean", "sum", "max"):
 # ------------------------------------------------------------------ resize
 def _infer_resize(types, attrs):
     x = types[0]
+    if x.quant is not None and attrs["mode"] != "nearest":
+        raise TypeInferenceError(f"{attrs['mode']} resize takes float values, got {x}")
     scales, sizes = attrs["scales"], attrs["sizes"]
     if len(scales) != x.rank or (sizes and len(sizes) != x.rank):
         raise TypeInferenceError(f"resize: scales/sizes must have {x.rank} entries")
@@ -682,7 +687,8 @@ define(
     },
     _infer_resize,
     doc="ONNX Resize (nearest / linear); output dims are sizes[i] if given (>= 0), "
-    "else floor(dim * scale); coordinates map through `scales`",
+    "else floor(dim * scale); coordinates map through `scales`; nearest takes qi8 levels "
+    "too (the result keeps the input's type)",
 )
 
 

@@ -1,5 +1,7 @@
 """Quantized op kinds: quantize / dequantize at precision boundaries, quantized constants,
-and the integer layers (qconv2d, qgemm, qadd, qglobal_avg_pool).
+and the integer layers (qconv2d, qgemm, qadd, qglobal_avg_pool, qconcat). ``max_pool`` and
+nearest ``resize`` need no integer kind: they select levels, so they run on qi8 values as
+they are and their result keeps the input's type (``irc.ops.nn``).
 
 What each computes is ``irc.quant``'s arithmetic (see ``irc.reference.quantized``). The
 three lowering levels use the same kinds:
@@ -25,7 +27,7 @@ import numpy as np
 
 from irc.errors import TypeInferenceError
 from irc.opdef import Attr, define
-from irc.ops.nn import _infer_conv
+from irc.ops.nn import _infer_concat, _infer_conv
 from irc.ops.shape_rules import (
     LAYOUT,
     broadcast_shapes,
@@ -319,4 +321,21 @@ define(
     _infer_qgap,
     doc="integer mean over all spatial axes (layout nchw: axes 2.., nhwc: axes 1 and 2): the "
     "int32 sum requantized to the output type",
+)
+
+
+def _infer_qconcat(types, attrs):
+    for i, t in enumerate(types):
+        require_int8(t, f"qconcat operand {i}")
+    (joined,) = _infer_concat(types, attrs)
+    return [_output(attrs, joined.shape)]
+
+
+define(
+    "qconcat",
+    ["xs*"],
+    {"axis": Attr("int"), **OUTPUT_QUANT},
+    _infer_qconcat,
+    doc="integer join along axis: an operand quantized as the output is copied, any other "
+    "requantized to the output's scale and zero point by a fixed-point multiplier",
 )

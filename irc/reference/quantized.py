@@ -130,3 +130,17 @@ def qglobal_avg_pool(x, *, out_scale, out_zero_point, layout="nchw", types):
     total = np.sum(np.asarray(x, np.int64), axis=axes, keepdims=True) - count * x_zero
     m, s = quant.mean_multiplier(x_scale, count, out_scale)
     return quant.requantize(total, m[0], s[0], out_zero_point)
+
+
+@semantics("qconcat", typed=True)
+def qconcat(*xs, axis, out_scale, out_zero_point, types):
+    """The operands joined along ``axis``, each at the output's scale and zero point: as
+    they are where they already have them, else ``irc.quant.rescale``d."""
+    parts = []
+    for x, t in zip(xs, types):
+        scale, zero_point = _per_tensor(t)
+        if np.float32(scale) == np.float32(out_scale) and zero_point == out_zero_point:
+            parts.append(np.asarray(x, np.int8))
+        else:
+            parts.append(quant.rescale(x, scale, zero_point, out_scale, out_zero_point))
+    return np.concatenate(parts, axis=axis)
