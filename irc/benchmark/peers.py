@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import version_converter
 
 from irc.errors import InputError
 
@@ -43,7 +45,8 @@ def ort_int8_model(path, calib: np.ndarray, out) -> Path:
     """onnxruntime's ``quantize_static`` of the ONNX model ``path`` into ``out``.
 
     QDQ format, per-channel weights, activations calibrated (minmax) on ``calib``, one
-    input at a time. Shape pre-processing skips the symbolic pass (it needs sympy).
+    input at a time. Shape pre-processing skips the symbolic pass (it needs sympy). A model
+    below opset 13 is converted to 13 first (``at_least_opset13``).
     """
     require_ort()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -60,7 +63,20 @@ def ort_int8_model(path, calib: np.ndarray, out) -> Path:
 
     out = Path(out)
     prepared = out.with_suffix(".pre.onnx")
+    path = at_least_opset13(path, out.with_suffix(".opset13.onnx"))
     quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True)  # fmt: skip
     return out
+
+
+def at_least_opset13(path, converted) -> Path:
+    """``path`` when its opset is 13 or later, else its conversion to opset 13 written to
+    ``converted``: per-channel QDQ needs ``DequantizeLinear``'s axis (opset 13), and
+    ``quantize_static`` writes it into an opset 11/12 model that onnxruntime then refuses."""
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return Path(path)
+    onnx.save(version_converter.convert_version(onnx.load(str(path)), 13), str(converted))
+    return Path(converted)
