@@ -46,19 +46,13 @@ def mean_kernel(src, dst, lens, out_strides, count):
     ``out_strides[a]`` is 0 on reduced axes; the sums are float64.
     """
     acc = np.zeros(dst.size, np.float64)
-    rank = lens.shape[0]
-    inner = lens[rank - 1]
-    step = out_strides[rank - 1]
-    idx = np.zeros(rank, np.int64)
-    if src.size:
-        for row in range(src.size // inner):
-            base = 0
-            for a in range(rank - 1):
-                base += idx[a] * out_strides[a]
-            k = row * inner
-            for j in range(inner):
-                acc[base + j * step] += src[k + j]
-            advance_outer_index(idx, lens, rank - 2)
+    inner = lens[lens.shape[0] - 1]
+    step = out_strides[lens.shape[0] - 1]
+    bases = row_bases(lens, out_strides, src.size)
+    for row in range(bases.shape[0]):
+        k = row * inner
+        for j in range(inner):
+            acc[bases[row] + j * step] += src[k + j]
     for i in range(dst.size):
         dst[i] = acc[i] / count
 
@@ -104,22 +98,32 @@ def max_kernel(src, dst, lens, out_strides, lowest):
     ``mean_kernel`` walks them); nan wins, an empty reduction leaves ``lowest``."""
     for i in range(dst.size):
         dst[i] = lowest
+    inner = lens[lens.shape[0] - 1]
+    step = out_strides[lens.shape[0] - 1]
+    bases = row_bases(lens, out_strides, src.size)
+    for row in range(bases.shape[0]):
+        k = row * inner
+        for j in range(inner):
+            v, at = src[k + j], bases[row] + j * step
+            peak = dst[at]
+            if peak == peak and (v > peak or v != v):
+                dst[at] = v
+
+
+@njit(cache=True)
+def row_bases(lens, out_strides, size):
+    """For each row of ``size`` elements laid out as ``lens`` in C order (a row: the last
+    axis), its output offset Σ idx[a] · out_strides[a] over the other axes (none when
+    ``size`` is 0)."""
     rank = lens.shape[0]
-    inner = lens[rank - 1]
-    step = out_strides[rank - 1]
+    rows = size // lens[rank - 1] if size else 0
+    bases = np.zeros(rows, np.int64)
     idx = np.zeros(rank, np.int64)
-    if src.size:
-        for row in range(src.size // inner):
-            base = 0
-            for a in range(rank - 1):
-                base += idx[a] * out_strides[a]
-            k = row * inner
-            for j in range(inner):
-                v, at = src[k + j], base + j * step
-                peak = dst[at]
-                if peak == peak and (v > peak or v != v):
-                    dst[at] = v
-            advance_outer_index(idx, lens, rank - 2)
+    for row in range(rows):
+        for a in range(rank - 1):
+            bases[row] += idx[a] * out_strides[a]
+        advance_outer_index(idx, lens, rank - 2)
+    return bases
 
 
 def reduction_tables(op: Op):
