@@ -26,6 +26,8 @@ import onnx
 from onnx import TensorProto, helper
 from onnx_builders import small_convnet
 
+from irc.tools.cli import build_parser, main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # How a block is checked, by the language named after its opening fence. A language not
@@ -353,8 +355,6 @@ def run_irc(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]
     """(exit code, stdout, stderr) of ``irc argv`` run in-process by
     ``irc.tools.cli.main``, with ``stdin`` as standard input; argparse's exits (a bad flag)
     come back as their code."""
-    from irc.tools.cli import main
-
     out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""))
@@ -372,8 +372,6 @@ def run_irc(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]
 def parse_irc(argv: list[str]) -> str | None:
     """None when the ``irc`` command's parser (``irc.tools.cli.build_parser``) accepts
     ``argv``, else its error message."""
-    from irc.tools.cli import build_parser
-
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
