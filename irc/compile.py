@@ -74,7 +74,8 @@ def compile(  # noqa: A001 - the public name irc.compile
     ``rounding``: ``nearest`` (each weight to its nearest level), ``gptq`` (GPTQ's
     error-compensating rounding, ``irc.gptq``), or, with a strategy, ``best``: per layer
     and precision whichever of the two the sensitivity table measured better
-    (``irc.decision.rounding``). ``calibration_engine``: ``compiled`` (the float model's
+    (``irc.decision.rounding``). By default (None) a strategy compile uses ``best``, any
+    other ``nearest``. ``calibration_engine``: ``compiled`` (the float model's
     compiled program runs the calibration data) or ``reference`` (the numpy interpreter).
 
     With a ``strategy`` (``irc.decision.api``), each stage's result is kept in
@@ -82,6 +83,10 @@ def compile(  # noqa: A001 - the public name irc.compile
     folder; False: off) and reused by a later compile of the same model, data and options;
     ``sensitivity_table`` (a .json/.csv file) is read when it holds this model's table,
     else written. A BudgetError's ``partial`` holds what was measured before the miss.
+    ``holdout`` says which labelled images a top-1 drop budget is checked on, apart from
+    those calibration, rounding statistics and sensitivity fit on: by default half of a
+    labelled calibration folder; a number of its images; another labelled folder; or 0,
+    none apart (``irc.decision.holdout``).
     ``progress`` shows each stage on stderr; ``compile_seconds`` holds each one's time.
     """
     options = CompileOptions.of(options, settings)
@@ -141,11 +146,12 @@ def _calibration(graph, options: CompileOptions, times: StageTimes) -> Calibrati
             "(calibration=array, iterable of batches, or image folder)"
         )
     if isinstance(data, Calibration):  # already calibrated (on this model's float graph)
-        if options.rounding == "nearest":
+        if options.weight_rounding == "nearest":
             return data.with_statistics(None)  # nearest means nearest
         if data.hessians is None:
             raise InputError(
-                f"rounding={options.rounding!r} needs calibration data, not a bare Calibration"
+                f"rounding={options.weight_rounding!r} needs calibration data, not a bare "
+                "Calibration"
             )
         return data
     with times.timing("calibrate"):
@@ -153,7 +159,7 @@ def _calibration(graph, options: CompileOptions, times: StageTimes) -> Calibrati
                                 engine=options.calibration_engine, preprocess=options.preprocess,
                                 limit=options.calibration_limit,
                                 progress=options.progress)  # fmt: skip
-    if options.rounding == "gptq":
+    if options.weight_rounding == "gptq":
         with times.timing("rounding statistics"):
             statistics = rounding_statistics(graph, data, preprocess=options.preprocess,
                                              limit=options.calibration_limit,

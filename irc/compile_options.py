@@ -43,12 +43,13 @@ class CompileOptions:
     evaluate: Any = None
     sensitivity_limit: int = 16
     strategy_options: dict | None = None
-    rounding: str = "nearest"
+    rounding: str | None = None  # None: "best" with a strategy, else "nearest"
     stage_cache: Any = True  # True: $IRC_CACHE_DIR/stages (~/.cache/irc); a folder; False: off
     sensitivity_table: Any = None  # a SensitivityTable, or a .json/.csv file to reuse or write
+    holdout: Any = None  # images top-1 is scored on (irc.decision.holdout)
 
     def __post_init__(self):
-        if self.rounding not in ROUNDINGS:
+        if self.rounding is not None and self.rounding not in ROUNDINGS:
             raise InputError(
                 f"rounding must be one of {', '.join(ROUNDINGS)}; got {self.rounding!r}"
             )
@@ -66,6 +67,14 @@ class CompileOptions:
                 "rounding='best' chooses per layer from the sensitivity table: give a "
                 "strategy, or use rounding='nearest' or 'gptq'"
             )
+
+    @property
+    def weight_rounding(self) -> str:
+        """The rounding used: ``rounding``, or by default ``best`` with a strategy (each
+        layer and precision as measured best) and ``nearest`` without."""
+        if self.rounding is not None:
+            return self.rounding
+        return "best" if self.strategy is not None else "nearest"
 
     @classmethod
     def of(cls, options: CompileOptions | None, settings: dict) -> CompileOptions:

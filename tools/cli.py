@@ -490,10 +490,11 @@ def _add_compile_parser(sub) -> None:
         help="weight clipping per channel: least squared error (default) or the largest value",
     )  # fmt: skip
     p.add_argument(
-        "--rounding", default="nearest", choices=("nearest", "gptq", "best"),
-        help="weight rounding: nearest level (default), GPTQ's error-compensating rounding "
-        "from up to 256 calibration inputs' statistics, or (with --strategy) best: per layer and "
-        "precision whichever of the two the sensitivity table measures better",
+        "--rounding", choices=("nearest", "gptq", "best"),
+        help="weight rounding: nearest level, GPTQ's error-compensating rounding from up to "
+        "256 calibration inputs' statistics, or (with --strategy) best: per layer and "
+        "precision whichever of the two the sensitivity table measures better (default: best "
+        "with --strategy, else nearest)",
     )  # fmt: skip
     p.add_argument(
         "--threads", type=positive_count, metavar="N",
@@ -565,6 +566,7 @@ def cmd_compile(args) -> int:
             progress=not args.no_progress, strategy=args.strategy, budgets=budgets,
             sensitivity_limit=args.sample, rounding=args.rounding,
             stage_cache=not args.no_cache, sensitivity_table=args.sensitivity,
+            holdout=args.holdout,
         )  # fmt: skip
     except BudgetError as e:
         raise budget_miss(e, args) from None

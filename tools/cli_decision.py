@@ -17,7 +17,7 @@ import json
 import os
 
 from irc.decision import BudgetError, Budgets, parse_latency, parse_size
-from irc.decision.choose import measured_text
+from irc.decision.choose import drop_phrase, measured_text
 from irc.errors import InputError
 from irc.precision import layer_name
 from irc.report import format_bytes, model_report
@@ -57,6 +57,14 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
         help="maximum top-1 drop against FP32; needs a --calib folder with labels.txt",
     )
     g.add_argument(
+        "--holdout",
+        type=holdout_arg,
+        metavar="N|DIR",
+        help="labelled images --max-drop is checked on, apart from all the compile fits on: "
+        "N images of the --calib folder, or a labelled folder DIR; 0: none apart (default: "
+        "half the --calib folder)",
+    )
+    g.add_argument(
         "--sample",
         type=int,
         default=16,
@@ -83,11 +91,20 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
     # fmt: skip
 
 
+def holdout_arg(text: str):
+    """``--holdout``: a count of images (an int) or a labelled folder (a path)."""
+    if text.isdigit():
+        return int(text)
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a number nor a folder")
+    return text
+
+
 def budgets_from_args(args):
     """A ``Budgets`` from the compile command's options (None when no strategy)."""
     if args.strategy is None:
         given = [o for o in ("max_size", "max_latency", "min_sqnr", "max_drop", "report",
-                             "sensitivity") if getattr(args, o) is not None]  # fmt: skip
+                             "sensitivity", "holdout") if getattr(args, o) is not None]  # fmt: skip
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise InputError(f"{flag} needs --strategy (e.g. --strategy auto)")
@@ -155,7 +172,7 @@ def summary_lines(s: dict) -> list[str]:
     """``decision_lines`` from a decision summary (``Choice.summary()``, or a model file's
     metadata)."""
     v, p = s["verified"], s["predicted"]
-    drop = "" if v["drop"] is None else f", top-1 drop {v['drop']:.2f} points"
+    drop = "" if v["drop"] is None else f", top-1 drop {drop_phrase(v)}"
     sqnr = "inf" if v["output_sqnr_db"] is None else f"{v['output_sqnr_db']:.1f}"
     tries = f"{s['tries']} verified tr{'y' if s['tries'] == 1 else 'ies'}"
     if s.get("reused"):

@@ -33,11 +33,15 @@ import numpy as np
 from irc.calibration.data import BatchSource, model_batches
 from irc.calibration.images import (
     PRESETS,
+    ImageSet,
     Preprocess,
+    image_set,
+    is_labelled,
     list_images,
     load_folder,
     load_image,
     load_labelled_folder,
+    split_images,
 )
 from irc.calibration.observers import (
     DEFAULT_BINS,
@@ -61,16 +65,20 @@ __all__ = [
     "BatchSource",
     "Calibration",
     "Histogram",
+    "ImageSet",
     "Preprocess",
     "Progress",
     "TensorObserver",
     "calibrate",
     "compute_range",
+    "image_set",
+    "is_labelled",
     "list_images",
     "load_folder",
     "load_image",
     "load_labelled_folder",
     "model_batches",
+    "split_images",
     "watched_values",
 ]
 

@@ -5,8 +5,9 @@
 - a numpy array ``[N, ...]`` for a one-input model (split into ``batch_size`` batches),
 - a mapping input name → array ``[N, ...]`` (split likewise),
 - an iterable of batches: arrays, tuples of arrays (input order) or dicts by input name,
-- a folder of images (``str`` or ``Path``) with a ``preprocess`` spec (``images.py``; a
-  preset named alone takes the model's input size, ``fit_preprocess``).
+- a folder of images (``str`` or ``Path``), or an ``ImageSet`` (part of one), with a
+  ``preprocess`` spec (``images.py``; a preset named alone takes the model's input size,
+  ``fit_preprocess``).
 
 Every batch is checked against the graph's inputs (rank, static dims, float dtype, finite
 values) and errors name the argument and the input. float64 (or float16) data are cast to
@@ -16,7 +17,6 @@ a static batch dimension ``B`` (say 1), batches are re-cut into pieces of exactl
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,8 +25,10 @@ import numpy as np
 
 from irc.calibration.images import (
     Preprocess,
+    image_files,
+    is_image_source,
+    is_labelled,
     iter_image_batches,
-    list_images,
     load_labelled_folder,
     resolve_preprocess,
 )
@@ -64,8 +66,8 @@ def model_batches(
         raise InputError("the graph has no inputs to calibrate")
     names = [v.name for v in graph.inputs]
 
-    if isinstance(data, (str, os.PathLike)):
-        files = list_images(data, limit)
+    if is_image_source(data):
+        files = image_files(data, limit)
         raw = iter_image_batches(files, fit_preprocess(graph, preprocess), batch_size)
         total = len(files)
     else:
@@ -100,8 +102,8 @@ def sample_inputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The first ``limit`` inputs of ``data`` (as for ``model_batches``) as one float32
     array for the graph's first input, and their labels if ``data`` is a folder with a
-    ``labels.txt``."""
-    if isinstance(data, (str, os.PathLike)) and os.path.isfile(os.path.join(data, "labels.txt")):
+    ``labels.txt`` (or is a labelled ``ImageSet``)."""
+    if is_labelled(data):
         xs, ys = zip(*load_labelled_folder(data, fit_preprocess(graph, preprocess), limit=limit))
         return np.concatenate(xs), np.concatenate(ys)
     source = model_batches(graph, data, preprocess=preprocess, limit=limit)

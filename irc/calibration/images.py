@@ -15,7 +15,11 @@ explicitly; a ``Preprocess`` (``PRESETS[name].sized(240)``, or any resize and cr
 own) is used as given.
 
 Folders are read in file-name order; ``labels.txt`` (``file label`` per line) gives the
-labels of a labelled folder.
+labels of a labelled folder. An ``ImageSet`` is a chosen part of a folder's images (with
+their labels, if any), accepted wherever a folder is; ``split_images`` cuts a folder in
+two, spreading the part it takes over the whole folder (folders are often sorted by class):
+
+    >>> calibration, held_out = split_images("imagenet-calib256", 128)
 """
 
 from __future__ import annotations
@@ -184,6 +188,78 @@ def preprocess_spec(preset: str | None, *, image_size: int | None = None,
     )
 
 
+@dataclass(frozen=True)
+class ImageSet:
+    """Some images of ``folder``, by file name, in order, with their labels when the folder
+    is labelled (``labels`` is None otherwise)."""
+
+    folder: Path
+    names: tuple[str, ...]
+    labels: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def files(self, limit: int | None = None) -> list[Path]:
+        """The image paths, at most the first ``limit``."""
+        return [self.folder / name for name in self.names[:limit]]
+
+    def pairs(self, limit: int | None = None) -> list[tuple[str, int]]:
+        """(file name, label) of the first ``limit`` images; InputError when unlabelled."""
+        if self.labels is None:
+            raise InputError(f"data: the images of {str(self.folder)!r} have no labels.txt")
+        return list(zip(self.names, self.labels))[:limit]
+
+    def __str__(self) -> str:
+        return f"{len(self)} images of {os.fspath(self.folder)}"
+
+
+def image_set(folder) -> ImageSet:
+    """Every image of ``folder``: those ``labels.txt`` lists when it exists (with their
+    labels), else every image file, by name."""
+    if isinstance(folder, ImageSet):
+        return folder
+    path = Path(folder)
+    if (path / "labels.txt").is_file():
+        pairs = read_labels(path)
+        _check_listed(path, pairs)
+        return ImageSet(path, tuple(n for n, _ in pairs), tuple(y for _, y in pairs))
+    return ImageSet(path, tuple(p.name for p in list_images(path)))
+
+
+def split_images(folder, count: int) -> tuple[ImageSet, ImageSet]:
+    """(the rest, ``count`` images) of ``folder`` (a path or an ``ImageSet``): the ``count``
+    taken evenly spaced over the folder's order; InputError unless 0 < count < its size."""
+    whole = image_set(folder)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < len(whole):
+        raise InputError(
+            f"holdout: cannot hold out {count!r} of the {len(whole)} images of "
+            f"{os.fspath(whole.folder)!r}; give 1 to {len(whole) - 1}"
+        )
+    taken = set(np.linspace(0, len(whole) - 1, count).round().astype(int).tolist())
+    parts = ([], [])
+    for i in range(len(whole)):
+        parts[i in taken].append(i)
+
+    def subset(indices) -> ImageSet:
+        labels = None if whole.labels is None else tuple(whole.labels[i] for i in indices)
+        return ImageSet(whole.folder, tuple(whole.names[i] for i in indices), labels)
+
+    return subset(parts[0]), subset(parts[1])
+
+
+def is_image_source(data) -> bool:
+    """Whether ``data`` names images: a folder path or an ``ImageSet``."""
+    return isinstance(data, (str, os.PathLike, ImageSet))
+
+
+def image_files(data, limit: int | None = None) -> list[Path]:
+    """The image paths of a folder (``list_images``) or an ``ImageSet``, at most ``limit``."""
+    if isinstance(data, ImageSet):
+        return data.files(limit)
+    return list_images(data, limit)
+
+
 def list_images(folder, limit: int | None = None) -> list[Path]:
     """The image files (jpg/jpeg/png, any case) in ``folder`` by name, at most ``limit``."""
     folder = Path(folder)
@@ -296,24 +372,37 @@ def load_labelled_folder(
     path, preprocess, limit: int | None = None, batch_size: int = 32, labels_file=None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(batch [B, ...] float32, labels [B] int64) over the images listed in labels.txt
-    (or ``labels_file``).
+    (or ``labels_file``), or over a labelled ``ImageSet``.
 
     Images come in file-name order, at most ``limit`` of them; for accuracy evaluation.
     """
-    folder = Path(path)
     preprocess = resolve_preprocess(preprocess)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    pairs = read_labels(folder, labels_file)
-    if limit is not None:
-        pairs = pairs[:limit]
+    if isinstance(path, ImageSet):
+        folder, pairs = path.folder, path.pairs(limit)
+    else:
+        folder = Path(path)
+        pairs = read_labels(folder, labels_file)[:limit]
+    _check_listed(folder, pairs)
+    return _labelled_batches(folder, pairs, preprocess, batch_size)
+
+
+def is_labelled(data) -> bool:
+    """Whether ``data`` is a folder with a ``labels.txt`` or a labelled ``ImageSet``."""
+    if isinstance(data, ImageSet):
+        return data.labels is not None
+    return isinstance(data, (str, os.PathLike)) and os.path.isfile(os.path.join(data, "labels.txt"))
+
+
+def _check_listed(folder: Path, pairs) -> None:
+    """InputError when a file ``pairs`` lists is missing from ``folder``."""
     missing = [name for name, _ in pairs if not (folder / name).is_file()]
     if missing:
         raise InputError(
             f"data: labels.txt of {str(folder)!r} lists {len(missing)} missing file(s), "
             f"first {missing[0]!r}"
         )
-    return _labelled_batches(folder, pairs, preprocess, batch_size)
 
 
 def _labelled_batches(folder: Path, pairs, preprocess: Preprocess, batch_size: int):

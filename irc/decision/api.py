@@ -7,8 +7,9 @@
 
 The sample for sensitivity and verification is the first ``sensitivity_limit`` calibration
 inputs. When the calibration data is a folder with a ``labels.txt`` (``file label`` per
-line), their labels make Ω a loss change, and a top-1 drop budget is verified on all the
-labelled calibration images used (``calibration_limit``), unless ``evaluate`` is given.
+line), their labels make Ω a loss change, and a top-1 drop budget is verified on labelled
+images kept apart from everything the compile fits (``holdout``, ``irc.decision.holdout``:
+by default half the folder's images), unless ``evaluate`` is given.
 
 Each stage's result is kept in the stage cache (``irc.decision.stage_cache``; the option
 ``stage_cache``: True for ``$IRC_CACHE_DIR/stages`` or ``~/.cache/irc/stages``, a folder,
@@ -36,19 +37,19 @@ import time
 
 import numpy as np
 
-from irc.calibration import Calibration, load_labelled_folder
+from irc.calibration import Calibration
 from irc.calibration.data import sample_inputs
 from irc.calibration.progress import StageTimes, note, stage
 from irc.compile_options import CompileOptions
 from irc.compiled import CompiledModel
 from irc.decision.budgets import BudgetError, Budgets
 from irc.decision.choose import Choice, annotate, choose
+from irc.decision.holdout import HeldOut, holdout_split
 from irc.decision.rounding import analyze_best, plan_calibration
 from irc.decision.sensitivity import analyze, layer_info
 from irc.decision.stage_cache import StageCache
 from irc.decision.table import SensitivityTable, mismatch, read_table
 from irc.errors import InputError
-from irc.measure import top1
 from irc.stages import build_plan, calibrate, float_graph, rounding_statistics
 from irc.support import quantizable_layers
 
@@ -68,6 +69,11 @@ def compile_with_strategy(model, input_shapes, options: CompileOptions) -> Compi
     times = StageTimes()
     with times.timing("load"):
         graph = float_graph(model, options.pipeline)
+    with times.timing("held-out images"):
+        options, held_out = holdout_split(graph, options)
+    if held_out is None:
+        del times["held-out images"]
+    with times.timing("load"):
         cache = StageCache.open(graph, options, input_shapes)
     calibrated = _calibration(graph, options, cache, times)
     table = given_table(graph, options)
@@ -82,7 +88,7 @@ def compile_with_strategy(model, input_shapes, options: CompileOptions) -> Compi
         choice = _rebuild(reused, graph, calibrated, options, input_shapes, times)
     else:
         choice = _measure_and_choose(graph, calibrated, table, options, input_shapes, cache,
-                                     times)  # fmt: skip
+                                     times, held_out)  # fmt: skip
     compiled = choice.model
     compiled.choice = choice
     compiled.calibration = calibrated
@@ -104,7 +110,7 @@ def _calibration(graph, options: CompileOptions, cache, times: StageTimes) -> Ca
                                    progress=options.progress)  # fmt: skip
         if cache is not None:
             cache.save_calibration(calibrated)
-    if options.rounding == "nearest":
+    if options.weight_rounding == "nearest":
         return calibrated
     statistics = None if cache is None else cache.load_statistics()
     if statistics is None:
@@ -137,16 +143,14 @@ def given_table(graph, options: CompileOptions) -> SensitivityTable | None:
 
 
 def _measure_and_choose(graph, calibrated, table, options: CompileOptions, input_shapes, cache,
-                        times: StageTimes) -> Choice:  # fmt: skip
-    """Sample the data, measure the sensitivity table (unless given), choose and verify;
-    each result kept in the stage cache. A BudgetError's ``partial`` gets the
-    calibration."""
-    data, budgets, evaluate = options.calibration, options.budgets, options.evaluate
+                        times: StageTimes, held_out: HeldOut | None) -> Choice:  # fmt: skip
+    """Sample the data, measure the sensitivity table (unless given), choose and verify
+    (top-1 on ``held_out`` when given); each result kept in the stage cache. A
+    BudgetError's ``partial`` gets the calibration."""
+    data, budgets = options.calibration, options.budgets
+    evaluate = options.evaluate if held_out is None else held_out
     with times.timing("sample data"):
         sample, found = sample_inputs(graph, data, options.preprocess, options.sensitivity_limit)
-        if found is not None and evaluate is None and budgets is not None and budgets.max_drop:
-            with stage("labelled images", enabled=options.progress):
-                evaluate = labelled_top1(data, options.preprocess, options.calibration_limit)
     labels = found if options.labels is None else np.asarray(options.labels)[: len(sample)]
     if budgets is not None and budgets.max_drop is not None and labels is None and evaluate is None:
         raise BudgetError(
@@ -163,7 +167,7 @@ def _measure_and_choose(graph, calibrated, table, options: CompileOptions, input
                         budgets=budgets or Budgets(), labels=labels, evaluate=evaluate,
                         input_shapes=input_shapes, num_threads=options.num_threads,
                         progress=options.progress, strategy_options=options.strategy_options,
-                        weights=options.weight_clipping, rounding=options.rounding,
+                        weights=options.weight_clipping, rounding=options.weight_rounding,
                         table=table)  # fmt: skip
     except BudgetError as e:
         if e.partial is not None:
@@ -182,7 +186,7 @@ def write_table_file(table: SensitivityTable, options: CompileOptions) -> None:
 
 def measure_table(graph, calibrated, sample, labels, options: CompileOptions) -> SensitivityTable:
     """The sensitivity table of ``graph`` on ``sample`` (both roundings with ``best``)."""
-    analyzer = analyze_best if options.rounding == "best" else analyze
+    analyzer = analyze_best if options.weight_rounding == "best" else analyze
     return analyzer(graph, calibrated, sample, labels=labels, num_threads=options.num_threads,
                     weights=options.weight_clipping, progress=options.progress)  # fmt: skip
 
@@ -199,15 +203,3 @@ def _rebuild(choice: Choice, graph, calibrated, options: CompileOptions, input_s
         annotate(choice)
     choice.seconds = {}
     return choice
-
-
-def labelled_top1(folder, preprocess, limit: int | None):
-    """A function: compiled model → top-1 (%) over the labelled images of ``folder``."""
-    xs, ys = zip(*load_labelled_folder(folder, preprocess, limit=limit))
-    images, labels = np.concatenate(xs), np.concatenate(ys)
-
-    def top1_of(model) -> float:
-        return top1(lambda x: model(x)[0], images, labels,
-                       batch=model.graph.inputs[0].type.shape[0])  # fmt: skip
-
-    return top1_of

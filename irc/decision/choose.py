@@ -31,6 +31,7 @@ from irc.calibration.progress import Progress, StageTimes, stage
 from irc.decision.budgets import BudgetError, Budgets
 from irc.decision.cost import INTEGER, CostModel
 from irc.decision.costs_measure import build_cost_model
+from irc.decision.holdout import HeldOut, paired_drop
 from irc.decision.rounding import analyze_best, plan_calibration
 from irc.decision.sensitivity import analyze
 from irc.decision.strategies import decide
@@ -53,6 +54,9 @@ class Verification:
     top1: float | None = None
     float_top1: float | None = None
     int8_latency: float | None = None  # uniform INT8 of the same model, same run
+    top1_images: int | None = None  # the labelled images top-1 was scored on
+    drop_margin: float | None = None  # the drop's 95% half-width (points), when known
+    top1_apart: bool | None = None  # whether those images were kept apart from all fitting
 
     @property
     def drop(self) -> float | None:
@@ -61,13 +65,20 @@ class Verification:
             return None
         return self.float_top1 - self.top1
 
+    def drop_text(self) -> str | None:
+        """The drop as a phrase with its interval and images, e.g. ``top-1 drop 0.78 ± 1.21
+        points (95%, 128 held-out images)``; None without a drop."""
+        return None if self.drop is None else f"top-1 drop {drop_phrase(self.to_dict())}"
+
     def to_dict(self) -> dict:
         """JSON-ready."""
         return {"bytes": self.bytes, "latency_ms": self.latency * 1e3,
                 "output_sqnr_db": _finite(self.output_sqnr), "top1": self.top1,
                 "float_top1": self.float_top1, "drop": self.drop,
                 "int8_latency_ms": None if self.int8_latency is None
-                else self.int8_latency * 1e3}  # fmt: skip
+                else self.int8_latency * 1e3,
+                "top1_images": self.top1_images, "drop_margin": self.drop_margin,
+                "top1_apart": self.top1_apart}  # fmt: skip
 
 
 @dataclass
@@ -110,6 +121,20 @@ class Choice:
         out["sensitivity"] = self.table.to_dict()
         out["reused"] = self.reused
         return out
+
+
+def drop_phrase(v: dict) -> str:
+    """A verification's drop as ``0.78 ± 1.21 points (95%, 128 held-out images)``, from its
+    dict (``Verification.to_dict``, or a saved model's summary); what it lacks left out."""
+    text = f"{v['drop']:.2f}"
+    if v.get("drop_margin") is not None:
+        text += f" ± {v['drop_margin']:.2f}"
+    text += " points"
+    if v.get("top1_images") is not None:
+        kind = "held-out" if v.get("top1_apart") else "calibration"
+        interval = "95%, " if v.get("drop_margin") is not None else ""
+        text += f" ({interval}{v['top1_images']} {kind} images)"
+    return text
 
 
 def attempts_dict(attempts) -> list[dict]:
@@ -200,7 +225,8 @@ def choose(
     ``graph``: the float graph after the float pipeline (only read); ``calibration``: its
     ``Calibration``; ``sample``: inputs [N, ...] for sensitivity and verification, with
     ``labels`` [N] for Ω as a loss change and the top-1 check; ``evaluate``: a function
-    of a compiled model returning its top-1 (%), used instead of ``labels`` for the drop.
+    of a compiled model returning its top-1 (%), or a ``HeldOut`` (labelled images: the
+    drop then has a 95% interval), used instead of ``labels`` for the drop.
     ``table`` / ``cost`` reuse earlier measurements. ``weights``: the weight clipping
     (``mse`` or ``minmax``) of every integer layer, measured and compiled alike.
     ``rounding="best"`` measures the table with nearest and GPTQ rounding and keeps the
@@ -281,7 +307,8 @@ def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opti
             if not attempts:
                 raise
             raise BudgetError(
-                f"{attempts[-1][2][0]} is not met by the verified plan and tightening it fails: {e}"
+                f"{attempts[-1][2][0]} is not met by the verified plan and tightening it "
+                f"fails: {e}; {relax_advice(asked, attempts)}"
             ) from None
         with stage(f"verify plan {number}", enabled=checker.progress):
             model = checker.compile(decision.plan)
@@ -294,7 +321,7 @@ def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opti
     else:
         raise BudgetError(
             f"{missed[0]} is not met after {tries} verified tries of auto (the last plan "
-            f"measured {measured_text(verification)}); loosen that budget"
+            f"measured {measured_text(verification)}); {relax_advice(asked, attempts)}"
         )
     return Choice(model, decision, table, cost, verification, attempts, asked)
 
@@ -366,7 +393,8 @@ def _missed(budgets: Budgets, v: Verification) -> list[str]:
     if budgets.min_sqnr is not None and v.output_sqnr < budgets.min_sqnr:
         missed.append(f"output SQNR ≥ {budgets.min_sqnr:g} dB (measured {v.output_sqnr:.1f})")
     if budgets.max_drop is not None and v.drop is not None and v.drop > budgets.max_drop:
-        missed.append(f"top-1 drop ≤ {budgets.max_drop:g} (measured {v.drop:.2f})")
+        measured = drop_phrase(v.to_dict())
+        missed.append(f"top-1 drop ≤ {budgets.max_drop:g} (measured {measured})")
     return missed
 
 
@@ -399,12 +427,43 @@ def _tighten(budgets, options, asked, v: Verification, decision):
     return budgets, options
 
 
+def relax_advice(asked: Budgets, attempts) -> str:
+    """Which budgets to relax, and to what, for the closest verified plan of ``attempts``
+    (the least summed relative miss) to meet them: each budget it missed, at what it
+    measured (rounded up)."""
+    _, v, _ = PartialChoice(attempts, None, None, asked).best
+    steps = []
+    if asked.max_bytes is not None and v.bytes > asked.max_bytes:
+        steps.append(f"size to {_up(v.bytes / 1e6)} MB")
+    limit = _latency_limit(asked, v)
+    if limit is not None and v.latency > limit * (1.0 + LATENCY_TOLERANCE):
+        if asked.max_latency_ratio is not None and v.int8_latency:
+            steps.append(f"latency to {_up(v.latency / v.int8_latency)}x INT8")
+        else:
+            steps.append(f"latency to {_up(v.latency * 1e3)} ms")
+    if asked.min_sqnr is not None and v.output_sqnr < asked.min_sqnr:
+        steps.append(f"output SQNR to {np.floor(v.output_sqnr * 10) / 10:g} dB")
+    if asked.max_drop is not None and v.drop is not None and v.drop > asked.max_drop:
+        steps.append(f"top-1 drop to {_up(v.drop)}")
+    if not steps:
+        return "loosen that budget"
+    return f"relax {' and '.join(steps)} (what the closest verified plan measured)"
+
+
+def _up(x: float) -> str:
+    """``x`` rounded up to 3 significant digits, as text."""
+    if x <= 0:
+        return f"{x:.3g}"
+    step = 10.0 ** (np.floor(np.log10(x)) - 2)
+    return f"{np.ceil(x / step - 1e-9) * step:.3g}"
+
+
 def measured_text(v: Verification) -> str:
     """What a verification measured, as a short phrase (size, latency, SQNR, top-1 drop)."""
     parts = [f"{v.bytes / 1e6:.3g} MB", f"{v.latency * 1e3:.3g} ms",
              f"output SQNR {v.output_sqnr:.1f} dB"]  # fmt: skip
     if v.drop is not None:
-        parts.append(f"top-1 drop {v.drop:.2f}")
+        parts.append(v.drop_text())
     return ", ".join(parts)
 
 
@@ -427,7 +486,7 @@ class _Checker:
             with self.times.timing("build"):
                 self.reference = build(self.shaped, num_threads=threads)
             self.float_outputs = self._outputs(self.reference)
-            self.float_top1 = self._top1(self.reference, self.float_outputs)
+            self.float_top1, self.float_hits = self._top1(self.reference, self.float_outputs)
         self._int8 = None
 
     def compile(self, plan: dict[str, str]):
@@ -452,13 +511,19 @@ class _Checker:
         noisy neighbour must not decide a plan at the edge)."""
         outputs = self._outputs(model)
         sqnr = sqnr_db(outputs, self.float_outputs)
-        top1 = self._top1(model, outputs)
+        top1, hits = self._top1(model, outputs)
         latency, int8 = self._latency(model, budgets, runs=15)
         size = model.report().totals.bytes
         limit = _latency_limit(budgets, Verification(size, latency, sqnr, None, None, int8))
         if limit is not None and abs(latency / limit - 1.0) < NEAR_LIMIT:
             latency, int8 = self._latency(model, budgets, runs=RECHECK_RUNS)
-        return Verification(size, latency, sqnr, top1, self.float_top1, int8)
+        verification = Verification(size, latency, sqnr, top1, self.float_top1, int8)
+        if hits is not None:
+            _, margin = paired_drop(self.float_hits, hits)
+            apart = self.evaluate.apart if isinstance(self.evaluate, HeldOut) else False
+            verification = replace(verification, top1_images=len(hits), drop_margin=margin,
+                                   top1_apart=apart)  # fmt: skip
+        return verification
 
     def _latency(self, model, budgets: Budgets, runs: int) -> tuple[float, float | None]:
         """(the model's latency, uniform INT8's or None), interleaved over ``runs`` rounds;
@@ -483,13 +548,18 @@ class _Checker:
             rows.append(model(np.ascontiguousarray(self.sample[start : start + batch]))[0])
         return np.concatenate(rows).astype(np.float64)
 
-    def _top1(self, model, outputs) -> float | None:
+    def _top1(self, model, outputs) -> tuple[float | None, np.ndarray | None]:
+        """(top-1 %, per-image hits or None): on the held-out images, by ``evaluate`` (a
+        function: no hits), or on the labelled sample."""
+        if isinstance(self.evaluate, HeldOut):
+            hits = self.evaluate.correct(model)
+            return 100.0 * float(np.mean(hits)), hits
         if self.evaluate is not None:
-            return float(self.evaluate(model))
+            return float(self.evaluate(model)), None
         if self.labels is None:
-            return None
-        labels = np.asarray(self.labels)[: len(outputs)]
-        return 100.0 * float(np.mean(np.argmax(outputs, axis=1) == labels))
+            return None, None
+        hits = np.argmax(outputs, axis=1) == np.asarray(self.labels)[: len(outputs)]
+        return 100.0 * float(np.mean(hits)), hits
 
 
 def _interleaved_latency(models, x, threads: int | None, runs: int = 15) -> list[float]:

@@ -13,17 +13,18 @@ text, never code. The stages and what their keys hold (each also the cache forma
 irc version):
 
 - ``calibration``: the float graph (``irc.build.graph_key``), the calibration data (a
-  folder: the names, sizes and modification times of the images used and of
-  ``labels.txt``, the preprocessing and the limit; an array: its bytes), the method and
-  engine. Kept: ranges, count, and per observed value its min/max, channel sums and
-  histogram (what bias correction and ``Calibration.recompute`` read);
+  folder, or the part of one a held-out split leaves: the names, sizes and modification
+  times of the images used and of ``labels.txt``, the preprocessing and the limit; an
+  array: its bytes), the method and engine. Kept: ranges, count, and per observed value
+  its min/max, channel sums and histogram (what bias correction and
+  ``Calibration.recompute`` read);
 - ``statistics``: GPTQ's rounding statistics per layer (``irc.gptq.InputStatistics``),
   keyed by the graph, the data and the sensitivity sample they skip;
 - ``sensitivity``: the sensitivity table, keyed by the calibration's and statistics' keys,
   the rounding, the weight clipping, the sample size and the labels;
 - ``choice``: the plan chosen, its verification, every attempt and the cost model, keyed
-  by the table's content, the strategy, budgets and options, the input shapes, threads and
-  this machine.
+  by the table's content, the strategy, budgets and options, the held-out images, the
+  input shapes, threads and this machine.
 
 A file that cannot be read, or that holds another key, is ignored with a one-line warning
 on stderr and the stage runs again. Data given as an iterable of batches has no key: the
@@ -44,7 +45,7 @@ import numpy as np
 
 from irc.build import graph_key
 from irc.calibration import Calibration
-from irc.calibration.images import list_images, read_labels
+from irc.calibration.images import ImageSet, list_images, read_labels
 from irc.calibration.observers import observer_from_state, observer_state
 from irc.calibration.progress import note
 from irc.decision.budgets import Budgets
@@ -96,6 +97,11 @@ def data_digest(data, preprocess, limit: int | None) -> str | None:
         parts = ["array", array_digest(data)]
     elif isinstance(data, dict) and all(isinstance(v, np.ndarray) for v in data.values()):
         parts = ["arrays", {k: array_digest(v) for k, v in sorted(data.items())}]
+    elif isinstance(data, ImageSet):
+        try:
+            parts = ["images", _stats(data.folder, data.names[:limit]), data.labels]
+        except OSError:
+            return None
     elif isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
         try:
             parts = ["folder", _folder_files(Path(data), limit)]
@@ -113,8 +119,13 @@ def _folder_files(folder: Path, limit: int | None) -> list:
     if labels.is_file():
         names += [name for name, _ in read_labels(folder)[:limit]]
         names.append("labels.txt")
+    return _stats(folder, sorted(set(names)))
+
+
+def _stats(folder: Path, names) -> list:
+    """(name, size, mtime in ns) of each file ``names`` lists in ``folder``."""
     files = []
-    for name in sorted(set(names)):
+    for name in names:
         stat = (folder / name).stat()
         files.append((name, stat.st_size, stat.st_mtime_ns))
     return files
@@ -153,16 +164,19 @@ def stage_keys(graph, options, input_shapes) -> StageKeys | None:
                          options.calibration_engine)  # fmt: skip
     statistics = digest(*base, "statistics", options.sensitivity_limit)
     labels = None if options.labels is None else array_digest(np.asarray(options.labels))
-    rounding = options.rounding
+    rounding = options.weight_rounding
     sensitivity = digest(*base, "sensitivity", calibration,
                          statistics if rounding != "nearest" else None, rounding,
                          options.weight_clipping, options.sensitivity_limit,
                          labels)  # fmt: skip
     budgets = asdict(options.budgets) if options.budgets is not None else None
     shapes = None if input_shapes is None else {k: list(v) for k, v in input_shapes.items()}
+    holdout = options.holdout
+    if isinstance(holdout, (str, os.PathLike, ImageSet)):
+        holdout = data_digest(holdout, options.preprocess, None)
     choice = digest(*base, "choice", sensitivity, options.strategy, budgets,
                     options.strategy_options, shapes, options.num_threads,
-                    machine_info(options.num_threads or 1))  # fmt: skip
+                    machine_info(options.num_threads or 1), holdout)  # fmt: skip
     return StageKeys(calibration, statistics, sensitivity, choice)
 
 

@@ -20,6 +20,7 @@ from irc.decision.choose import (
     Verification,
     _missed,
     annotate,
+    relax_advice,
 )
 from irc.precision import layer_name
 
@@ -153,7 +154,7 @@ def test_a_strategy_compiles_with_the_weight_clipping_asked():
     x = DATA[:1]
     outputs = {}
     for clipping in ("mse", "minmax"):
-        chosen = compile_with("sals", budget, weight_clipping=clipping)
+        chosen = compile_with("sals", budget, weight_clipping=clipping, rounding="nearest")
         plan = {"default": "fp32", **chosen.choice.decision.plan}
         assert "int4" in plan.values() or "int2" in plan.values()
         direct = irc.compile(small_convnet(), precision=plan, calibration=DATA,
@@ -188,6 +189,23 @@ def test_a_latency_within_the_tolerance_meets_its_budget(over, missed):
     phrases = _missed(Budgets(max_latency_ratio=1.0), v)
     assert bool(phrases) is missed
     assert all("latency" in p for p in phrases)
+
+
+def test_a_budget_error_says_how_far_to_relax_each_missed_budget():
+    """The advice names each budget the closest verified plan missed, at what it measured
+    rounded up, and leaves out the budgets it met."""
+    budgets = Budgets(max_bytes=2_000_000, max_latency_ratio=1.0, max_drop=0.5)
+    far = Verification(bytes=3_000_000, latency=0.004, output_sqnr=20.0, top1=70.0,
+                       float_top1=72.0, int8_latency=0.004)  # fmt: skip
+    close = Verification(bytes=2_123_401, latency=0.0041, output_sqnr=20.0, top1=71.0,
+                         float_top1=72.0, int8_latency=0.004)  # fmt: skip
+    advice = relax_advice(budgets, [(None, far, ["size"]), (None, close, ["size"])])
+    assert advice == (
+        "relax size to 2.13 MB and latency to 1.03x INT8 and top-1 drop to 1 "
+        "(what the closest verified plan measured)"
+    )
+    met = Verification(bytes=1, latency=0.001, output_sqnr=50.0, int8_latency=0.004)
+    assert relax_advice(budgets, [(None, met, [])]) == "loosen that budget"
 
 
 @pytest.mark.parametrize("near", [True, False])

@@ -1,0 +1,97 @@
+"""The held-out images of a strategy compile (``irc.decision.holdout``): the split leaves no
+image on both sides and spreads over a class-sorted folder, the paired drop and its interval
+match a hand count, and a drop budget is verified on images the calibration never read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_builders import small_convnet
+from PIL import Image
+
+import irc
+from irc.calibration import Preprocess, image_set, split_images
+from irc.decision import Budgets
+from irc.decision.holdout import paired_drop
+from irc.errors import InputError
+
+PRE = Preprocess(resize=16, crop=16)
+
+
+def labelled_folder(root, count: int, classes: int = 3):
+    """``count`` random 20x24 PNGs, named in class order (as ImageNet folders are)."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(count):
+        label = i * classes // count
+        name = f"c{label}_{i:03d}.png"
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), np.uint8)).save(root / name)
+        lines.append(f"{name} {label}")
+    (root / "labels.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_the_split_is_disjoint_complete_and_spread_over_the_classes(tmp_path):
+    folder = labelled_folder(tmp_path / "imgs", 12)
+    rest, held = split_images(folder, 6)
+    assert len(rest) == len(held) == 6
+    assert not set(rest.names) & set(held.names)
+    assert sorted(rest.names + held.names) == sorted(image_set(folder).names)
+    assert set(held.labels) == {0, 1, 2} and set(rest.labels) == {0, 1, 2}
+    assert held.names[0] == "c0_000.png" and held.names[-1] == "c2_011.png"
+    whole = dict(zip(image_set(folder).names, image_set(folder).labels))
+    assert all(whole[n] == y for n, y in zip(held.names, held.labels))
+
+
+@pytest.mark.parametrize("count", [0, 12, -1, True])
+def test_a_split_that_leaves_a_side_empty_is_refused(tmp_path, count):
+    folder = labelled_folder(tmp_path / "imgs", 12)
+    with pytest.raises(InputError, match="holdout: cannot hold out"):
+        split_images(folder, count)
+
+
+def test_the_paired_drop_and_its_interval_match_a_hand_count():
+    reference = np.array([1, 1, 1, 0, 1, 1], bool)
+    test = np.array([1, 0, 1, 1, 0, 1], bool)
+    drop, margin = paired_drop(reference, test)
+    # differences 0, 1, 0, -1, 1, 0: mean 1/6, variance (3/6 - 1/36) * 6/5
+    assert drop == pytest.approx(100 / 6)
+    assert margin == pytest.approx(100 * 1.959964 * np.sqrt((0.5 - 1 / 36) * 6 / 5 / 6))
+    assert paired_drop(reference, reference) == (0.0, 0.0)
+
+
+def _compile(folder, **settings):
+    return irc.compile(small_convnet(), calibration=str(folder), preprocess=PRE,
+                       strategy="auto", budgets=Budgets(max_drop=100.0), sensitivity_limit=4,
+                       num_threads=1, progress=False, stage_cache=False,
+                       **settings)  # fmt: skip
+
+
+def test_a_drop_budget_is_checked_on_images_the_calibration_never_read(tmp_path):
+    folder = labelled_folder(tmp_path / "imgs", 16)
+    model = _compile(folder)
+    v = model.choice.verification
+    assert v.top1_images == 8 and v.top1_apart is True and v.drop_margin is not None
+    assert model.calibration.count == 8  # the other half
+    assert "held-out images" in model.choice.verification.drop_text()
+
+
+def test_holdout_counts_zero_and_folders(tmp_path):
+    folder = labelled_folder(tmp_path / "imgs", 16)
+    other = labelled_folder(tmp_path / "other", 5)
+    four = _compile(folder, holdout=4).choice.verification
+    assert (four.top1_images, four.top1_apart) == (4, True)
+    none = _compile(folder, holdout=0)
+    assert none.choice.verification.top1_images == 16 and not none.choice.verification.top1_apart
+    assert none.calibration.count == 16
+    elsewhere = _compile(folder, holdout=str(other))
+    assert elsewhere.choice.verification.top1_images == 5 and elsewhere.calibration.count == 16
+
+
+def test_a_count_without_a_labelled_folder_is_refused():
+    data = np.zeros((8, 3, 16, 16), np.float32)
+    with pytest.raises(InputError, match="labelled calibration folder"):
+        irc.compile(small_convnet(), calibration=data, strategy="auto",
+                    budgets=Budgets(max_drop=1.0), holdout=4, labels=np.zeros(8, int),
+                    progress=False, stage_cache=False)  # fmt: skip
