@@ -86,7 +86,11 @@ def compile(  # noqa: A001 - the public name irc.compile
     ``holdout`` says which labelled images a top-1 drop budget is checked on, apart from
     those calibration, rounding statistics and sensitivity fit on: by default half of a
     labelled calibration folder; a number of its images; another labelled folder; or 0,
-    none apart (``irc.decision.holdout``).
+    none apart (``irc.decision.holdout``). ``strategy="search"`` compiles and scores
+    candidate plans on those images (``irc.decision.search``; ``strategy_options``:
+    ``evaluations``, ``width``, ``seed``, ``start``) through ``executor``: None for local
+    processes, a ``dask.distributed.Client`` for a cluster, or a concurrent.futures
+    Executor.
     ``progress`` shows each stage on stderr; ``compile_seconds`` holds each one's time.
     """
     options = CompileOptions.of(options, settings)

@@ -47,6 +47,7 @@ class CompileOptions:
     stage_cache: Any = True  # True: $IRC_CACHE_DIR/stages (~/.cache/irc); a folder; False: off
     sensitivity_table: Any = None  # a SensitivityTable, or a .json/.csv file to reuse or write
     holdout: Any = None  # images top-1 is scored on (irc.decision.holdout)
+    executor: Any = None  # runs strategy="search"'s evaluations (irc.decision.search)
 
     def __post_init__(self):
         if self.rounding is not None and self.rounding not in ROUNDINGS:

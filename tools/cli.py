@@ -55,6 +55,7 @@ from irc.tools.cli_decision import (
     budgets_from_args,
     cmd_inspect,
     decision_lines,
+    search_settings,
     write_decision_files,
 )
 from irc.tools.cli_export import add_export_parser, cmd_export
@@ -555,6 +556,7 @@ def cmd_compile(args) -> int:
         raise InputError(f"'{args.model}' is already a compiled model (irc run / report it)")
     start = time.perf_counter()
     budgets = budgets_from_args(args)
+    strategy_options, executor = search_settings(args)
     try:
         model = irc.compile(
             args.model, dict(args.input_shape) or None, num_threads=args.threads,
@@ -566,10 +568,13 @@ def cmd_compile(args) -> int:
             progress=not args.no_progress, strategy=args.strategy, budgets=budgets,
             sensitivity_limit=args.sample, rounding=args.rounding,
             stage_cache=not args.no_cache, sensitivity_table=args.sensitivity,
-            holdout=args.holdout,
+            holdout=args.holdout, strategy_options=strategy_options, executor=executor,
         )  # fmt: skip
     except BudgetError as e:
         raise budget_miss(e, args) from None
+    finally:
+        if executor is not None:
+            executor.close()
     seconds = time.perf_counter() - start
     model.save(args.output)
     write_decision_files(model, args)

@@ -16,13 +16,19 @@ import argparse
 import json
 import os
 
+from irc.cli_io import positive_count
 from irc.decision import BudgetError, Budgets, parse_latency, parse_size
 from irc.decision.choose import drop_phrase, measured_text
 from irc.errors import InputError
 from irc.precision import layer_name
 from irc.report import format_bytes, model_report
 
-STRATEGY_NAMES = ("auto", "uniform-int8", "quantune", "sals", "profile-score", "sigma")
+try:  # the cluster extra: --dask runs search's evaluations on a Dask cluster
+    import distributed
+except ImportError:
+    distributed = None
+
+STRATEGY_NAMES = ("auto", "uniform-int8", "quantune", "sals", "profile-score", "sigma", "search")
 
 
 def add_strategy_args(p: argparse.ArgumentParser) -> None:
@@ -65,6 +71,24 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
         "half the --calib folder)",
     )
     g.add_argument(
+        "--evaluations",
+        type=positive_count,
+        metavar="N",
+        help="--strategy search: candidate plans compiled and scored (default 100)",
+    )
+    g.add_argument(
+        "--workers",
+        type=positive_count,
+        metavar="N",
+        help="--strategy search: candidates scored at once, each in a local process (default 2)",
+    )
+    g.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="--strategy search: run the evaluations on the Dask cluster whose scheduler is "
+        "at ADDRESS (needs the cluster extra: pip install 'irc[cluster]')",
+    )
+    g.add_argument(
         "--sample",
         type=int,
         default=16,
@@ -89,6 +113,29 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
         "the stage cache ($IRC_CACHE_DIR/stages, default ~/.cache/irc/stages)",
     )
     # fmt: skip
+
+
+def search_settings(args) -> tuple[dict | None, object]:
+    """(``strategy_options``, ``executor``) of the search options; the executor a Dask
+    client of ``--dask``'s scheduler. InputError when given without ``--strategy search``."""
+    given = [f for f in ("evaluations", "workers", "dask") if getattr(args, f) is not None]
+    if args.strategy != "search":
+        if given:
+            raise InputError(f"--{given[0]} needs --strategy search")
+        return None, None
+    options = {}
+    if args.evaluations is not None:
+        options["evaluations"] = args.evaluations
+    if args.workers is not None:
+        options["width"] = args.workers
+    if args.dask is None:
+        return options or None, None
+    if distributed is None:
+        raise InputError("--dask needs dask.distributed: pip install 'irc[cluster]'")
+    try:
+        return options or None, distributed.Client(args.dask, timeout=30)
+    except OSError as e:
+        raise InputError(f"--dask: cannot reach the scheduler at {args.dask!r}: {e}") from None
 
 
 def holdout_arg(text: str):

@@ -111,6 +111,13 @@ class Calibration(Mapping):
         self.percentile = percentile
         self.entropy_bins = entropy_bins
 
+    def __getstate__(self) -> dict:
+        """Pickled with its ranges as a plain dict (a process executor sends it)."""
+        return {**self.__dict__, "ranges": dict(self.ranges)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, ranges=MappingProxyType(state["ranges"]))
+
     def channel_mean(self, name: str):
         """Mean per channel (axis 1) of value ``name`` over the calibration data (float64
         [C]), or None when not recorded."""

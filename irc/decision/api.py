@@ -168,7 +168,7 @@ def _measure_and_choose(graph, calibrated, table, options: CompileOptions, input
                         input_shapes=input_shapes, num_threads=options.num_threads,
                         progress=options.progress, strategy_options=options.strategy_options,
                         weights=options.weight_clipping, rounding=options.weight_rounding,
-                        table=table)  # fmt: skip
+                        table=table, executor=options.executor)  # fmt: skip
     except BudgetError as e:
         if e.partial is not None:
             e.partial.calibration = calibrated

@@ -22,7 +22,8 @@ latency, and the reason for the choice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from irc.decision.cost import INTEGER, CostModel
 from irc.decision.costs_measure import build_cost_model
 from irc.decision.holdout import HeldOut, paired_drop
 from irc.decision.rounding import analyze_best, plan_calibration
+from irc.decision.search import Evaluator, PlanEvaluation, SearchOptions, search_decision
 from irc.decision.sensitivity import analyze
 from irc.decision.strategies import decide
 from irc.measure import interleaved_cpu, sqnr_db
@@ -219,6 +221,7 @@ def choose(
     strategy_options: dict | None = None,
     weights: str = "mse",
     rounding: str = "nearest",
+    executor=None,
 ) -> Choice:
     """Measure, decide under ``budgets`` and verify; see the module docstring.
 
@@ -233,6 +236,7 @@ def choose(
     better per layer and precision (``irc.decision.rounding``; ``calibration.hessians``
     must hold the GPTQ statistics); otherwise the calibration's statistics decide. A table
     that holds rounding choices (given or measured) compiles each plan by them.
+    ``executor`` runs ``search``'s evaluations (``irc.decision.search``).
     ``progress``: each stage shown on stderr (``irc.calibration.progress``). The Choice's
     ``seconds`` hold each stage's time: ``sensitivity`` and ``cost model`` (when measured
     here), ``decision and verification``, and ``build`` (compiling the plans).
@@ -263,6 +267,8 @@ def choose(
             cost = in_context(cost, checker)
     with times.timing("decision and verification"):
         options = _strategy_options(strategy_options, strategy, budgets, table)
+        if strategy == "search":
+            options["executor"] = executor
         choice = _decide_and_verify(checker, table, cost, strategy, budgets, options)
         annotate(choice)
     choice.seconds = dict(times)
@@ -302,7 +308,7 @@ def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opti
     asked = budgets
     for number in range(1, tries + 1):
         try:
-            decision = decide(strategy, table, cost, budgets, **options)
+            decision = _decide(checker, table, cost, strategy, budgets, options)
         except BudgetError as e:
             if not attempts:
                 raise
@@ -315,6 +321,8 @@ def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opti
             verification = checker.verify(model, budgets)
         missed = _missed(asked, verification)
         attempts.append((decision, verification, missed))
+        if number == 1:
+            _warn_if_coarse(asked, verification)
         if not missed or strategy != "auto":
             break
         budgets, options = _tighten(budgets, options, asked, verification, decision)
@@ -324,6 +332,36 @@ def _tries(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opti
             f"measured {measured_text(verification)}); {relax_advice(asked, attempts)}"
         )
     return Choice(model, decision, table, cost, verification, attempts, asked)
+
+
+def _decide(checker: _Checker, table, cost, strategy: str, budgets: Budgets, options: dict):
+    """The strategy's Decision: a pure strategy's, or ``search``'s, which compiles and scores
+    candidates on the checker's held-out images (``irc.decision.search``)."""
+    if strategy != "search":
+        return decide(strategy, table, cost, budgets, **options)
+    if not isinstance(checker.evaluate, HeldOut):
+        raise BudgetError(
+            "strategy 'search' scores plans on labelled images: give a calibration folder "
+            "with labels.txt, or holdout=a labelled folder"
+        )
+    settings = dict(options)
+    executor = settings.pop("executor", None)
+    try:
+        search_options = SearchOptions(**settings)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(SearchOptions))
+        raise BudgetError(
+            f"search: unknown option(s) {', '.join(sorted(settings))}; known: {known}"
+        ) from None
+    start_options = _strategy_options(None, search_options.start, budgets, table)
+    start = decide(search_options.start, table, cost, budgets, **start_options)
+    held_out = checker.evaluate
+    evaluation = PlanEvaluation(checker.graph, checker.calibration, table, checker.weights,
+                                held_out.images, held_out.labels)  # fmt: skip
+    with Evaluator(evaluation, executor, search_options.width) as evaluator:
+        return search_decision(table, cost, budgets, start.plan, evaluator, search_options,
+                               float_hits=checker.float_hits,
+                               progress=checker.progress)  # fmt: skip
 
 
 UNIFORM = ("int8", "int4", "int2", "fp32")  # the uniform builds ``in_context`` measures
@@ -425,6 +463,19 @@ def _tighten(budgets, options, asked, v: Verification, decision):
         predicted = 10.0 ** (-decision.predicted_sqnr / 10.0)
         options = dict(options, max_nsr=min(options.get("max_nsr", predicted), predicted) / 2)
     return budgets, options
+
+
+def _warn_if_coarse(budgets: Budgets, v: Verification) -> None:
+    """Warn when the drop's 95% interval is wider than the drop budget: too few labelled
+    images to tell a plan within the budget from one outside it."""
+    if budgets.max_drop is None or v.drop_margin is None or v.drop_margin <= budgets.max_drop:
+        return
+    warnings.warn(
+        f"the top-1 drop is measured on {v.top1_images} labelled images (± {v.drop_margin:.2f} "
+        f"points at 95%), too few to check a {budgets.max_drop:g}-point budget: hold out more "
+        "labelled images (holdout=FOLDER, --holdout DIR)",
+        stacklevel=2,
+    )
 
 
 def relax_advice(asked: Budgets, attempts) -> str:

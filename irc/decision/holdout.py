@@ -93,6 +93,11 @@ def holdout_split(graph, options):
     if holdout is not None and not isinstance(holdout, int) and is_image_source(holdout):
         return options, load_held_out(holdout, graph, options, apart=True)
     if not is_image_source(data) or not is_labelled(data):
+        if options.strategy == "search":
+            raise InputError(
+                "strategy 'search' scores plans on labelled images: give a calibration "
+                "folder with labels.txt, or holdout=a labelled folder"
+            )
         if holdout not in (None, 0):
             raise InputError(
                 "holdout: a number of held-out images needs a labelled calibration folder "

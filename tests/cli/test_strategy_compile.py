@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from image_folders import PRE, labelled_folder
 from onnx_builders import small_convnet
 
 import irc
@@ -224,3 +225,28 @@ def test_a_latency_near_its_budget_is_measured_again(monkeypatch, near):
     verified = [runs for runs in calls if runs == RECHECK_RUNS]
     assert len(verified) == (1 if near else 0)
     assert model.choice.verification.latency == pytest.approx(0.004 if near else 0.002)
+
+
+def test_the_cli_searches_on_held_out_images(tmp_path, capsys):
+    folder = labelled_folder(tmp_path / "imgs", 16)
+    model_file, out = tmp_path / "m.onnx", tmp_path / "m.ircm"
+    model_file.write_bytes(small_convnet().SerializeToString())
+    code, stdout, stderr = run_cli(
+        capsys, "compile", model_file, "--calib", folder, "--preprocess", "torchvision",
+        "--resize", PRE.resize, "--crop", PRE.crop, "--strategy", "search", "--max-size",
+        "1.6kB", "--max-drop", "100", "--evaluations", "3", "--workers", "1", "--sample", "4",
+        "--no-cache", "--no-progress", "-o", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "strategy search under" in stdout
+    assert "(95%, 8 held-out images)" in stdout
+    assert irc.load(out).report().totals.bytes <= 1600
+
+
+def test_search_options_need_the_search_strategy(tmp_path, capsys):
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(small_convnet().SerializeToString())
+    code, _, stderr = run_cli(capsys, "compile", model_file, "--calib", tmp_path,
+                              "--strategy", "auto", "--evaluations", "5",
+                              "-o", tmp_path / "m.ircm")  # fmt: skip
+    assert code == 2 and "--evaluations needs --strategy search" in stderr

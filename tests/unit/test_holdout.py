@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from image_folders import PRE, labelled_folder
 from onnx_builders import small_convnet
-from PIL import Image
 
 import irc
-from irc.calibration import Preprocess, image_set, split_images
+from irc.calibration import image_set, split_images
 from irc.decision import Budgets
 from irc.decision.holdout import paired_drop
 from irc.errors import InputError
-
-PRE = Preprocess(resize=16, crop=16)
-
-
-def labelled_folder(root, count: int, classes: int = 3):
-    """``count`` random 20x24 PNGs, named in class order (as ImageNet folders are)."""
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(count):
-        label = i * classes // count
-        name = f"c{label}_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 255, (20, 24, 3), np.uint8)).save(root / name)
-        lines.append(f"{name} {label}")
-    (root / "labels.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def test_the_split_is_disjoint_complete_and_spread_over_the_classes(tmp_path):
