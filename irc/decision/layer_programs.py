@@ -54,6 +54,7 @@ def layer_program(
     graph: Graph, op: Op, precision: str, ranges, batch: int = 1,
     num_threads: int | None = None, weights: str = "mse",
 ) -> CompiledModel:  # fmt: skip
-    """The compiled layer program; see the module docstring."""
+    """The compiled layer program; see the module docstring. Not warmed up: its kernels
+    are compiled (or loaded from Numba's cache) on its first call."""
     cut = quantized_layer_graph(graph, op, precision, ranges, batch, weights)
-    return build(cut, num_threads=num_threads, cache=False)
+    return build(cut, num_threads=num_threads, cache=False, warmup=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from irc.compile_options import ROUNDINGS
-from irc.decision.sensitivity import analyze
+from irc.decision.sensitivity import analyze_variants
 from irc.decision.table import CANDIDATES, SensitivityTable
 
 __all__ = ["ROUNDINGS", "analyze_best", "merge", "plan_calibration", "without_statistics"]
@@ -54,14 +54,14 @@ def merge(nearest: SensitivityTable, gptq: SensitivityTable) -> SensitivityTable
 
 
 def analyze_best(graph, calibration, data, **options) -> SensitivityTable:
-    """The merged table of ``graph``: ``sensitivity.analyze`` with nearest rounding, then
-    with GPTQ (``calibration.hessians``) at the integer precisions only (fp16 has no
-    rounding to choose), merged by ``merge``. ``options`` go to ``analyze``."""
+    """The merged table of ``graph``: nearest rounding (at every precision) and GPTQ
+    (``calibration.hessians``, at the integer precisions only: fp16 has no rounding to
+    choose) measured in one pass by ``sensitivity.analyze_variants``, merged by ``merge``.
+    ``options`` are ``analyze``'s."""
     precisions = tuple(options.pop("precisions", CANDIDATES))
-    nearest = analyze(graph, without_statistics(calibration), data, precisions=precisions,
-                      **options)  # fmt: skip
     integer = tuple(p for p in precisions if p.startswith("int"))
-    gptq = analyze(graph, calibration, data, precisions=integer, **options)
+    variants = [(without_statistics(calibration), precisions), (calibration, integer)]
+    nearest, gptq = analyze_variants(graph, variants, data, **options)
     return merge(nearest, gptq)
 
 

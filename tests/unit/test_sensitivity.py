@@ -13,7 +13,7 @@ import pytest
 from onnx_builders import tiny_cnn
 
 import irc
-from irc.decision.sensitivity import analyze
+from irc.decision.sensitivity import analyze, analyze_variants
 from irc.decision.table import SensitivityTable
 from irc.errors import InputError
 from irc.pass_manager import PassManager
@@ -102,6 +102,20 @@ def test_files_round_trip(setup, tmp_path):
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("layer,kind,params,macs,precision,sqnr,")
     assert len(lines) == 1 + 2 * 4
+
+
+def test_variants_measured_in_one_pass_give_the_tables_measured_alone(setup):
+    graph, table = setup
+    calibration = calibrate(graph, DATA, progress=False)
+    variants = [(calibration, ("int4", "fp16")), (calibration, ("int2",))]
+    first, second = analyze_variants(graph, variants, DATA, labels=LABELS, batch_size=4,
+                                     progress=False)  # fmt: skip
+    assert first.precisions == ("int4", "fp16") and second.precisions == ("int2",)
+    for part in (first, second):
+        assert part.names == table.names and part.loss == table.loss
+        for p in part.precisions:
+            for m in table.metrics:
+                assert np.array_equal(part.column(m, p), table.column(m, p)), (m, p)
 
 
 def test_empty_data_and_wrong_labels_are_named(setup):
