@@ -72,11 +72,14 @@ def calibrate(graph: Graph, data, method: str = "minmax", *, engine: str = "comp
 
 
 def quantize(graph: Graph, precision, calibration: Calibration | None, *,
-             weights: str = "mse", context: PassContext | None = None) -> Graph:  # fmt: skip
+             weights: str = "mse", context: PassContext | None = None,
+             rounding_memo: dict | None = None) -> Graph:  # fmt: skip
     """A copy of float ``graph`` at ``precision`` (a precision name, a layer → precision
     mapping or a ``PrecisionPlan``), lowered to L3: integer layers rounded on
     ``calibration``'s ranges (GPTQ where it holds rounding statistics), 4/2-bit weights
-    packed. ``weights``: the weight clipping (``mse`` or ``minmax``)."""
+    packed. ``weights``: the weight clipping (``mse`` or ``minmax``). ``rounding_memo``: a
+    dict kept across compiles of plans of this graph, clipping and calibration, in which
+    each layer's rounding is done once per precision (``passes/quantize.py``)."""
     plan = as_plan(precision)
     if not plan.is_float and calibration is None:
         raise InputError(
@@ -86,6 +89,8 @@ def quantize(graph: Graph, precision, calibration: Calibration | None, *,
     ctx = context or PassContext()
     ctx.analyses["calibration"] = calibration if calibration is not None else {}
     ctx.analyses["precision_plan"] = plan
+    if rounding_memo is not None:
+        ctx.analyses["rounding_memo"] = rounding_memo
     quantized = graph.clone()
     PassManager(quantize_pipeline(weights), ctx).run(quantized)
     return quantized
@@ -93,14 +98,16 @@ def quantize(graph: Graph, precision, calibration: Calibration | None, *,
 
 def build_plan(graph: Graph, precision, calibration: Calibration | None, *, weights: str = "mse",
                input_shapes=None, num_threads: int | None = None, cache: bool = True,
-               warmup: bool = True, stats=()) -> CompiledModel:  # fmt: skip
+               warmup: bool = True, stats=(), rounding_memo: dict | None = None,
+               ) -> CompiledModel:  # fmt: skip
     """``quantize`` then ``build``: float ``graph`` compiled at ``precision``, its input
     shapes specialised to ``input_shapes`` after quantization (the batch: ``float_graph``
     specialised the rest before calibration, so a calibration of any batch applies); the
     model's ``stats`` hold ``stats`` (earlier stages'), the quantize passes' and the
     build's."""
     ctx = PassContext()
-    quantized = quantize(graph, precision, calibration, weights=weights, context=ctx)
+    quantized = quantize(graph, precision, calibration, weights=weights, context=ctx,
+                         rounding_memo=rounding_memo)  # fmt: skip
     if input_shapes:
         quantized = specialize(quantized, input_shapes)
     model = build(quantized, num_threads=num_threads, cache=cache, warmup=warmup,

@@ -32,7 +32,10 @@ centering cost its depthwise layers up to 60% at INT2); the levels stay on the l
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
-to every layer). A layer that cannot run at its planned precision (``irc.support``: a
+to every layer), and ``ctx.analyses["rounding_memo"]`` when present: a dict that keeps each
+layer's rounded weights and scales by (layer, precision, GPTQ or not), for compiles of many
+plans of one graph, clipping and calibration (the ``search`` strategy's); its owner keeps
+those fixed. A layer that cannot run at its planned precision (``irc.support``: a
 fused hard_swish, a gemm with alpha ≠ 1 or a transposed input has no integer form) stays
 fp32 and is counted under ``kept-float``.
 """
@@ -72,8 +75,9 @@ class _Rewriter:
     """Walks the graph once, replacing planned layers and glue by integer ops."""
 
     def __init__(self, graph: Graph, ranges, plan: PrecisionPlan, weights: str, means=None,
-                 hessians=None):  # fmt: skip
+                 hessians=None, memo: dict | None = None):  # fmt: skip
         self.graph, self.ranges, self.plan, self.weights = graph, ranges, plan, weights
+        self.memo = memo  # (layer, precision, gptq) -> (levels, scales), or None
         self.means = means  # value name -> mean per channel (bias correction), or None
         self.hessians = hessians  # layer name -> InputStatistics or Σxxᵀ (GPTQ), or None
         self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
@@ -175,6 +179,23 @@ class _Rewriter:
         self.replace(op, new)
         self.stats["glue"] += 1
 
+    def rounded(self, op: Op, w: np.ndarray, bits: int, hessian) -> tuple[np.ndarray, np.ndarray]:
+        """(levels, per-channel scales) of layer ``op``'s weight ``w`` at ``bits``: GPTQ's
+        rounding given its statistics ``hessian``, each channel's scale by its output error;
+        else nearest on the clipping's scales."""
+        try:
+            scales = quant.weight_scales(w, bits, self.weights)
+        except ValueError as e:
+            raise ValueError(f"layer {op.label()}: {e}") from None
+        if hessian is None:
+            return quant.quantize_weights(w, scales, bits), scales
+        group = op.attrs["group"] if op.kind == "conv2d" else 1
+        corrected = self.input_means(op, w) is not None
+        if corrected and linear_output(op) and isinstance(hessian, InputStatistics):
+            hessian = hessian.centered()  # the bias takes the mean error away
+        levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
+        return levels, scales
+
     def layer(self, op: Op) -> None:
         precision = self.plan.precision_of(op)
         if precision == "fp32":
@@ -190,20 +211,16 @@ class _Rewriter:
         w = constant_array(op.operands[1])
         if op.kind == "gemm" and not op.attrs["trans_b"]:
             w = w.T
-        try:
-            scales = quant.weight_scales(w, bits, self.weights)
-        except ValueError as e:
-            raise ValueError(f"layer {op.label()}: {e}") from None
         hessian = None if self.hessians is None else self.hessians.get(layer_name(op))
-        if hessian is not None:  # GPTQ rounding, each channel's scale by its output error
-            group = op.attrs["group"] if op.kind == "conv2d" else 1
-            corrected = self.input_means(op, w) is not None
-            if corrected and linear_output(op) and isinstance(hessian, InputStatistics):
-                hessian = hessian.centered()  # the bias takes the mean error away
-            levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
-            self.stats["gptq"] += 1
+        key = (layer_name(op), precision, hessian is not None)
+        if self.memo is not None and key in self.memo:
+            levels, scales = self.memo[key]
         else:
-            levels = quant.quantize_weights(w, scales, bits)
+            levels, scales = self.rounded(op, w, bits, hessian)
+            if self.memo is not None:
+                self.memo[key] = levels, scales
+        if hessian is not None:
+            self.stats["gptq"] += 1
         shift = self.bias_shift(op, w, levels, scales)
         wq = build(graph, "qconstant", [], {
             "value": np.ascontiguousarray(levels), "dtype": f"i{bits}",
@@ -310,5 +327,6 @@ class Quantize(Pass):
         ranges = getattr(calibration, "ranges", calibration)
         means = getattr(calibration, "channel_mean", None) if self.bias_correction else None
         hessians = getattr(calibration, "hessians", None)
-        stats = _Rewriter(graph, ranges, plan, self.weights, means, hessians).run()
+        memo = ctx.analyses.get("rounding_memo")
+        stats = _Rewriter(graph, ranges, plan, self.weights, means, hessians, memo).run()
         return {k: v for k, v in stats.items() if v}

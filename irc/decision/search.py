@@ -29,7 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class PlanEvaluation:
     """Everything a worker needs to compile a plan and score it: the float graph, its
     calibration (with GPTQ statistics), the sensitivity table's rounding choices, the
     weight clipping and the held-out images and labels. Called with a plan, it returns
-    its ``Score``."""
+    its ``Score``; each layer's rounding at each precision is done once (``memo``)."""
 
     graph: object
     calibration: object
@@ -65,13 +65,14 @@ class PlanEvaluation:
     weights: str
     images: np.ndarray
     labels: np.ndarray
+    memo: dict = field(default_factory=dict)  # each layer's rounding, done once per precision
 
     def __call__(self, plan: dict[str, str]) -> Score:
         start = time.perf_counter()
         plan = {"default": "fp32", **plan}
         calibration = plan_calibration(self.calibration, self.table, plan)
         model = build_plan(self.graph, plan, calibration, weights=self.weights, num_threads=1,
-                           warmup=False)  # fmt: skip
+                           warmup=False, rounding_memo=self.memo)  # fmt: skip
         batch = model.graph.inputs[0].type.shape[0]
         count = len(self.labels) - len(self.labels) % batch
         losses, hits = np.zeros(count), np.zeros(count, bool)
@@ -180,8 +181,9 @@ class SearchOptions:
 
 def search(problem: Problem, limits, start_idx, evaluator: Evaluator, options: SearchOptions,
            *, max_drop: float | None, float_hits: np.ndarray,
-           progress: bool = False) -> tuple[list[int], list[dict]]:  # fmt: skip
-    """(the best plan's precision columns, the history: one dict per evaluation); see the
+           progress: bool = False) -> tuple[list[int], list[dict], list[tuple]]:  # fmt: skip
+    """(the best plan's precision columns, the history: one dict per evaluation, the
+    improvements: (evaluation number, columns) each time the best plan changed); see the
     module docstring. ``float_hits``: the FP32 model's per-image top-1 hits, against which
     a candidate's drop on the held-out images is measured for ``max_drop``."""
     rng = np.random.default_rng(options.seed)
@@ -198,6 +200,7 @@ def search(problem: Problem, limits, start_idx, evaluator: Evaluator, options: S
         history.append(_entry(1, seen[current], True, "start"))
         bar.update(1)
         best = current if admissible(seen[current]) else None
+        improvements = [] if best is None else [(1, best)]
         while len(history) < options.evaluations:
             wanted = min(options.width, options.evaluations - len(history))
             proposals = _proposals(rng, problem, limits, current, wanted, seen)
@@ -213,6 +216,7 @@ def search(problem: Problem, limits, start_idx, evaluator: Evaluator, options: S
                 bar.update(1)
                 if admissible(score) and (best is None or score.loss < seen[best].loss):
                     best = plan
+                    improvements.append((len(history), best))
             if moved:
                 current = leader[0]
     if best is None:
@@ -220,7 +224,7 @@ def search(problem: Problem, limits, start_idx, evaluator: Evaluator, options: S
             f"search: no plan of the {len(history)} scored keeps the top-1 drop within "
             f"{max_drop:g} on the held-out images; relax the drop budget or the size budget"
         )
-    return list(best), history
+    return list(best), history, improvements
 
 
 def _entry(number: int, score: Score, accepted: bool, move: str = "") -> dict:
@@ -273,17 +277,20 @@ def search_decision(table, cost, budgets, start_plan: dict[str, str], evaluator:
                     options: SearchOptions, *, float_hits, progress=False):  # fmt: skip
     """The ``search`` Decision from ``start_plan``: its plan, predicted costs, a reason per
     layer (kept from the start plan, or moved by the search) and ``details`` (the
-    evaluations and the history)."""
+    evaluations, the history and each improvement's plan: the best plan of a shorter
+    search with the same seed is the last improvement within its evaluations)."""
     began = time.perf_counter()
     problem = Problem(table, cost)
     limits = resolve(problem, budgets)
     start_idx = [problem.col[start_plan[name]] for name in problem.names]
-    best, history = search(problem, limits, start_idx, evaluator, options,
+    best, history, improvements = search(problem, limits, start_idx, evaluator, options,
                            max_drop=budgets.max_drop, float_hits=float_hits,
                            progress=progress)  # fmt: skip
     reasons = {}
     for name, j, k in zip(problem.names, start_idx, best):
         moved = "kept" if j == k else f"moved from {problem.precisions[j]}"
         reasons[name] = f"search: {moved} ({options.start} start)"
-    details = {"evaluations": len(history), "start": options.start, "history": history}
+    details = {"evaluations": len(history), "start": options.start, "history": history,
+               "improvements": [{"evaluation": n, "plan": problem.plan(idx)}
+                                for n, idx in improvements]}  # fmt: skip
     return finish(problem, limits, best, "search", reasons, began, details)

@@ -19,6 +19,9 @@ from irc.decision.planning import Problem, State, resolve
 from irc.decision.search import SearchOptions, cross_entropy, neighbour
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
+from irc.precision import layer_name
+from irc.stages import build_plan, calibrate, float_graph
+from irc.support import quantizable_layers
 
 FP32_BYTES = irc.compile(small_convnet(), progress=False).report().totals.fp32_bytes
 
@@ -53,6 +56,23 @@ def test_every_neighbour_fits_the_size_budget_and_differs_from_its_plan():
         assert plan != start and State(problem, plan).bytes <= 12 * 1000
     ups = [m for m in found if any(problem.precisions[j] == "fp16" for j in m)]
     assert ups  # moves up are made room for by moves down elsewhere
+
+
+def test_a_memoised_rounding_compiles_the_same_model():
+    """Plans compiled with a rounding memo are bit-identical to plans compiled without it,
+    and a layer's rounding at a precision is done once."""
+    graph = float_graph(small_convnet())
+    data = np.random.default_rng(3).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    calibration = calibrate(graph, data, progress=False)
+    names = [layer_name(op) for op in quantizable_layers(graph)]
+    plans = [{"default": "int4", names[0]: "int8"}, {"default": "int8", names[1]: "int2"}]
+    memo = {}
+    for plan in plans:
+        fresh = build_plan(graph, plan, calibration, num_threads=1)
+        kept = build_plan(graph, plan, calibration, num_threads=1, rounding_memo=memo)
+        assert np.array_equal(fresh(data[:1])[0], kept(data[:1])[0])
+    assert len(memo) == len({(n, p) for plan in plans for n in names
+                             for p in [plan.get(n, plan["default"])]})  # fmt: skip
 
 
 def test_cross_entropy_matches_a_hand_value():
@@ -95,6 +115,7 @@ def test_the_decision_is_the_best_plan_scored_and_verifies_as_scored(in_process)
     assert choice.verification.bytes <= FP32_BYTES // 3
     assert choice.verification.top1_apart and choice.verification.top1_images == 12
     assert all(reason.startswith("search: ") for reason in choice.decision.reasons.values())
+    assert details["improvements"][-1]["plan"] == choice.decision.plan
 
 
 def test_a_longer_search_begins_as_a_shorter_one(folder, in_process):
