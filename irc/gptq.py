@@ -129,7 +129,7 @@ def gptq_levels(
     order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
     g_index = np.arange(group)[:, None]
     h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
-    feedback = _feedback(h).astype(np.float32)  # [G, K, K], strictly lower
+    feedback = _positive_feedback(h).astype(np.float32)  # [G, K, K], strictly lower
     # columns contiguous: [G, K, R] (R = O/G rows), in float32 for the matrix products
     target = np.ascontiguousarray(
         np.take_along_axis(work, order[:, None, :], axis=2).transpose(0, 2, 1), np.float32
@@ -158,6 +158,23 @@ def gptq_levels(
     unordered = np.empty(ordered.shape, np.int8)
     np.put_along_axis(unordered, order[:, None, :], ordered.astype(np.int8), axis=2)
     return unordered.reshape(w.shape)
+
+
+def _positive_feedback(h: np.ndarray, tries: int = 8) -> np.ndarray:
+    """``_feedback`` of ``h``; where ``h`` is not positive definite (statistics of a few
+    inputs, centered in floating point, can leave it slightly indefinite), its diagonal is
+    raised by ``DAMPING`` times its mean, then ten times that, until it is."""
+    index = np.arange(h.shape[1])
+    mean = h[:, index, index].mean(axis=1, keepdims=True)
+    extra = DAMPING
+    for _ in range(tries - 1):
+        try:
+            return _feedback(h)
+        except np.linalg.LinAlgError:
+            h = h.copy()
+            h[:, index, index] += extra * mean
+            extra *= 10.0
+    return _feedback(h)
 
 
 def _feedback(h: np.ndarray) -> np.ndarray:

@@ -67,9 +67,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--auto-latency", type=float, default=1.0, metavar="RATIO",
                    help="auto's latency budget as a ratio to uniform INT8 (default 1.0; 0: "
                    "none)")  # fmt: skip
-    p.add_argument("--rounding", default="nearest", choices=("nearest", "gptq", "best"),
-                   help="weight rounding of the integer layers (default nearest; best: per "
-                   "layer and precision the better of the two, as measured)")  # fmt: skip
+    p.add_argument("--rounding", default="best", choices=("nearest", "gptq", "best"),
+                   help="weight rounding of the integer layers (default best: per layer and "
+                   "precision the better of nearest and GPTQ, as measured, like irc compile "
+                   "--strategy)")  # fmt: skip
     p.add_argument("--runs", type=positive_count, default=30, metavar="N",
                    help="latency rounds, each configuration once a round (default 30)")  # fmt: skip
     p.add_argument("--threads", type=positive_count, default=1, metavar="N",

@@ -142,7 +142,7 @@ def strategy_runs(fp32_bytes: int, strategies, sizes, max_drop, auto_latency=1.0
 
 
 def run_bench(model_path, data: BenchData, *, strategies=STRATEGIES, sizes=(6.0, 8.0),
-              max_drop=None, auto_latency=1.0, sample=16, rounding="nearest", runs=30, threads=1,
+              max_drop=None, auto_latency=1.0, sample=16, rounding="best", runs=30, threads=1,
               peers=True, log=print) -> BenchResult:  # fmt: skip
     """Compile and measure every row; see the module docstring. ``log`` gets progress.
 
