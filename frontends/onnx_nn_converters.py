@@ -30,6 +30,8 @@ _UNARY = {
     "HardSwish": "hard_swish",
     "Sqrt": "sqrt",
     "Erf": "erf",
+    "Neg": "neg",
+    "Log": "log",
 }
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
@@ -298,7 +300,12 @@ def convert_softmax(ctx, node):
     ]
 
 
-_REDUCE = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max"}
+_REDUCE = {
+    "ReduceMean": "reduce_mean",
+    "ReduceSum": "reduce_sum",
+    "ReduceMax": "reduce_max",
+    "ReduceMin": "reduce_min",
+}
 
 
 def _axes_as_input(ctx, node) -> bool:
@@ -308,7 +315,7 @@ def _axes_as_input(ctx, node) -> bool:
 
 @converter(*_REDUCE)
 def convert_reduce(ctx, node):
-    """ReduceMean / ReduceSum / ReduceMax over the node's axes (all when none are given,
+    """ReduceMean / ReduceSum / ReduceMax / ReduceMin over the node's axes (all when none are given,
     unless ``noop_with_empty_axes``, which makes the node the identity)."""
     x = operand(ctx, node, 0)
     a = attributes(node)

@@ -181,6 +181,7 @@ CONVERTERS = {
     "equal": _simple("Equal"), "where": _simple("Where"), "range": _simple("Range"),
     "expand": _with_ints("Expand", "shape"), "tile": _with_ints("Tile", "repeats"),
     "reduce_sum": _reduce("ReduceSum"), "reduce_max": _reduce("ReduceMax"),
+    "reduce_min": _reduce("ReduceMin"), "neg": _simple("Neg"), "log": _simple("Log"),
     "layer_norm": _renamed("LayerNormalization", {"axis": "axis", "epsilon": "epsilon"}),
     "conv_transpose2d": _conv_transpose,
 }  # fmt: skip

@@ -27,13 +27,24 @@ from irc.backends.numba.float_common import element_strides, float_dtype, static
 from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_builder
 from irc.ir import Op
 
-_CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID, _SQRT, _ERF = range(8)
+_CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID = range(6)
+_SQRT, _ERF, _NEG, _LOG = range(6, 10)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
 
 @kernel_builder(
-    "relu", "sigmoid", "tanh", "hard_swish", "leaky_relu", "hard_sigmoid", "clip", "sqrt", "erf"
+    "relu",
+    "sigmoid",
+    "tanh",
+    "hard_swish",
+    "leaky_relu",
+    "hard_sigmoid",
+    "clip",
+    "sqrt",
+    "erf",
+    "neg",
+    "log",
 )
 def build_unary(op: Op) -> KernelFn:
     """The unary activations; relu and clip are both a clamp to [lo, hi]."""
@@ -49,6 +60,8 @@ def build_unary(op: Op) -> KernelFn:
         "hard_sigmoid": (_HARD_SIGMOID, attrs.get("alpha"), attrs.get("beta")),
         "sqrt": (_SQRT, 0.0, 0.0),
         "erf": (_ERF, 0.0, 0.0),
+        "neg": (_NEG, 0.0, 0.0),
+        "log": (_LOG, 0.0, 0.0),
     }[op.kind]
     # Attribute floats enter the reference as numpy "weak" scalars: rounded to x's type.
     first, second = dtype.type(first), dtype.type(second)
@@ -94,6 +107,12 @@ def _unary_flat(xf, of, code, p, q):
     elif code == _SQRT:
         for i in range(xf.size):
             of[i] = np.sqrt(xf[i])
+    elif code == _NEG:
+        for i in range(xf.size):
+            of[i] = -xf[i]
+    elif code == _LOG:
+        for i in range(xf.size):
+            of[i] = np.log(xf[i])
     elif code == _ERF:  # in float64, as the reference
         for i in range(xf.size):
             of[i] = math.erf(np.float64(xf[i]))

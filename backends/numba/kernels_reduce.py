@@ -1,5 +1,5 @@
-"""Reduction kernels: softmax, reduce_mean / reduce_sum / reduce_max, LRN (local response
-normalisation) and layer normalisation.
+"""Reduction kernels: softmax, reduce_mean / reduce_sum / reduce_max / reduce_min, LRN
+(local response normalisation) and layer normalisation.
 
 Each follows the arithmetic order of its reference in ``irc.reference`` where that order
 decides float32 rounding (LRN sums channels in the same order, in float32); sums that
@@ -22,7 +22,7 @@ from irc.ir import Op
 
 
 @njit(cache=True)
-def softmax_kernel(src, dst, outer, n, inner):
+def softextreme_kernel(src, dst, outer, n, inner):
     """Softmax over the middle axis of src viewed as [outer, n, inner]."""
     for o in range(outer):
         for i in range(inner):
@@ -87,17 +87,18 @@ def build_softmax(op: Op):
     n = shape[axis]
 
     def run(x, out):
-        softmax_kernel(x.reshape(-1), out.reshape(-1), outer, n, inner)
+        softextreme_kernel(x.reshape(-1), out.reshape(-1), outer, n, inner)
 
     return run
 
 
 @njit(cache=True)
-def max_kernel(src, dst, lens, out_strides, lowest):
-    """dst.flat[Σ idx[a] * out_strides[a]] = max of src over the reduced axes (as
-    ``mean_kernel`` walks them); nan wins, an empty reduction leaves ``lowest``."""
+def extreme_kernel(src, dst, lens, out_strides, start, sign):
+    """dst.flat[Σ idx[a] * out_strides[a]] = max (``sign`` 1) or min (``sign`` -1) of src
+    over the reduced axes (as ``mean_kernel`` walks them); nan wins, an empty reduction
+    leaves ``start``."""
     for i in range(dst.size):
-        dst[i] = lowest
+        dst[i] = start
     inner = lens[lens.shape[0] - 1]
     step = out_strides[lens.shape[0] - 1]
     bases = row_bases(lens, out_strides, src.size)
@@ -106,7 +107,8 @@ def max_kernel(src, dst, lens, out_strides, lowest):
         for j in range(inner):
             v, at = src[k + j], bases[row] + j * step
             peak = dst[at]
-            if peak == peak and (v > peak or v != v):
+            beyond = v > peak if sign > 0 else v < peak
+            if peak == peak and (beyond or v != v):
                 dst[at] = v
 
 
@@ -157,17 +159,22 @@ def build_reduce_mean(op: Op):
     return run
 
 
-@kernel_builder("reduce_max")
+@kernel_builder("reduce_max", "reduce_min")
 def build_reduce_max(op: Op):
-    """Max over the op's axes (all when empty), any element type but bool."""
+    """Max (min) over the op's axes (all when empty), any element type but bool: the min
+    is ``extreme_kernel`` with its comparison reversed."""
     dtype = op.operands[0].type.dtype.numpy
     if dtype == np.bool_:
-        raise BackendError(f"op {op.label()}: reduce_max has no kernel for bool")
+        raise BackendError(f"op {op.label()}: {op.kind} has no kernel for bool")
     lens, out_strides, _ = reduction_tables(op)
-    lowest = dtype.type(-np.inf if dtype.kind == "f" else np.iinfo(dtype).min)
+    if op.kind == "reduce_max":
+        start, sign = (-np.inf if dtype.kind == "f" else np.iinfo(dtype).min), 1
+    else:
+        start, sign = (np.inf if dtype.kind == "f" else np.iinfo(dtype).max), -1
+    start = dtype.type(start)
 
     def run(x, out):
-        max_kernel(x.reshape(-1), out.reshape(-1), lens, out_strides, lowest)
+        extreme_kernel(x.reshape(-1), out.reshape(-1), lens, out_strides, start, sign)
 
     return run
 

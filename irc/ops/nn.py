@@ -72,6 +72,8 @@ for _name, _doc in (
     ("hard_swish", "x * max(0, min(1, x/6 + 1/2))"),
     ("sqrt", "sqrt(x) (nan below 0)"),
     ("erf", "the error function erf(x)"),
+    ("neg", "-x"),
+    ("log", "natural logarithm (-inf at 0, nan below)"),
 ):
     define(_name, ["x"], {}, _same, doc=_doc, traits=("elementwise",))
 
@@ -632,7 +634,7 @@ def _infer_reduce(types, attrs):
     return [x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in axes))]
 
 
-for _name in ("mean", "sum", "max"):
+for _name in ("mean", "sum", "max", "min"):
     define(
         f"reduce_{_name}",
         ["x"],

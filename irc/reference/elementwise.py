@@ -53,6 +53,19 @@ def sqrt(x: np.ndarray) -> np.ndarray:
         return _as_dtype_of(np.sqrt(x), x)
 
 
+@semantics("neg")
+def neg(x: np.ndarray) -> np.ndarray:
+    """-x (integers wrap, as ONNX Neg's two's complement)."""
+    return np.negative(x)
+
+
+@semantics("log")
+def log(x: np.ndarray) -> np.ndarray:
+    """Natural logarithm: -inf at zero, nan below (no warning)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _as_dtype_of(np.log(x), x)
+
+
 _ERF = np.frompyfunc(math.erf, 1, 1)
 
 

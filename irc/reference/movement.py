@@ -1,5 +1,6 @@
 """Data movement, reductions and constants: concat, reshape, transpose, pad, slice, gather,
-shape, expand, tile, range, softmax, reduce_mean / reduce_sum / reduce_max and constant.
+shape, expand, tile, range, softmax, reduce_mean / reduce_sum / reduce_max / reduce_min and
+constant.
 
 Results may be views of their operands; no semantics here writes into an operand.
 """
@@ -161,6 +162,24 @@ def reduce_max(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.nda
     axis = tuple(axes) if axes else None
     peak = np.max(x, axis=axis, keepdims=bool(keepdims), initial=_lowest(x.dtype))
     return np.asarray(peak).astype(x.dtype, copy=False)
+
+
+@semantics("reduce_min")
+def reduce_min(x: np.ndarray, *, axes: tuple[int, ...], keepdims: int) -> np.ndarray:
+    """Min over ``axes`` (every axis when empty); nan propagates; an empty reduction gives
+    the type's highest value (+inf for floats), as ONNX ReduceMin."""
+    axis = tuple(axes) if axes else None
+    least = np.min(x, axis=axis, keepdims=bool(keepdims), initial=_highest(x.dtype))
+    return np.asarray(least).astype(x.dtype, copy=False)
+
+
+def _highest(dtype) -> object:
+    """The largest value of ``dtype`` (+inf for floats, True for bool)."""
+    if np.issubdtype(dtype, np.floating):
+        return np.inf
+    if dtype == np.bool_:
+        return True
+    return np.iinfo(dtype).max
 
 
 @semantics("constant")

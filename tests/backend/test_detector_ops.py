@@ -110,11 +110,16 @@ def i64(*values) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ elementwise
-@pytest.mark.parametrize("op_type", ["Sqrt", "Erf"])
+@pytest.mark.parametrize("op_type", ["Sqrt", "Erf", "Neg", "Log"])
 def test_unary(op_type):
     x = normal(2, 3, 5, 7, seed=1) * 2
-    x = np.abs(x) if op_type == "Sqrt" else x
+    x = np.abs(x) if op_type in ("Sqrt", "Log") else x
     check(one_node(op_type, {"x": x}), {"x": x})
+
+
+def test_log_at_zero_and_below():
+    x = np.array([-1.0, 0.0, 1.0, np.e], np.float32)
+    check(one_node("Log", {"x": x}), {"x": x})
 
 
 def test_sqrt_of_negative_is_nan():
@@ -283,7 +288,7 @@ def test_range_expand_chain_folds_to_constants():
 
 
 # ------------------------------------------------------------------ reductions, softmax
-@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceMax"])
+@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceMax", "ReduceMin"])
 @pytest.mark.parametrize("axes", [None, (1,), (-1,), (0, 2), (-3, -1)])
 @pytest.mark.parametrize("keepdims", [0, 1])
 def test_reduce(op_type, axes, keepdims):
@@ -299,9 +304,10 @@ def test_reduce_sum_opset11_axes_attribute_and_noop():
     check(model, {"x": x})
 
 
-def test_reduce_max_integers():
+@pytest.mark.parametrize("op_type", ["ReduceMax", "ReduceMin"])
+def test_reduce_extremes_of_integers(op_type):
     x = np.random.default_rng(13).integers(-50, 50, (3, 5)).astype(np.int32)
-    check(one_node("ReduceMax", {"x": x}, {"axes": i64(1)}), {"x": x})
+    check(one_node(op_type, {"x": x}, {"axes": i64(1)}), {"x": x})
 
 
 @pytest.mark.parametrize("axis", [0, 1, -2, -1])
@@ -411,6 +417,9 @@ EXPORT_CASES = {
     "expand": lambda x: (one_node("Expand", {"x": x}, {"s": i64(2, 1, 1, 1)}), {"x": x}),
     "tile": lambda x: (one_node("Tile", {"x": x}, {"r": i64(1, 2, 1, 2)}), {"x": x}),
     "reduce-max": lambda x: (one_node("ReduceMax", {"x": x}, {"a": i64(1)}), {"x": x}),
+    "reduce-min": lambda x: (one_node("ReduceMin", {"x": x}, {"a": i64(1)}), {"x": x}),
+    "neg": lambda x: (one_node("Neg", {"x": x}), {"x": x}),
+    "log": lambda x: (one_node("Log", {"x": np.abs(x) + 1}), {"x": np.abs(x) + 1}),
     "reduce-sum": lambda x: (
         one_node("ReduceSum", {"x": x}, {"a": i64(-1)}, keepdims=0),
         {"x": x},

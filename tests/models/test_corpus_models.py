@@ -39,15 +39,19 @@ INT8_FLOOR_DB = {
     "layout-cdla": -3.9 - 3,  # the worst of 8 heads; onnxruntime INT8 -3.3 dB
     "ddddocr-det": 24.0 - 3,
     "captcha-crnn": 34.5 - 3,
+    "basic-pitch": 5.8 - 3,  # the CQT front end (log of a spectrogram) stays float
 }
 
 # irc INT8 must keep at least onnxruntime's static per-channel QDQ INT8 SQNR minus this.
 ORT_MARGIN_DB = 3.0
 
 # Models irc cannot compile today: the error line it raises.
-FAILS = {
-    "basic-pitch": "UnsupportedOpError: Neg (opset 15) is not supported (then Log, ReduceMin: "
-    "the tf2onnx CQT front end of basic-pitch's nmp.onnx)",
+FAILS: dict[str, str] = {}
+
+# Models onnxruntime's static QDQ INT8 cannot run: the start of its error (irc INT8 is then
+# checked against its own floor only).
+ORT_INT8_FAILS = {
+    "basic-pitch": "[ONNXRuntimeError] : 1 : FAIL : Node (model_1/cq_t2010v2_1/conv1d_25",
 }
 
 
@@ -77,5 +81,8 @@ def test_corpus_model(entry):
     row = measure(entry, path)
     assert row["fp32_sqnr"] >= FP32_FLOOR_DB, row
     assert row["int8_sqnr"] >= INT8_FLOOR_DB[entry.name], row
+    if entry.name in ORT_INT8_FAILS:
+        assert ORT_INT8_FAILS[entry.name] in row["ort_int8_error"], row
+        return
     assert "ort_int8_sqnr" in row, row.get("ort_int8_error")
     assert row["int8_sqnr"] >= row["ort_int8_sqnr"] - ORT_MARGIN_DB, row
