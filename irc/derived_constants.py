@@ -1,5 +1,6 @@
-"""Constants a model file need not store: the per-channel arrays an integer layer's own
-scales determine.
+"""Constants a model file need not store, and those it stores narrower than they compute.
+
+Not stored: the per-channel arrays an integer layer's own scales determine.
 
 An L2/L3 integer layer (``qconv2d`` / ``qgemm`` with bias, multiplier and shift operands)
 carries three per-output-channel arrays that are functions of scales the graph already
@@ -16,6 +17,18 @@ graph whose constants are elided, the structure alone decides.
 
     >>> derived = derived_payloads(graph)        # {(id(constant op), attribute), ...}
     >>> rederive(graph)                          # fill elided derived payloads back in
+
+Stored narrower (``narrowed``; ``widened`` gives back the very bits): an int32
+``qconstant``'s levels (an integer layer's bias) in the narrowest of int8, int16 and int32
+that holds them all, and a ``qconstant``'s per-channel float32 scales as float16 times a
+power of two (one ``exponent`` for the tensor, 0 unless a scale is below float16's normal
+range) when every scale has a float16's significand, as ``irc.quant.weight_scales`` makes
+them; any other payload as it is. Widening is exact, so a loaded model computes with the
+same numbers.
+
+    >>> array, exponent = narrowed(op, "value", op.attrs["value"])   # int16 bias, 0
+    >>> widened(array, np.dtype(np.int32), exponent)                 # the int32 levels
+    >>> stored_nbytes(op, "scales", op.attrs["scales"])              # 2 per scale
 """
 
 from __future__ import annotations
@@ -29,6 +42,13 @@ from irc import quant
 from irc.ir import Graph, Op
 from irc.opdef import has_trait
 from irc.tensor import ElidedTensor
+
+NARROW_INTS = (np.dtype(np.int8), np.dtype(np.int16))  # an int32 payload's narrower forms
+HALF_MIN_EXPONENT = -14  # float16's smallest normal is 2^-14
+# (stored, computed) dtypes a file may hold a payload in and the graph widens it to
+WIDENINGS = {(n, np.dtype(np.int32)) for n in NARROW_INTS} | {
+    (np.dtype(np.float16), np.dtype(np.float32))
+}
 
 
 def _constant(value, kind: str) -> Op | None:
@@ -108,4 +128,82 @@ def rederive(graph: Graph) -> list[tuple[Op, str]]:
     return filled
 
 
-__all__ = ["derivations", "derived_payloads", "rederive"]
+# ------------------------------------------------------------------ narrow storage
+def _narrow_levels(op: Op, key: str, value) -> bool:
+    """Whether the payload is an int32 qconstant's levels (an integer layer's bias)."""
+    return op.kind == "qconstant" and key == "value" and value.dtype == np.int32
+
+
+def _narrow_scales(op: Op, key: str, value) -> bool:
+    """Whether the payload is a qconstant's per-channel float32 scales."""
+    return (op.kind == "qconstant" and key == "scales" and op.attrs.get("axis", 0) >= 0
+            and value.dtype == np.float32)  # fmt: skip
+
+
+def narrowest_int(levels: np.ndarray) -> np.ndarray:
+    """int32 ``levels`` in the narrowest of int8, int16 and int32 that holds them all."""
+    if levels.size:
+        lo, hi = int(levels.min()), int(levels.max())
+        for dtype in NARROW_INTS:
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return levels.astype(dtype)
+    return levels
+
+
+def half_scales(scales: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """(float16 h, exponent e) with ``scales`` exactly h·2^e (float32 bits), e = 0 unless
+    a nonzero scale is below float16's normal range (then the smallest maps to its
+    lowest binade); None when no such pair gives back every bit."""
+    scales = np.asarray(scales, np.float32)
+    magnitudes = np.abs(scales[scales != 0])
+    exponent = 0
+    if magnitudes.size and magnitudes.min() < 2.0**HALF_MIN_EXPONENT:
+        exponent = int(np.frexp(magnitudes.min())[1]) - 1 - HALF_MIN_EXPONENT
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = np.ldexp(scales, -exponent).astype(np.float16)
+    back = widened(half, np.dtype(np.float32), exponent)
+    exact = np.array_equal(back.view(np.uint32), scales.view(np.uint32))
+    return (half, exponent) if exact else None
+
+
+def narrowed(op: Op, key: str, value: np.ndarray) -> tuple[np.ndarray, int]:
+    """(array, exponent) a model file stores for ``op``'s payload ``key``: narrower where
+    exact (see the module docstring), else ``value`` itself with exponent 0."""
+    if _narrow_levels(op, key, value):
+        return narrowest_int(value), 0
+    if _narrow_scales(op, key, value):
+        half = half_scales(value)
+        if half is not None:
+            return half
+    return value, 0
+
+
+def widened(array: np.ndarray, dtype: np.dtype, exponent: int = 0) -> np.ndarray:
+    """A stored payload back at the graph's ``dtype``: ``array`` · 2^``exponent``."""
+    out = np.asarray(array).astype(dtype)
+    if exponent and np.issubdtype(dtype, np.floating):
+        out = np.ldexp(out, exponent).astype(dtype)
+    return out
+
+
+def stored_nbytes(op: Op, key: str, value) -> int:
+    """Bytes a model file stores for ``op``'s payload ``key``: those of ``narrowed``; of
+    its type for an elided one (its values unknown)."""
+    if isinstance(value, ElidedTensor):
+        t = value.type
+        return t.num_elements * t.dtype.numpy.itemsize
+    return int(narrowed(op, key, np.asarray(value))[0].nbytes)
+
+
+__all__ = [
+    "WIDENINGS",
+    "derivations",
+    "derived_payloads",
+    "half_scales",
+    "narrowed",
+    "narrowest_int",
+    "rederive",
+    "stored_nbytes",
+    "widened",
+]

@@ -15,7 +15,12 @@ Values (``real = scale * (level - zero_point)``):
   [-2, 1]. The scale maps the top level (127, 7 or 3) to the clipping range, which per
   channel minimises the squared error (``"mse"``) or is the channel's largest magnitude
   (``"minmax"``, the baseline). ``round_levels`` rounds to the nearest level of a grid.
-- **Biases** are int32 at scale ``s_x * s_w[c]``, clipped to ±2^30; a layer reduces over
+  Each scale is a float32 value of at most ``SCALE_BITS`` (11) significant bits, a
+  float16's significand (``storable_scales``: rounded before the weights are rounded with
+  it), so that a model file stores it in two bytes and every path computes with the value
+  stored.
+- **Biases** are int32 at scale ``s_x * s_w[c]`` (a model file may store them narrower,
+  ``irc.derived_constants``), clipped to ±2^30; a layer reduces over
   at most ``MAX_REDUCTION`` products, so that ``Σ (x - z_x)·w + bias`` always fits int32
   (|x - z_x| ≤ 255, |w| ≤ 127) and ``acc * M`` fits int64: nothing ever wraps.
 
@@ -51,6 +56,7 @@ MAX_REDUCTION = (2**30) // (255 * 127)  # 33,156 products: |Σ| < 2^30
 # an all-zero channel's INT2 scale, of the layer's smallest: small enough that its ±1
 # levels are near zero, large enough that its bias still fits int32 at s_x · s_w
 ZERO_CHANNEL_FRACTION = 2.0**-8
+SCALE_BITS = 11  # significant bits of a weight scale: float16's (10 stored + the leading 1)
 
 
 def weight_qmax(bits: int) -> int:
@@ -79,6 +85,14 @@ def round_levels(x: np.ndarray, bits: int) -> np.ndarray:
     if bits == 2:
         return np.clip(2.0 * np.floor(x / 2.0) + 1.0, -3.0, 3.0)
     return np.clip(np.rint(x), weight_qmin(bits), weight_qmax(bits))
+
+
+def storable_scales(scales) -> np.ndarray:
+    """``scales`` rounded to ``SCALE_BITS`` significant bits (half to even, from float64)
+    as float32: in float16's normal range, the nearest float16 value."""
+    mantissa, exponent = np.frexp(np.asarray(scales, np.float64))  # mantissa in [0.5, 1)
+    unit = 2.0**SCALE_BITS
+    return np.ldexp(np.rint(mantissa * unit) / unit, exponent).astype(np.float32)
 
 
 def as_f32(x) -> float:
@@ -149,10 +163,12 @@ def _as_rows(w: np.ndarray) -> np.ndarray:
 
 
 def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
-    """Per-output-channel (axis 0) scales for ``w`` at ``bits``; float32 values.
+    """Per-output-channel (axis 0) scales for ``w`` at ``bits``; float32 values of
+    ``SCALE_BITS`` significant bits (``storable_scales``).
 
     ``minmax``: the channel's largest magnitude maps to the top level. ``mse``: the clip
-    ratio in [0.2, 1] of that magnitude (a grid of 80) with the least squared error.
+    ratio in [0.2, 1] of that magnitude (a grid of 80) with the least squared error, each
+    candidate judged at its storable value.
     A channel of zeros gets scale 1, except at 2 bits, whose grid has no zero level: there
     it gets ``ZERO_CHANNEL_FRACTION`` of the smallest other channel's scale (of 1 when all
     are zero), so that its levels ±1 stand for weights near zero.
@@ -163,12 +179,12 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
         raise ValueError("weights hold NaN or infinity")
     peak = np.max(np.abs(rows), axis=1) if rows.size else np.zeros(rows.shape[0])
     if method == "minmax":
-        best = peak / qmax
+        best = storable_scales(peak / qmax)
     elif method == "mse":
-        best = peak / qmax
+        best = storable_scales(peak / qmax)
         best_err = _weight_error(rows, best, bits)
         for ratio in np.linspace(0.2, 1.0, 80)[:-1]:
-            scales = peak * ratio / qmax
+            scales = storable_scales(peak * ratio / qmax)
             err = _weight_error(rows, scales, bits)
             better = err < best_err
             best = np.where(better, scales, best)
@@ -180,7 +196,7 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
     if bits == 2:
         live = best[best > 0]
         empty = np.float32((live.min() if live.size else 1.0) * ZERO_CHANNEL_FRACTION)
-    return np.where(best > 0, best, empty).astype(np.float32)
+    return storable_scales(np.where(best > 0, best, empty))
 
 
 def _weight_error(rows: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:

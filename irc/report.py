@@ -9,13 +9,17 @@
 A *layer* is an op with a constant weight: ``conv2d`` / ``gemm`` (float: fp32, or fp16 when
 the weight is a ``cast`` of a float16 constant) and ``qconv2d`` / ``qgemm`` (integer: int8,
 int4, int2 from the weight's type). A layer's bytes are what a saved model stores for it:
-the weight payload as stored (packed bytes for int4/int2) plus 4 bytes per weight scale
-and the bias payload. What a file does not store is not counted: an integer layer's
-requantization ``multiplier`` and ``shift`` and its int32 bias's scales, which its other
-scales determine and loading recomputes (``irc.derived_constants``); were they hand-edited
-away from that, they are stored and counted (4 bytes an element).
+the weight payload as stored (packed bytes for int4/int2) plus its per-channel scales and
+the bias payload, each at the width a file stores it in (``irc.derived_constants``): 2
+bytes a weight scale (4 where a layer's scales lack a float16's significand), and an int32 bias's
+levels in the narrowest of int8, int16 and int32 that holds them (on an elided graph,
+whose values are unknown, 4 bytes each). What a file does not store is not counted: an
+integer layer's requantization ``multiplier`` and ``shift`` and its int32 bias's scales,
+which its other scales determine and loading recomputes; were they hand-edited away from
+that, they are stored and counted (4 bytes an element).
 Its FP32 bytes are ``params * 4 + bias elements * 4``. Constants that belong to no layer
-count as *other* bytes in both totals. Works on elided graphs too (sizes come from types).
+count as *other* bytes in both totals. Works on elided graphs too (sizes come from types,
+an elided payload at its type's width).
 Output shapes are in the model's own (ONNX) order, also for channels-last layers.
 """
 
@@ -26,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from irc.derived_constants import derived_payloads
+from irc.derived_constants import derived_payloads, stored_nbytes
 from irc.ir import Graph, Op, Value
 from irc.opdef import has_trait
 from irc.ops.shape_rules import logical_shape
@@ -46,8 +50,8 @@ class LayerRow:
     shape: tuple
     precision: str
     params: int
-    weight_bytes: int  # weight payload + 4 per weight scale
-    bias_bytes: int  # bias payload (+ 4 per bias scale)
+    weight_bytes: int  # weight payload + its scales, as stored
+    bias_bytes: int  # bias payload as stored (+ its scales, where stored)
     requant_bytes: int  # multiplier + shift payloads of an integer layer, where stored
     fp32_bytes: int  # params * 4 + bias elements * 4
 
@@ -187,9 +191,12 @@ def payload_nbytes(value) -> int:
 
 
 def constant_bytes(op: Op) -> int:
-    """Every tensor attribute's payload bytes of a ``constant`` / ``qconstant`` op."""
+    """Every tensor attribute's payload bytes of a ``constant`` / ``qconstant`` op, as a
+    model file stores them (``irc.derived_constants.stored_nbytes``)."""
     return sum(
-        payload_nbytes(v) for v in op.attrs.values() if isinstance(v, (np.ndarray, ElidedTensor))
+        stored_nbytes(op, k, v)
+        for k, v in op.attrs.items()
+        if isinstance(v, (np.ndarray, ElidedTensor))
     )
 
 
@@ -225,12 +232,10 @@ def _weight_source(op: Op) -> tuple[Op, str] | None:
 
 
 def _qconstant_bytes(op: Op, derived: set) -> int:
-    """Stored payload bytes of a constant, a qconstant's scales at 4 bytes each, leaving
-    out the ``derived`` payloads ((id(op), attribute) pairs)."""
-    total = 0 if (id(op), "value") in derived else payload_nbytes(op.attrs["value"])
-    if op.kind == "qconstant" and (id(op), "scales") not in derived:
-        total += 4 * tensor_value_type(op.attrs["scales"]).num_elements
-    return total
+    """Stored payload bytes of a constant, and of a qconstant's scales, leaving out the
+    ``derived`` payloads ((id(op), attribute) pairs)."""
+    keys = ("value", "scales") if op.kind == "qconstant" else ("value",)
+    return sum(stored_nbytes(op, k, op.attrs[k]) for k in keys if (id(op), k) not in derived)
 
 
 def _layer_row(op: Op, const: Op, precision: str, counted: set[int], derived: set) -> LayerRow:

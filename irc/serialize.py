@@ -17,7 +17,11 @@ payloads as raw bytes, so a packed INT4 model file is about 1/8 of its FP32 one.
                value name, dtype name, shape, offset in the data block, nbytes, SHA-256;
                an integer layer's multiplier, shift and bias scales are not stored (its
                other scales determine them, ``irc.derived_constants``): reading
-               recomputes them
+               recomputes them. A payload may be stored narrower than the op holds it
+               (``irc.derived_constants.narrowed``, from format 4): an int32 bias as
+               int8 or int16, float32 scales as float16 with an entry ``exponent`` e
+               (value = float16 · 2^e, present when e ≠ 0); "dtype" is the stored one,
+               and reading widens it back exactly
                (flag bit 0: IR and index are zlib-compressed; always set by this writer)
     zero padding to a multiple of 64
     data       the payloads, raw little-endian bytes, each at a 64-byte-aligned offset
@@ -58,7 +62,7 @@ import zlib
 
 import numpy as np
 
-from irc.derived_constants import derived_payloads, rederive
+from irc.derived_constants import WIDENINGS, derived_payloads, narrowed, rederive, widened
 from irc.errors import InputError, IrcError
 from irc.ir import Graph
 from irc.loader import is_text_ir
@@ -73,9 +77,12 @@ from irc.version import __version__
 
 MAGIC = b"IRCMODEL"
 # 2: derived requantization constants and bias scales not stored; 3: INT2 levels are the
-# odd -3..3 (2-bit fields (level - 1) / 2), no longer two's complement [-2, 1]
-FORMAT_VERSION = 3
+# odd -3..3 (2-bit fields (level - 1) / 2), no longer two's complement [-2, 1];
+# 4: biases and per-channel scales stored narrower where exact (int8/int16, float16 · 2^e)
+FORMAT_VERSION = 4
 FIRST_ODD_INT2 = 3  # older files' INT2 fields mean other levels: they are refused
+FIRST_NARROW = 4  # the first format whose payloads may be stored narrower than they compute
+MAX_EXPONENT = 256  # |exponent| of a float16 payload (a float32 spans 2^-149 .. 2^128)
 FLAG_ZLIB = 1  # the IR and index blocks are zlib streams
 ALIGN = 64
 _HEAD = struct.Struct("<8sII")  # magic, version, flags: the same in every format version
@@ -117,6 +124,12 @@ def _payloads(graph: Graph):
                 value.require(f"%{op.results[0].name} ({op.kind} {key})")
             if isinstance(value, np.ndarray) and (id(op), key) not in derived:
                 yield i, op, key, value
+
+
+def _stored(op, key: str, value: np.ndarray) -> tuple[np.ndarray, int]:
+    """(array, exponent) the file holds for a payload: ``narrowed`` from format
+    ``FIRST_NARROW`` on (the module's ``FORMAT_VERSION`` when writing), else ``value``."""
+    return narrowed(op, key, value) if FORMAT_VERSION >= FIRST_NARROW else (value, 0)
 
 
 def _keeps_inline(op, key: str) -> bool:
@@ -213,11 +226,13 @@ def write_graph_file(
     ir = zlib.compress(_elided_text(graph, measurements).encode("utf-8"), 6)
     index, arrays, offset = [], [], 0
     for i, op, key, value in _payloads(graph):
-        data = _little_endian_bytes(value)
+        stored, exponent = _stored(op, key, value)
+        data = _little_endian_bytes(stored)
         index.append({
             "op": i, "kind": op.kind, "value": op.results[0].name, "attr": key,
-            "dtype": value.dtype.name, "shape": [int(d) for d in value.shape],
+            "dtype": stored.dtype.name, "shape": [int(d) for d in value.shape],
             "offset": offset, "nbytes": int(data.nbytes), "sha256": _sha(data).hex(),
+            **({"exponent": exponent} if exponent else {}),
         })  # fmt: skip
         arrays.append((offset, data))
         offset = _align(offset + data.nbytes)
@@ -448,6 +463,7 @@ def _index(path: str, sections) -> list[dict]:
                 and all(isinstance(d, int) and d >= 0 for d in entry["shape"])
                 and 0 <= entry["offset"] <= entry["offset"] + entry["nbytes"] <= size
                 and all(isinstance(entry[k], str) for k in ("kind", "attr", "value", "sha256"))
+                and _valid_exponent(entry.get("exponent", 0))
             )  # fmt: skip
         except (KeyError, TypeError):
             ok = False
@@ -456,8 +472,23 @@ def _index(path: str, sections) -> list[dict]:
     return entries
 
 
-def _attach(path: str, graph: Graph, entries: list[dict], data) -> None:
-    """Put each payload back on its op, checking kind, attribute, dtype and shape."""
+def _valid_exponent(exponent) -> bool:
+    """Whether an index entry's ``exponent`` is a whole number within ``MAX_EXPONENT``."""
+    return type(exponent) is int and abs(exponent) <= MAX_EXPONENT
+
+
+def _stored_dtype_ok(stored: np.dtype, wanted: np.dtype, entry: dict, version: int) -> bool:
+    """Whether a payload stored as ``stored`` may stand for the op's ``wanted`` dtype: the
+    same, or (from format ``FIRST_NARROW``) one of ``WIDENINGS``; an ``exponent`` only on
+    a float16 payload."""
+    if entry.get("exponent", 0) and stored != np.float16:
+        return False
+    return stored == wanted or (version >= FIRST_NARROW and (stored, wanted) in WIDENINGS)
+
+
+def _attach(path: str, graph: Graph, entries: list[dict], data, version: int) -> None:
+    """Put each payload back on its op (widened to its dtype where stored narrower),
+    checking kind, attribute, dtype and shape."""
     for entry in entries:
         where = f"'{path}': payload of %{entry['value']} ({entry['kind']} {entry['attr']})"
         if not entry["op"] < len(graph.ops):
@@ -466,18 +497,19 @@ def _attach(path: str, graph: Graph, entries: list[dict], data) -> None:
         if op.kind != entry["kind"] or entry["attr"] not in op.attrs:
             raise ModelFileError(f"{where} does not match op {entry['op']}, {op.label()}")
         expected = tensor_value_type(op.attrs[entry["attr"]])
-        dtype = np.dtype(entry["dtype"])
+        dtype, wanted = np.dtype(entry["dtype"]), np.dtype(expected.dtype.numpy)
         shape = tuple(entry["shape"])
-        if dtype != expected.dtype.numpy or shape != expected.shape:
+        if not _stored_dtype_ok(dtype, wanted, entry, version) or shape != expected.shape:
             raise ModelFileError(
-                f"{where} is {dtype}{list(shape)}, the op needs {expected.dtype.numpy}"
-                f"{list(expected.shape)}"
+                f"{where} is {dtype}{list(shape)}, the op needs {wanted}{list(expected.shape)}"
             )
         count = math.prod(shape)  # Python ints: a forged shape cannot wrap around
         if count * dtype.itemsize != entry["nbytes"]:
             raise ModelFileError(f"{where}: {entry['nbytes']} bytes do not hold {dtype}{shape}")
         chunk = data[entry["offset"] : entry["offset"] + entry["nbytes"]]
         array = np.frombuffer(chunk, dtype.newbyteorder("<"), count).astype(dtype)
+        if dtype != wanted:
+            array = widened(array, wanted, entry.get("exponent", 0))
         op.attrs[entry["attr"]] = array.reshape(shape)
     try:
         rederive(graph)  # what an integer layer's scales determine is not stored
@@ -531,7 +563,7 @@ def read_graph_file(path) -> tuple[Graph, dict]:
     try:
         graph = parse_graph(text, verify=False)
         _refuse_old_int2(path, graph, fields[1])
-        _attach(path, graph, entries, sections["data"])
+        _attach(path, graph, entries, sections["data"], fields[1])
         _restore_types(path, graph)
         verify_graph(graph)
     except ModelFileError:

@@ -28,7 +28,9 @@ that output error and its damping by the error on held-out inputs
 correction applies and the layer has no fused activation (``InputStatistics.centered``:
 MobileNetV2's projections lose 5–15% of their INT4 output error; behind a ReLU6,
 centering cost its depthwise layers up to 60% at INT2); the levels stay on the layer's grid
-([-127, 127], [-8, 7], {-3, -1, 1, 3}) either way.
+([-127, 127], [-8, 7], {-3, -1, 1, 3}) either way. Every weight scale has a float16's
+significand (``irc.quant.storable_scales``), which a model file stores in two bytes; GPTQ's
+chosen scale is rounded to one after its levels are chosen.
 
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
@@ -194,7 +196,7 @@ class _Rewriter:
         if corrected and linear_output(op) and isinstance(hessian, InputStatistics):
             hessian = hessian.centered()  # the bias takes the mean error away
         levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
-        return levels, scales
+        return levels, quant.storable_scales(scales)  # the levels stay; a file holds this
 
     def layer(self, op: Op) -> None:
         precision = self.plan.precision_of(op)

@@ -5,12 +5,15 @@
 
 Each layer is cut out of the model and quantized alone at each precision
 (``layer_programs``). Its **bytes** are what ``irc.report`` counts for it there (their sum
-plus ``other_bytes`` is the whole model's). A precision the support table
-(``irc.support``) refuses the layer is not **allowed** and is never compiled (fp32 always
-is; such an entry holds the fp32 bytes and latency). **latency**: the median over
-``runs`` of the layer's kernel call in its compiled program at batch 1 (at fp16 with the
-weight's ``cast``); the int8 (else int4, int2) program's ``quantize`` and ``dequantize``
-calls are its **transition** costs.
+plus ``other_bytes`` is the whole model's): quantized as the model's quantization stage
+does it with nearest rounding (the same weight clipping, the calibration's bias
+correction), since a bias is stored in the narrowest integer type that holds its levels.
+Under GPTQ rounding a layer's scales, and so its bias's width, may differ. A precision
+the support table (``irc.support``) refuses the layer is not **allowed** and is never
+compiled (fp32 always is; such an entry holds the fp32 bytes and latency). **latency**:
+the median over ``runs`` of the layer's kernel call in its compiled program at batch 1
+(at fp16 with the weight's ``cast``); the int8 (else int4, int2) program's ``quantize``
+and ``dequantize`` calls are its **transition** costs.
 ``other_latency``: the float model's batch-1 time outside the layers.
 
 Measurements are kept in a JSON file, ``<cache_dir>/costs-<machine hash>.json``::
@@ -88,11 +91,12 @@ def build_cost_model(graph: Graph, calibration, *, precisions=PRECISIONS, measur
     and gives roofline estimates only (``measured`` all False; what the cache knows of
     ``allowed`` still holds). ``cache_dir``: where the measurements are kept (default
     ``$IRC_CACHE_DIR``, else ``~/.cache/irc``). ``weights``: the weight clipping of the
-    measured programs (byte counts do not depend on it: unmeasured ones use minmax).
+    layer programs (measured and counted: a bias's stored width depends on its levels).
     """
     start = time.perf_counter()
     precisions, threads = _check_args(precisions, runs, weights, num_threads)
     ranges = getattr(calibration, "ranges", calibration) or {}
+    nearest = _nearest_rounding(calibration)
     ops = quantizable_layers(graph) if layer_ops is None else list(layer_ops)
     if not ops:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
@@ -118,8 +122,8 @@ def build_cost_model(graph: Graph, calibration, *, precisions=PRECISIONS, measur
             key = layer_signature(op, p)
             entry = cache.layers.get(key)
             run = measure and entry is None
-            # only the measured graph needs the slow mse clipping: bytes are the same
-            cut = quantized_layer_graph(graph, op, p, ranges, 1, weights if run else "minmax")
+            # bytes as the model's own quantization counts them (bias widths vary)
+            cut = quantized_layer_graph(graph, op, p, nearest, 1, weights)
             nbytes[i, j] = _layer_bytes(cut, layer_name(op), p)
             if run:
                 entry = dict(fact, precision=p, touched=_touched(fact, p, nbytes[i, j]),
@@ -241,6 +245,16 @@ def _roofline_other(graph: Graph, layer_ids: set[int], bandwidth: float) -> floa
 
 
 # ------------------------------------------------------------------ measuring
+def _nearest_rounding(calibration):
+    """``calibration`` without GPTQ's rounding statistics (its ranges and channel means,
+    which bias correction reads, kept); an empty mapping for None."""
+    if calibration is None:
+        return {}
+    if getattr(calibration, "hessians", None) is not None:
+        return calibration.with_statistics(None)
+    return calibration
+
+
 def _layer_bytes(cut: Graph, name: str, precision: str) -> int:
     """The report's bytes of layer ``name`` in ``cut``; InputError if the quantize pass
     left it at another precision (it has no integer form)."""

@@ -423,7 +423,7 @@ def test_metadata_json_is_still_plain_json(tmp_path, compiled):
     """The metadata block stays what other tools read: one JSON object."""
     compiled.save(tmp_path / "m.ircm")
     meta = json.loads(_sections((tmp_path / "m.ircm").read_bytes())["metadata"])
-    assert meta["format"] == "irc-model" and meta["format_version"] == 3
+    assert meta["format"] == "irc-model" and meta["format_version"] == 4
 
 
 @pytest.mark.parametrize("layout", ["legacy", "zip"])

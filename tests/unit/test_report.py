@@ -1,9 +1,11 @@
 """``irc.report.model_report``: per-layer precision and bytes, checked against hand counts.
 
 Bytes of a layer = weight payload as stored (packed int4/int2: ceil(K*bits/8) bytes per
-output channel) + 4 per weight scale + bias payload; an integer layer's multiplier,
-shift and bias scales are not stored (its scales determine them) unless they differ from
-that; FP32 bytes = (params + bias elements) * 4.
+output channel) + its weight scales (4 bytes each here: these random ones lack a float16's
+significand) + the bias payload as stored (its int32 levels in the narrowest integer type
+holding them: int16 here); an integer layer's multiplier, shift and bias scales are not
+stored (its scales determine them) unless they differ from that; FP32 bytes = (params +
+bias elements) * 4.
 """
 
 from __future__ import annotations
@@ -66,14 +68,15 @@ def integer_graph() -> Graph:
 
 # (name, kind, precision, params, weight bytes, bias bytes, requant bytes, FP32 bytes)
 EXPECTED = [
-    # int8: 216 levels + 8 scales; bias 8 int32 (its scales, M and shift are derived)
-    ("stem", "qconv2d", "int8", 216, 216 + 32, 32, 0, (216 + 8) * 4),
+    # int8: 216 levels + 8 scales; bias 8 levels stored as int16 (its scales, M and shift
+    # are derived)
+    ("stem", "qconv2d", "int8", 216, 216 + 32, 16, 0, (216 + 8) * 4),
     # int4, K = 9: ceil(36 / 8) = 5 bytes per channel
-    ("dw", "qconv2d", "int4", 72, 8 * 5 + 32, 32, 0, (72 + 8) * 4),
+    ("dw", "qconv2d", "int4", 72, 8 * 5 + 32, 16, 0, (72 + 8) * 4),
     # int2, K = 8: 2 bytes per channel
-    ("pw", "qconv2d", "int2", 128, 16 * 2 + 64, 64, 0, (128 + 16) * 4),
+    ("pw", "qconv2d", "int2", 128, 16 * 2 + 64, 32, 0, (128 + 16) * 4),
     # int4, K = 16: 8 bytes per output feature
-    ("fc", "qgemm", "int4", 80, 5 * 8 + 20, 20, 0, (80 + 5) * 4),
+    ("fc", "qgemm", "int4", 80, 5 * 8 + 20, 10, 0, (80 + 5) * 4),
 ]
 
 
@@ -85,14 +88,14 @@ def test_integer_layers_count_stored_bytes():
         for r in report.layers
     ]  # fmt: skip
     assert got == EXPECTED
-    assert [r.bytes for r in report.layers] == [280, 104, 160, 80]
+    assert [r.bytes for r in report.layers] == [264, 88, 128, 70]
     assert report.layers[1].shape == (1, 8, 8, 8) and report.layers[3].shape == (1, 5)
     t = report.totals
     assert (t.layers, t.params, t.other_bytes) == (4, 496, 20)
-    assert t.layer_bytes == 624 and t.layer_fp32_bytes == 896 + 320 + 576 + 340
-    assert t.bytes == 644 and t.fp32_bytes == 2132 + 20
+    assert t.layer_bytes == 550 and t.layer_fp32_bytes == 896 + 320 + 576 + 340
+    assert t.bytes == 570 and t.fp32_bytes == 2132 + 20
     assert t.counts == {"int8": 1, "int4": 2, "int2": 1}
-    assert abs(t.ratio - 2152 / 644) < 1e-12
+    assert abs(t.ratio - 2152 / 570) < 1e-12
 
 
 def test_a_multiplier_that_is_not_its_derivation_is_stored_and_counted():
@@ -101,13 +104,24 @@ def test_a_multiplier_that_is_not_its_derivation_is_stored_and_counted():
     multiplier = stem.operands[3].producer
     multiplier.attrs["value"] = multiplier.attrs["value"] + 1  # hand-edited
     row = model_report(graph).layers[0]
-    assert (row.bias_bytes, row.requant_bytes, row.bytes) == (32, 32, 280 + 32)
+    assert (row.bias_bytes, row.requant_bytes, row.bytes) == (16, 32, 264 + 32)
 
 
-def test_an_elided_dump_reports_the_same_numbers():
+def test_an_elided_dump_reports_the_same_numbers_but_elided_biases_at_int32():
+    """A bias whose levels the dump elides counts 4 bytes a level (its type's: the levels,
+    and so their narrowest type, are unknown); everything else as in the graph."""
     graph = integer_graph()
     elided = irc.parse_graph(irc.print_graph(graph), verify=False)
-    assert model_report(elided).to_dict() == model_report(graph).to_dict()
+    got, want = model_report(elided).to_dict(), model_report(graph).to_dict()
+    widened = 0
+    for row, full in zip(got["layers"], want["layers"]):
+        extra = row["bias_bytes"] - full["bias_bytes"]
+        assert extra in (0, full["bias_bytes"])  # int16 levels: twice the bytes at int32
+        assert row == dict(full, bias_bytes=row["bias_bytes"], bytes=full["bytes"] + extra,
+                           ratio=row["ratio"])  # fmt: skip
+        widened += extra
+    assert widened == 2 * 16  # pw's 16 levels are elided (the shorter biases print inline)
+    assert got["totals"]["bytes"] == want["totals"]["bytes"] + widened
 
 
 def test_fp16_layers_and_text_table():
@@ -138,10 +152,10 @@ def test_to_dict_is_json():
     assert data["graph"] == "ints"
     assert data["layers"][1] == {
         "name": "dw", "kind": "qconv2d", "shape": [1, 8, 8, 8], "precision": "int4",
-        "params": 72, "weight_bytes": 72, "bias_bytes": 32, "requant_bytes": 0,
-        "fp32_bytes": 320, "bytes": 104, "ratio": round(320 / 104, 4),
+        "params": 72, "weight_bytes": 72, "bias_bytes": 16, "requant_bytes": 0,
+        "fp32_bytes": 320, "bytes": 88, "ratio": round(320 / 88, 4),
     }  # fmt: skip
-    assert data["totals"]["bytes"] == 644 and data["totals"]["counts"]["int4"] == 2
+    assert data["totals"]["bytes"] == 570 and data["totals"]["counts"]["int4"] == 2
 
 
 def test_float_graph_without_bias_and_other_constants():
