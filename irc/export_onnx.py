@@ -20,6 +20,9 @@ in it exactly as irc stores it:
 - **integer glue** (qadd, qglobal_avg_pool, qconcat) and int8 values that only move or
   are selected (a reshape, max pool or nearest resize of qi8): DequantizeLinear → Add /
   GlobalAveragePool / Concat / Reshape / MaxPool / Resize → QuantizeLinear.
+- **lookup tables** (qlut): DequantizeLinear → the table's float function (Sigmoid, Tanh,
+  HardSigmoid, HardSwish, or Sigmoid and Mul for SiLU) → QuantizeLinear; where
+  onnxruntime's float function rounds otherwise than irc's, a level may differ by one.
 - **boundaries**: irc's quantize / dequantize become QuantizeLinear / DequantizeLinear.
 - **FP16 layer**: a FLOAT16 weight initializer and a Cast to float; **FP32**: unchanged.
 
@@ -262,7 +265,8 @@ class _Exporter:
             self.node("QuantizeLinear", inputs, [name], op)
         elif op.kind == "dequantize":
             self._dequantize(op.operands[0], result.name, op)
-        elif op.kind in FLOAT_TWINS or (op.kind in CONVERTERS and result.type.quant is not None):
+        elif (op.kind in FLOAT_TWINS or op.kind == "qlut"
+              or (op.kind in CONVERTERS and result.type.quant is not None)):  # fmt: skip
             # an integer op, or int8 values that only move (a reshape of qi8): the float op
             # between DequantizeLinear and QuantizeLinear, as onnxruntime's fusions expect
             layer = has_trait(op.kind, "integer-layer")
@@ -270,14 +274,14 @@ class _Exporter:
             base = result.name.removesuffix(".q")
             out = self.fresh(base if base not in self.taken else f"{base}.float")
             attrs = {**TWIN_ATTRS.get(op.kind, {}), **_attrs(op)}
-            convert_float(self, op, FLOAT_TWINS.get(op.kind, op.kind), attrs, inputs, out)
+            convert_float(self, op, _float_kind(op), attrs, inputs, out)
             scale, zero_point = self.quant_params(result)
             self.node("QuantizeLinear", [out, scale, zero_point], [name], op)
         elif op.kind in CONVERTERS:
             inputs = [self.float_of(v) for v in op.operands]
             convert_float(self, op, op.kind, _attrs(op), inputs, result.name)
         else:
-            supported = sorted({*CONVERTERS, *FLOAT_TWINS, "quantize", "dequantize"})
+            supported = sorted({*CONVERTERS, *FLOAT_TWINS, "qlut", "quantize", "dequantize"})
             raise ExportError(f"{op.label()} ({op.kind}) has no ONNX export; supported: "
                               + ", ".join(supported))  # fmt: skip
         self.stored[id(result)] = name
@@ -317,6 +321,13 @@ class _Exporter:
         helper.set_model_props(proto, {"irc.precision": json.dumps(self.precisions)})
         # types of every intermediate value, so that viewers (Netron) show shapes
         return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+
+
+def _float_kind(op) -> str:
+    """The float op an integer op is exported as (a qlut: its table's function)."""
+    if op.kind == "qlut":
+        return op.attrs["function"]
+    return FLOAT_TWINS.get(op.kind, op.kind)
 
 
 def _attrs(op) -> dict:

@@ -6,7 +6,8 @@ result must get. Attributes follow the ONNX spellings
 of opset 21 (``irc.export_onnx.OPSET``); where ONNX takes an attribute-like operand as an
 input (Reshape's shape, Slice's bounds, Clip's limits, …) it becomes a small initializer.
 A fused activation (conv2d, gemm, add and their integer twins) becomes its own node after
-the compute node: ``Relu``, ``Clip`` or ``HardSwish``.
+the compute node: ``Relu``, ``Clip`` or ``HardSwish``. A ``qlut``'s function is its float
+activation (``LUT_CONVERTERS`` adds SiLU, a Sigmoid and a Mul).
 """
 
 from __future__ import annotations
@@ -187,12 +188,23 @@ CONVERTERS = {
 }  # fmt: skip
 
 
+def _silu(ex, op, a, ins, out):
+    """x · sigmoid(x): a Sigmoid and a Mul by its input."""
+    gate = ex.fresh(f"{out}.sigmoid")
+    ex.node("Sigmoid", ins, [gate], op)
+    ex.node("Mul", [ins[0], gate], [out], op)
+
+
+# the float functions of a qlut's table that are no irc op kind of their own
+LUT_CONVERTERS = {"silu": _silu}
+
+
 def convert_float(ex, op, kind: str, attrs: dict, ins: list[str], out: str) -> None:
     """Emit irc op ``op`` as float op ``kind`` with ``attrs`` and its fused activation,
     producing ONNX value ``out`` from ONNX values ``ins``."""
     activation = attrs.get("activation", "none")
     if activation == "none":
-        CONVERTERS[kind](ex, op, attrs, ins, out)
+        (CONVERTERS.get(kind) or LUT_CONVERTERS[kind])(ex, op, attrs, ins, out)
         return
     inner = ex.fresh(f"{out}.{kind.removesuffix('2d')}")
     CONVERTERS[kind](ex, op, attrs, ins, inner)

@@ -9,7 +9,12 @@ integer layers follow: ``add`` becomes ``qadd``, ``global_avg_pool`` ``qglobal_a
 keeps_levels``: reshape, max_pool, nearest resize) simply carry the quantized type. A
 qconcat's output takes its inputs' scale and zero point when they share one (a byte copy);
 otherwise the union of the ranges its inputs' types represent, so that no input clips and
-an input whose range holds all the others' is copied, the rest requantized. ``quantize`` /
+an input whose range holds all the others' is copied, the rest requantized. A smooth
+activation (sigmoid, tanh, hard_sigmoid, hard_swish) of an int8 value becomes a ``qlut``,
+a 256-entry table of its output levels (``irc.reference.lut``) at the calibrated range of
+its result (none recorded: it stays float), and x · sigmoid(x) (SiLU: a sigmoid whose one
+user multiplies it by its input) one table of the product; counted under ``lut``. GELU
+has no op of its own (the importer writes it as erf arithmetic) and stays float. ``quantize`` /
 ``dequantize`` appear only where a float value meets an integer op or the reverse. A layer
 planned at fp16 keeps a float16 weight constant, cast to f32 where it is used (it computes
 in float32).
@@ -53,13 +58,15 @@ from irc import quant
 from irc.errors import IrcError
 from irc.gptq import InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
-from irc.matching import constant_array
+from irc.matching import constant_array, sole_user
 from irc.opdef import build, has_trait
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.precision import PrecisionPlan, as_plan, layer_name
+from irc.reference.lut import lut_table
 from irc.support import keeps_levels, precision_problem
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
+LUT_KINDS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish")  # smooth: one table each
 
 
 class CalibrationMissing(IrcError):
@@ -85,7 +92,7 @@ class _Rewriter:
         self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
         self.stats = {"int8": 0, "int4": 0, "int2": 0, "fp16": 0, "kept-float": 0,
                       "bias-corrected": 0, "gptq": 0}  # fmt: skip
-        self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0})
+        self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0, "lut": 0})
 
     # -- values
     def params(self, value: Value) -> tuple[float, int]:
@@ -134,6 +141,8 @@ class _Rewriter:
     # -- ops
     def run(self) -> dict[str, int]:
         for op in list(self.graph.ops):
+            if op.graph is not self.graph:  # erased: a SiLU's mul, taken with its sigmoid
+                continue
             if has_trait(op.kind, "layer") and constant_array(op.operands[1]) is not None:
                 self.layer(op)
             elif op.kind == "add" and all(self.has_twin(v) for v in op.operands):
@@ -143,6 +152,8 @@ class _Rewriter:
                 self.glue(op, "qglobal_avg_pool", op.operands, {})
             elif op.kind == "concat" and all(self.has_twin(v) for v in op.operands):
                 self.concat(op)
+            elif op.kind in LUT_KINDS and self.has_twin(op.operands[0]):
+                self.lut(op)
             elif keeps_levels(op) and self.has_twin(op.operands[0]):
                 twin = self.quantized[id(op.operands[0])]
                 new = build(self.graph, op.kind, [twin, *op.operands[1:]], op.attrs,
@@ -163,6 +174,28 @@ class _Rewriter:
                     index=self.graph.index_of(op))  # fmt: skip
         self.replace(op, new)
         self.stats["glue"] += 1
+
+    def lut(self, op: Op) -> None:
+        """A smooth activation of an int8-twinned value as a ``qlut``: a sigmoid whose one
+        user multiplies it by its own input as one table of x·sigmoid(x) (SiLU). Without a
+        calibrated range of the result it stays float."""
+        x = op.operands[0]
+        silu = _silu_mul(self.graph, op)
+        last, function = (silu, "silu") if silu is not None else (op, op.kind)
+        if last.result.name not in self.ranges:
+            return
+        scale, zero_point = self.params(last.result)
+        twin = self.quantized[id(x)]
+        in_scale, in_zero = twin.type.quant.scales[0], twin.type.quant.zero_points[0]
+        extra = {k: op.attrs[k] for k in ("alpha", "beta") if k in op.attrs}
+        table = lut_table(function, in_scale, in_zero, scale, zero_point, **extra)
+        attrs = {"table": table, "function": function, "out_scale": scale,
+                 "out_zero_point": zero_point, **extra}  # fmt: skip
+        new = build(self.graph, "qlut", [twin], attrs, name=last.name,
+                    result_names=[self.int_name(last)],
+                    index=self.graph.index_of(last))  # fmt: skip
+        self.replace(last, new)
+        self.stats["lut"] += 1
 
     def concat(self, op: Op) -> None:
         """``op`` as a qconcat at its inputs' common quantization, or, where they differ,
@@ -298,6 +331,21 @@ class _Rewriter:
                      index=graph.index_of(op))  # fmt: skip
         graph.set_operand(op, 1, cast.result)
         self.stats["fp16"] += 1
+
+
+def _silu_mul(graph: Graph, op: Op) -> Op | None:
+    """The mul that makes sigmoid ``op`` a SiLU, x · sigmoid(x): its sole user, multiplying
+    it by its own input; else None."""
+    if op.kind != "sigmoid":
+        return None
+    user = sole_user(graph, op.result)
+    if user is None or user.kind != "mul":
+        return None
+    a, b = user.operands
+    other = b if a is op.result else a
+    if other is not op.operands[0] or user.result.type != op.result.type:
+        return None
+    return user
 
 
 def _activation(op: Op) -> dict:

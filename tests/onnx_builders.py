@@ -148,3 +148,32 @@ def pool_concat_resize_net(batch=1, seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 16, 16])], inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
+    """Conv (3→8, 3×3) → ``activation`` → Conv (8→4, 3×3): ``Sigmoid``, ``Tanh``,
+    ``HardSigmoid``, ``HardSwish``, or ``SiLU`` (a Sigmoid and a Mul by its input). Input
+    x [batch, 3, 16, 16], output y [batch, 4, 16, 16]; seeded weights."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.4):
+        data = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return numpy_helper.from_array(data, name)
+
+    inits = [init("w0", 8, 3, 3, 3), init("b0", 8), init("w1", 4, 8, 3, 3), init("b1", 4)]
+    if activation == "SiLU":
+        act = [helper.make_node("Sigmoid", ["c0"], ["gate"], name="gate"),
+               helper.make_node("Mul", ["c0", "gate"], ["a0"], name="silu")]  # fmt: skip
+    else:
+        act = [helper.make_node(activation, ["c0"], ["a0"], name="act")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+        *act,
+        helper.make_node("Conv", ["a0", "w1", "b1"], ["y"], name="head", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, f"{activation.lower()}_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 16, 16])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])

@@ -1,7 +1,7 @@
 """Integer elementwise kernels: quantize, dequantize, qadd, the integer global mean
 (over NCHW rows, or channels last: per image, a sum of pixel rows vectorised over channels)
-and qconcat's requantized copy of a block of columns (``requantize_columns``, one lookup in
-a 256-level table per element).
+qconcat's requantized copy of a block of columns (``requantize_columns``, one lookup in
+a 256-level table per element) and qlut's lookup of every element (``lookup``).
 
 ``quantize`` and ``dequantize`` compute in float32 exactly as ``irc.quant`` does (x / scale
 is one float32 division, ``np.rint`` rounds half to even), so they match numpy bit for
@@ -168,3 +168,12 @@ def requantize_columns(src, dst, rows, src_cols, dst_cols, col_offset, table):
         s, d = uint64(r * src_cols), uint64(r * dst_cols + col_offset)
         for j in range(n):
             dst[d + j] = table[np.int64(src[s + j]) + 128]
+
+
+@njit(cache=True)
+def lookup(x, out, table):
+    """out[i] = table[x[i] + 128] over int8 arrays of any rank (the same size): ``table``
+    holds the output level of every input level."""
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    for i in range(uint64(xf.size)):
+        of[i] = table[np.int64(xf[i]) + 128]

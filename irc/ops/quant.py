@@ -1,5 +1,5 @@
 """Quantized op kinds: quantize / dequantize at precision boundaries, quantized constants,
-and the integer layers (qconv2d, qgemm, qadd, qglobal_avg_pool, qconcat). ``max_pool`` and
+and the integer layers (qconv2d, qgemm, qadd, qglobal_avg_pool, qconcat, qlut). ``max_pool`` and
 nearest ``resize`` need no integer kind: they select levels, so they run on qi8 values as
 they are and their result keeps the input's type (``irc.ops.nn``).
 
@@ -228,7 +228,16 @@ define(
     "i4/i2 levels packed along the reduction axis; scales along `axis` (-1: per tensor)",
     traits=("constant",),
 )
-PAYLOAD_TYPES = {"qconstant": qconstant_payload_type}
+LUT_SIZE = 256  # one entry per int8 level
+LUT_FUNCTIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "silu")
+
+
+def qlut_payload_type(attr: str, result: TensorType, attrs: dict) -> TensorType:
+    """The stored type of a qlut's table: int8 [256]."""
+    return TensorType(DType.I8, (LUT_SIZE,))
+
+
+PAYLOAD_TYPES = {"qconstant": qconstant_payload_type, "qlut": qlut_payload_type}
 
 
 # ------------------------------------------------------------------ integer layers
@@ -338,4 +347,31 @@ define(
     _infer_qconcat,
     doc="integer join along axis: an operand quantized as the output is copied, any other "
     "requantized to the output's scale and zero point by a fixed-point multiplier",
+)
+
+
+def _infer_qlut(types, attrs):
+    (x,) = types
+    require_int8(x, "qlut input")
+    table = tensor_value_type(attrs["table"])
+    if table.dtype != DType.I8 or table.shape != (LUT_SIZE,):
+        raise TypeInferenceError(f"a qlut table must be i8[{LUT_SIZE}], got {table}")
+    return [_output(attrs, x.shape)]
+
+
+define(
+    "qlut",
+    ["x"],
+    {
+        "table": Attr("tensor"),
+        "function": Attr("str", choices=LUT_FUNCTIONS),
+        "alpha": Attr("float", 0.2),
+        "beta": Attr("float", 0.5),
+        **OUTPUT_QUANT,
+    },
+    _infer_qlut,
+    doc="integer lookup: y = table[x + 128], the table holding the output level of each "
+    "input level of the smooth activation `function` (silu: x*sigmoid(x); alpha, beta: "
+    "hard_sigmoid's), made by irc.reference.lut",
+    traits=("elementwise",),
 )

@@ -144,3 +144,11 @@ def qconcat(*xs, axis, out_scale, out_zero_point, types):
         else:
             parts.append(quant.rescale(x, scale, zero_point, out_scale, out_zero_point))
     return np.concatenate(parts, axis=axis)
+
+
+@semantics("qlut", typed=True)
+def qlut(x, *, table, function, alpha, beta, out_scale, out_zero_point, types):
+    """Each level's table entry: table[x + 128] (``irc.reference.lut`` makes the table)."""
+    if isinstance(table, ElidedTensor):
+        table.require("qlut table")
+    return np.asarray(table, np.int8)[np.asarray(x, np.int64) + 128]

@@ -1,0 +1,113 @@
+"""End to end: a smooth activation between two convolutions compiled at INT8 runs as one
+``qlut`` on the int8 levels (SiLU, a sigmoid and a mul, as one table).
+
+The compiled graph holds the qlut and no quantize / dequantize around it, its output equals
+the reference interpreter on the same graph bit for bit and survives a model file, its SQNR
+against the float model stays within 0.5 dB of what it was with the activation in float
+(``FLOAT_SQNR_DB``, these inputs), and its ONNX QDQ export runs in onnxruntime within one
+output step. HardSwish is compiled without fusing it into the convolution (``fuse`` would
+make it the conv's activation, which has no integer form: that conv stays float).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx_builders import activation_net
+
+import irc
+from irc import quant
+from irc.measure import sqnr_db
+
+DATA = np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32)
+INPUTS = np.random.default_rng(2).standard_normal((8, 1, 3, 16, 16)).astype(np.float32)
+NO_HARD_SWISH_FUSION = "canonicalize,constant-fold,fold-batchnorm,fuse{acts=relu,clip},canonicalize"
+# activation -> (qlut function, SQNR in dB with the activation in float between a
+# dequantize and a quantize, before qlut)
+CASES = {"Sigmoid": ("sigmoid", 36.88), "Tanh": ("tanh", 33.63),
+         "HardSigmoid": ("hard_sigmoid", 36.76), "HardSwish": ("hard_swish", 33.83),
+         "SiLU": ("silu", 33.75)}  # fmt: skip
+
+_COMPILED = {}
+
+
+def compiled(activation: str):
+    """``activation_net(activation)`` at INT8 on one thread (cached: the tests only read it)."""
+    if activation not in _COMPILED:
+        options = {"calibration": DATA, "num_threads": 1, "progress": False}
+        _COMPILED[activation] = irc.compile(activation_net(activation), precision="int8",
+                                            pipeline=NO_HARD_SWISH_FUSION, **options)  # fmt: skip
+    return _COMPILED[activation]
+
+
+@pytest.mark.parametrize("activation", CASES)
+def test_the_activation_is_one_table_between_the_layers(activation):
+    graph = compiled(activation).graph
+    kinds = Counter(op.kind for op in graph.ops)
+    assert kinds["qlut"] == 1 and kinds["qconv2d"] == 2
+    assert kinds["quantize"] == 1 and kinds["dequantize"] == 1  # the input and the output
+    assert not {"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "mul"} & set(kinds)
+    (lut,) = [op for op in graph.ops if op.kind == "qlut"]
+    assert lut.attrs["function"] == CASES[activation][0]
+    assert lut.operands[0].producer.kind == "qconv2d"
+    assert all(user.kind == "qconv2d" for user in lut.result.users())
+
+
+@pytest.mark.parametrize("activation", CASES)
+def test_bit_exact_against_the_reference_interpreter(activation, tmp_path):
+    model = compiled(activation)
+    path = tmp_path / "lut.ircm"
+    model.save(str(path))
+    loaded = irc.load(str(path))
+    for x in INPUTS[:4]:
+        (got,) = model(x)
+        (want,) = irc.run(model.graph, [x])
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(loaded(x)[0], got)
+
+
+@pytest.mark.parametrize("activation", CASES)
+def test_sqnr_against_the_float_model_holds(activation):
+    session = ort.InferenceSession(activation_net(activation).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    want = np.concatenate([session.run(None, {"x": x})[0] for x in INPUTS])
+    got = np.concatenate([compiled(activation)(x)[0] for x in INPUTS])
+    assert sqnr_db(got, want) >= CASES[activation][1] - 0.5
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "HardSigmoid", "SiLU"])
+def test_qdq_export_runs_in_onnxruntime(activation, tmp_path):
+    model = compiled(activation)
+    path = tmp_path / "lut.qdq.onnx"
+    proto = model.export_onnx(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    ops = Counter(node.op_type for node in proto.graph.node)
+    assert ops["Sigmoid" if activation == "SiLU" else activation] == 1
+    assert ops["Mul"] == (activation == "SiLU")
+    step = quant.activation_params(*model.calibration.ranges["y"])[0]
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):  # fmt: skip
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for x in INPUTS[:3]:
+            (want,) = model(x)
+            (got,) = session.run(None, {"x": x})
+            assert np.abs(got - want).max() <= step * (1 + 1e-4)
+
+
+def test_a_sigmoid_used_elsewhere_is_no_silu():
+    """x · sigmoid(x) where the sigmoid is also a graph output: two tables, sigmoid and
+    the mul stays float (its operands are one int8 value and one table's)."""
+    model = activation_net("SiLU")
+    model.graph.output.append(onnx.helper.make_tensor_value_info("gate", onnx.TensorProto.FLOAT,
+                                                                 [1, 8, 16, 16]))  # fmt: skip
+    compiled_model = irc.compile(model, precision="int8", calibration=DATA, num_threads=1,
+                                 progress=False)  # fmt: skip
+    kinds = Counter(op.kind for op in compiled_model.graph.ops)
+    functions = [op.attrs["function"] for op in compiled_model.graph.ops if op.kind == "qlut"]
+    assert functions == ["sigmoid"] and kinds["mul"] == 1
