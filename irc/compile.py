@@ -25,7 +25,7 @@ from irc.compiled import CompiledModel, OpTiming, format_profile
 from irc.decision.api import compile_with_strategy
 from irc.errors import InputError, IrcError
 from irc.pass_manager import PassContext
-from irc.pipelines import float_deploy_pipeline
+from irc.pipelines import float_deploy_pipeline, float_pipeline_to_quantize
 from irc.precision import as_plan
 from irc.stages import (
     build_plan,
@@ -53,11 +53,12 @@ def compile(  # noqa: A001 - the public name irc.compile
     for calibration where the model allows, and is fixed at build). The backend needs static
     shapes: a symbolic leading (batch) dimension left unspecified becomes 1; any other
     symbolic dimension must be given (an error names the input otherwise). ``pipeline`` is
-    the float pass pipeline (``""`` runs none). ``num_threads`` fixes the Numba thread
-    count of every call; by default each call runs on one thread or on all of Numba's,
-    whichever the model's recent calls found faster (on a busy machine, all can be slower
-    than one). ``warmup`` runs the model once on zeros, so Numba compiles (or loads from its
-    cache) every kernel here rather than on the first call.
+    the float pass pipeline (``""`` runs none; the default leaves hard_swish unfused when
+    the model is quantized, ``irc.pipelines.QUANTIZED_FLOAT_PIPELINE``). ``num_threads``
+    fixes the Numba thread count of every call; by default each call runs on one thread or
+    on all of Numba's, whichever the model's recent calls found faster (on a busy machine,
+    all can be slower than one). ``warmup`` runs the model once on zeros, so Numba compiles
+    (or loads from its cache) every kernel here rather than on the first call.
     A Graph is never modified. BackendError names an op that cannot be compiled.
 
     Quantization: ``precision`` is a precision name for every layer (``"fp32"``,
@@ -110,7 +111,8 @@ def compile(  # noqa: A001 - the public name irc.compile
     else:
         ctx = PassContext()
         with times.timing("load"):  # shapes fixed first (a symbolic batch: after calibration)
-            graph = float_graph(model, options.pipeline, input_shapes=input_shapes, context=ctx)
+            pipeline = float_pipeline_to_quantize(options.pipeline)
+            graph = float_graph(model, pipeline, input_shapes=input_shapes, context=ctx)
         options = _fitted(options, graph)
         calibration = None if plan.is_float else _calibration(graph, options, times)
         with times.timing("build"), stage("build", enabled=options.progress):

@@ -50,6 +50,7 @@ from irc.decision.sensitivity import analyze, layer_info
 from irc.decision.stage_cache import StageCache
 from irc.decision.table import SensitivityTable, mismatch, read_table
 from irc.errors import InputError
+from irc.pipelines import float_pipeline_to_quantize
 from irc.stages import build_plan, calibrate, float_graph, rounding_statistics
 from irc.support import quantizable_layers
 
@@ -68,7 +69,7 @@ def compile_with_strategy(model, input_shapes, options: CompileOptions) -> Compi
         )
     times = StageTimes()
     with times.timing("load"):
-        graph = float_graph(model, options.pipeline)
+        graph = float_graph(model, float_pipeline_to_quantize(options.pipeline))
     with times.timing("held-out images"):
         options, held_out = holdout_split(graph, options)
     if held_out is None:

@@ -56,6 +56,7 @@ from irc.decision.planning import Decision
 from irc.decision.table import SensitivityTable
 from irc.errors import InputError
 from irc.gptq import statistics_arrays, statistics_from_arrays
+from irc.pipelines import float_pipeline_to_quantize
 from irc.version import __version__
 
 FORMAT = 1  # the layout of the cache files; a change makes every older file a miss
@@ -158,7 +159,7 @@ def stage_keys(graph, options, input_shapes) -> StageKeys | None:
     data = data_digest(options.calibration, options.preprocess, options.calibration_limit)
     if data is None:
         return None
-    model = graph_key(graph, options.pipeline)
+    model = graph_key(graph, float_pipeline_to_quantize(options.pipeline))
     base = (FORMAT, __version__, model, data)
     calibration = digest(*base, "calibration", options.calibration_method,
                          options.calibration_engine)  # fmt: skip

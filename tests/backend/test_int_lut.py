@@ -5,8 +5,9 @@ The compiled graph holds the qlut and no quantize / dequantize around it, its ou
 the reference interpreter on the same graph bit for bit and survives a model file, its SQNR
 against the float model stays within 0.5 dB of what it was with the activation in float
 (``FLOAT_SQNR_DB``, these inputs), and its ONNX QDQ export runs in onnxruntime within one
-output step. HardSwish is compiled without fusing it into the convolution (``fuse`` would
-make it the conv's activation, which has no integer form: that conv stays float).
+output step. A quantized compile keeps HardSwish out of the convolution before it
+(``irc.pipelines.QUANTIZED_FLOAT_PIPELINE``: fused, it would be the conv's activation,
+which has no integer form, and that conv would stay float).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from irc.measure import sqnr_db
 
 DATA = np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32)
 INPUTS = np.random.default_rng(2).standard_normal((8, 1, 3, 16, 16)).astype(np.float32)
-NO_HARD_SWISH_FUSION = "canonicalize,constant-fold,fold-batchnorm,fuse{acts=relu,clip},canonicalize"
 # activation -> (qlut function, SQNR in dB with the activation in float between a
 # dequantize and a quantize, before qlut)
 CASES = {"Sigmoid": ("sigmoid", 36.88), "Tanh": ("tanh", 33.63),
@@ -40,7 +40,7 @@ def compiled(activation: str):
     if activation not in _COMPILED:
         options = {"calibration": DATA, "num_threads": 1, "progress": False}
         _COMPILED[activation] = irc.compile(activation_net(activation), precision="int8",
-                                            pipeline=NO_HARD_SWISH_FUSION, **options)  # fmt: skip
+                                            **options)  # fmt: skip
     return _COMPILED[activation]
 
 
@@ -111,3 +111,9 @@ def test_a_sigmoid_used_elsewhere_is_no_silu():
     kinds = Counter(op.kind for op in compiled_model.graph.ops)
     functions = [op.attrs["function"] for op in compiled_model.graph.ops if op.kind == "qlut"]
     assert functions == ["sigmoid"] and kinds["mul"] == 1
+
+
+def test_a_float_compile_still_fuses_hard_swish():
+    """Only a quantized compile keeps hard_swish apart: at FP32 the conv runs it fused."""
+    kinds = Counter(op.kind for op in irc.compile(activation_net("HardSwish")).graph.ops)
+    assert "hard_swish" not in kinds
