@@ -12,6 +12,7 @@ from onnx_builders import small_convnet
 import irc
 from irc.calibration import image_set, split_images
 from irc.decision import Budgets
+from irc.decision.choose import Verification, _missed, _warn_about_drop, drop_over
 from irc.decision.holdout import paired_drop
 from irc.errors import InputError
 
@@ -79,3 +80,21 @@ def test_a_count_without_a_labelled_folder_is_refused():
         irc.compile(small_convnet(), calibration=data, strategy="auto",
                     budgets=Budgets(max_drop=1.0), holdout=4, labels=np.zeros(8, int),
                     progress=False, stage_cache=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("margin, over", [(2.16, False), (0.3, True), (None, True)])
+def test_a_drop_is_over_its_budget_only_beyond_its_interval(margin, over):
+    v = Verification(bytes=1, latency=0.001, output_sqnr=20.0, top1=80.0, float_top1=81.56,
+                     drop_margin=margin, top1_images=128, top1_apart=True)  # fmt: skip
+    assert drop_over(Budgets(max_drop=1.0), v) is over
+    assert bool(_missed(Budgets(max_drop=1.0), v)) is over
+
+
+def test_a_drop_accepted_within_its_interval_is_warned_about():
+    v = Verification(bytes=1, latency=0.001, output_sqnr=20.0, top1=80.0, float_top1=81.56,
+                     drop_margin=2.16, top1_images=128, top1_apart=True)  # fmt: skip
+    with pytest.warns(UserWarning) as caught:
+        _warn_about_drop(Budgets(max_drop=1.0), v)
+    texts = [str(w.message) for w in caught]
+    assert any("within its 95% interval" in t for t in texts)
+    assert any("too few to check a 1-point budget" in t for t in texts)
