@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx_builders import pool_concat_resize_net
+from qdq_checks import assert_ort_agrees_within_a_step
 
 import irc
 from irc import quant
@@ -106,13 +107,4 @@ def test_qdq_export_runs_in_onnxruntime(tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     ops = Counter(node.op_type for node in proto.graph.node)
     assert ops["MaxPool"] == ops["Concat"] == ops["Resize"] == 1
-    step = quant.activation_params(*model.calibration.ranges["y"])[0]
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):  # fmt: skip
-        options = ort.SessionOptions()
-        options.graph_optimization_level = level
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for x in INPUTS[:3]:
-            (want,) = model(x)
-            (got,) = session.run(None, {"x": x})
-            assert np.abs(got - want).max() <= step * (1 + 1e-4)
+    assert_ort_agrees_within_a_step(model, path, INPUTS[:3])

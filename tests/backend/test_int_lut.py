@@ -19,9 +19,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx_builders import activation_net
+from qdq_checks import assert_ort_agrees_within_a_step
 
 import irc
-from irc import quant
 from irc.measure import sqnr_db
 
 DATA = np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32)
@@ -88,16 +88,7 @@ def test_qdq_export_runs_in_onnxruntime(activation, tmp_path):
     ops = Counter(node.op_type for node in proto.graph.node)
     assert ops["Sigmoid" if activation == "SiLU" else activation] == 1
     assert ops["Mul"] == (activation == "SiLU")
-    step = quant.activation_params(*model.calibration.ranges["y"])[0]
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):  # fmt: skip
-        options = ort.SessionOptions()
-        options.graph_optimization_level = level
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for x in INPUTS[:3]:
-            (want,) = model(x)
-            (got,) = session.run(None, {"x": x})
-            assert np.abs(got - want).max() <= step * (1 + 1e-4)
+    assert_ort_agrees_within_a_step(model, path, INPUTS[:3])
 
 
 def test_a_sigmoid_used_elsewhere_is_no_silu():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_builders import tiny_cnn_float, tiny_cnn_levels
 from onnx_builders import tiny_cnn
 
 import irc
@@ -14,9 +15,6 @@ from irc import quant
 from irc.decision.costs_measure import build_cost_model
 from irc.derived_constants import half_scales, narrowed, narrowest_int, stored_nbytes, widened
 from irc.interpreter import run_graph
-from irc.pass_manager import PassContext, PassManager
-from irc.pipelines import DEFAULT_FLOAT_PIPELINE
-from irc.precision import as_plan
 from irc.report import model_report
 from irc.serialize import (
     FORMAT_VERSION,
@@ -33,30 +31,12 @@ F32 = np.dtype(np.float32)
 
 
 def float_graph():
-    graph = irc.import_onnx(tiny_cnn(batch=2))
-    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
-    return graph
+    return tiny_cnn_float()
 
 
 def quantized_graph(plan, weight_scale: float = 1.0) -> irc.Graph:
     """tiny_cnn at L3 under ``plan``, its weights times ``weight_scale``, min/max ranges."""
-    graph = float_graph()
-    for op in graph.ops:
-        if op.kind == "constant" and op.attrs["value"].ndim >= 2:
-            op.attrs["value"] = (op.attrs["value"] * weight_scale).astype(np.float32)
-    ranges = {"x": (float(X.min()), float(X.max()))}
-
-    def observe(op, args, results):
-        for value, array in zip(op.results, results):
-            if array.dtype == np.float32:
-                ranges[value.name] = (float(array.min()), float(array.max()))
-
-    run_graph(graph, [X], observers=[observe])
-    ctx = PassContext()
-    ctx.analyses["calibration"] = ranges
-    ctx.analyses["precision_plan"] = as_plan(plan)
-    PassManager("quantize,lower-quantized,pack-weights", ctx).run(graph)
-    return graph
+    return tiny_cnn_levels(plan, X, weight_scale)
 
 
 def qconstants(graph, dtypes):

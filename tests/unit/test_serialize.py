@@ -16,14 +16,13 @@ import zlib
 import numpy as np
 import onnx
 import pytest
+from graph_builders import tiny_cnn_float, tiny_cnn_levels
 from onnx_builders import tiny_cnn
 
 import irc
 from irc.compile import graph_key
 from irc.errors import ElidedConstantError, IrcError
-from irc.interpreter import run_graph
 from irc.pass_manager import PassContext, PassManager
-from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import as_plan
 from irc.serialize import (
     FORMAT_VERSION,
@@ -39,27 +38,12 @@ X = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
 
 
 def float_graph(batch=2):
-    graph = irc.import_onnx(tiny_cnn(batch=batch))
-    PassManager(DEFAULT_FLOAT_PIPELINE).run(graph)
-    return graph
+    return tiny_cnn_float(batch)
 
 
 def quantized_graph(plan) -> irc.Graph:
     """tiny_cnn at level L3 under ``plan``, calibrated by min/max on X."""
-    graph = float_graph()
-    ranges = {"x": (float(X.min()), float(X.max()))}
-
-    def observe(op, args, results):
-        for value, array in zip(op.results, results):
-            if array.dtype == np.float32:
-                ranges[value.name] = (float(array.min()), float(array.max()))
-
-    run_graph(graph, [X], observers=[observe])
-    ctx = PassContext()
-    ctx.analyses["calibration"] = ranges
-    ctx.analyses["precision_plan"] = as_plan(plan)
-    PassManager("quantize,lower-quantized,pack-weights", ctx).run(graph)
-    return graph
+    return tiny_cnn_levels(plan, X)
 
 
 @pytest.fixture
