@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -293,7 +294,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return _COMMANDS[args.command](args)
     except IrcError as e:
         if args.debug:
             raise
@@ -309,6 +313,12 @@ def main(argv=None) -> int:
             raise
         print(f"irc: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command prints it: ``irc: warning: MESSAGE`` on stderr (``--debug``
+    keeps Python's form, with the file and line that raised it)."""
+    print(f"irc: warning: {message}", file=sys.stderr)
 
 
 def _load(args):

@@ -90,6 +90,19 @@ def test_compile_int8_with_calibration(capsys, tmp_path, model_file, x_file):
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
+def test_warnings_print_as_irc_warnings(capsys, tmp_path, model_file):
+    """A warning (here: too few calibration samples) is one ``irc: warning:`` line on
+    stderr, not Python's file:line form."""
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    code, _, err = run_cli(capsys, "compile", model_file, "--precision", "int8", "--calib",
+                           calib, "--no-progress", "-o", tmp_path / "m.ircm")  # fmt: skip
+    assert code == 0, err
+    (line,) = [x for x in err.splitlines() if "warning" in x.lower()]
+    assert line.startswith("irc: warning: calibration: degenerate statistics")
+    assert "UserWarning" not in err
+
+
 def test_compile_errors_are_one_line(capsys, tmp_path, model_file):
     out = tmp_path / "m.ircm"
     bad_plan = tmp_path / "bad.json"
