@@ -1,4 +1,5 @@
-"""``auto`` and ``search`` under size budgets through the user's path, scored on val1300.
+"""Strategies (``auto``, ``search``, the papers') under size budgets through the user's path,
+scored on val1300.
 
 Each plan is made by ``irc.compile`` (what ``irc compile`` runs) with its default options,
 calibrated on imagenet-calib256 as an ``irc.calibration.ImageSet`` rotated by
@@ -35,6 +36,7 @@ from irc.calibration import ImageSet, image_set
 from irc.decision import Budgets
 from irc.decision.rounding import plan_calibration
 from irc.stages import build_plan, float_graph
+from irc.tools.cli_decision import STRATEGY_NAMES
 
 SAMPLE = 16  # irc.compile's default sensitivity sample
 
@@ -49,7 +51,8 @@ def rotated(split: int) -> ImageSet:
 
 def run(model: str, strategy: str, ratio: float, split: int, fp32_bytes: int, args) -> tuple:
     """(the compiled model, its compile seconds) of one budget and split."""
-    options = dict(strategy=strategy, budgets=Budgets(max_bytes=int(fp32_bytes / ratio)),
+    budgets = Budgets(max_bytes=int(fp32_bytes / ratio)) if ratio else Budgets()
+    options = dict(strategy=strategy, budgets=budgets,
                    calibration=rotated(split), preprocess=PRESETS[model], num_threads=1,
                    progress=args.progress)  # fmt: skip
     if strategy == "search":
@@ -62,8 +65,9 @@ def run(model: str, strategy: str, ratio: float, split: int, fp32_bytes: int, ar
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mobilenetv2_bn", choices=sorted(PRESETS))
-    parser.add_argument("--strategy", default="auto", choices=("auto", "search"))
-    parser.add_argument("--sizes", type=float, nargs="+", default=[6, 8])
+    parser.add_argument("--strategy", default="auto", choices=STRATEGY_NAMES)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[6, 8],
+                        help="size budgets as FP32 bytes / N; 0: no budget")  # fmt: skip
     parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--evaluations", type=int, default=300)
     parser.add_argument("--checkpoints", type=int, nargs="*", default=[100])
