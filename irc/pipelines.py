@@ -1,14 +1,18 @@
 """Named pipelines: the pass sequences irc runs by default."""
 
 # Float level: clean up, evaluate constant sub-graphs, fold BatchNorm into the convolutions
-# and gemms before it, fuse bias and activations into them, clean up again.
-DEFAULT_FLOAT_PIPELINE = "canonicalize,constant-fold,fold-batchnorm,fuse,canonicalize"
+# and gemms before it, make written-out activations ops, fuse bias and activations into the
+# layers, clean up again.
+DEFAULT_FLOAT_PIPELINE = (
+    "canonicalize,constant-fold,fold-batchnorm,recognize-activations,fuse,canonicalize"
+)
 
 # The float level of a model that will be quantized: as the default, but hard_swish stays
 # its own op. A layer with hard_swish fused has no integer form; a layer followed by its
 # hard_swish runs as an integer layer and a lookup table (``qlut``).
 QUANTIZED_FLOAT_PIPELINE = (
-    "canonicalize,constant-fold,fold-batchnorm,fuse{acts=relu,clip},canonicalize"
+    "canonicalize,constant-fold,fold-batchnorm,recognize-activations,fuse{acts=relu,clip},"
+    "canonicalize"
 )
 
 # Calibrated float graph to L3: quantize the planned layers (``weights``: the weight

@@ -90,6 +90,6 @@ def test_pass_file_case(case, pipeline):
 def test_every_pass_has_a_file():
     from irc.pass_manager import available_passes
 
-    passes = {"canonicalize", "constant-fold", "fold-batchnorm", "fuse"}
+    passes = {"canonicalize", "constant-fold", "fold-batchnorm", "recognize-activations", "fuse"}
     assert passes <= set(available_passes())
     assert passes <= {p.stem.replace("_", "-") for p in HERE.glob("*.irc")}
