@@ -93,7 +93,8 @@ def test_timing_reports_each_pass_on_stderr(capsys, model_file):
     lines = err.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == DEFAULT_FLOAT_PIPELINE.split(",") + ["total"]
     assert lines[2].startswith("fold-batchnorm: 1 folded, 0 refused (")
-    assert lines[3].startswith("fuse: 0 fused-scale, 0 fused-bias, 1 fused-activation, 0 refused")
+    assert lines[3].startswith("recognize-activations: 0 hard-swish (")
+    assert lines[4].startswith("fuse: 0 fused-scale, 0 fused-bias, 1 fused-activation, 0 refused")
     assert all(line.endswith(" ms)") for line in lines[:-1])
 
 
@@ -112,8 +113,8 @@ def test_print_ir_before_all_and_after_change(capsys, model_file):
         capsys, "opt", model_file, "--print-ir-before-all", "--print-ir-after-change"
     )
     assert code == 0
-    assert err.count("// ----- IR before ") == 5
-    # the two canonicalize runs and constant-fold change nothing in this model
+    assert err.count("// ----- IR before ") == 6
+    # the two canonicalize runs, constant-fold and recognize-activations change nothing here
     assert err.count("// ----- IR after ") == 2
 
 
@@ -125,8 +126,9 @@ def test_dump_dir(capsys, tmp_path, model_file):
         "00-canonicalize.irc",
         "01-constant-fold.irc",
         "02-fold-batchnorm.irc",
-        "03-fuse.irc",
-        "04-canonicalize.irc",
+        "03-recognize-activations.irc",
+        "04-fuse.irc",
+        "05-canonicalize.irc",
     ]
 
 
@@ -238,7 +240,11 @@ def test_stop_after_stops_at_the_first_run_of_a_repeated_pass(capsys, model_file
 @pytest.mark.parametrize(
     "pipeline,name,valid",
     [
-        (None, "fold-bn", "canonicalize, constant-fold, fold-batchnorm, fuse"),
+        (
+            None,
+            "fold-bn",
+            "canonicalize, constant-fold, fold-batchnorm, recognize-activations, fuse",
+        ),
         ("canonicalize,fuse,canonicalize", "fold-batchnorm", "canonicalize, fuse"),
     ],
 )
