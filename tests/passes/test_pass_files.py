@@ -23,7 +23,7 @@ import pytest
 from filecheck import filecheck
 
 import irc
-from irc.pass_manager import PassContext, PassManager
+from irc.pass_manager import PassContext, PassManager, available_passes
 from irc.tensor import ElidedTensor
 
 HERE = Path(__file__).resolve().parent
@@ -88,8 +88,6 @@ def test_pass_file_case(case, pipeline):
 
 
 def test_every_pass_has_a_file():
-    from irc.pass_manager import available_passes
-
     passes = {"canonicalize", "constant-fold", "fold-batchnorm", "recognize-activations", "fuse"}
     assert passes <= set(available_passes())
     assert passes <= {p.stem.replace("_", "-") for p in HERE.glob("*.irc")}
