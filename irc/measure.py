@@ -1,6 +1,7 @@
 """Measuring models the same way everywhere: accuracy, latency, output SQNR.
 
-``accuracy`` (and ``top1``) runs any ``batch -> logits`` callable over labelled images;
+``accuracy`` (and ``top1``) runs any ``batch -> logits`` callable over labelled images
+(``batch_logits``), ``cross_entropy`` scores logits at labels;
 ``interleaved`` times several runners called in turn once per round (so a noisy neighbour
 slows all of them alike) and keeps the medians (``interleaved_cpu`` the process CPU time of
 each call beside its wall time); ``sqnr_db`` compares outputs with a
@@ -14,25 +15,36 @@ import time
 import numpy as np
 
 
-def accuracy(run, images: np.ndarray, labels: np.ndarray, batch: int = 1) -> tuple[float, float]:
-    """Top-1 and top-5 in percent of ``run(batch) -> logits`` over the images.
-
-    A compiled model has a static batch, so the last batch is padded with zeros (and the
-    padding's logits dropped).
-    """
-    if len(images) == 0:
-        raise ValueError("accuracy: no images")
-    top1 = top5 = 0
+def batch_logits(run, images: np.ndarray, batch: int = 1) -> np.ndarray:
+    """``run(batch) -> logits`` over the images, stacked [N, C]. A compiled model has a
+    static batch, so the last batch is padded with zeros (and the padding's logits
+    dropped)."""
+    rows = []
     for start in range(0, len(images), batch):
         x = images[start : start + batch]
         if len(x) < batch:
             x = np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
-        logits = np.asarray(run(np.ascontiguousarray(x)))[: len(images) - start]
-        want = labels[start : start + len(logits)]
-        best = np.argsort(-logits, axis=1)[:, :5]
-        top1 += int(np.sum(best[:, 0] == want))
-        top5 += int(np.sum(np.any(best == want[:, None], axis=1)))
+        rows.append(np.asarray(run(np.ascontiguousarray(x)))[: len(images) - start])
+    return np.concatenate(rows)
+
+
+def accuracy(run, images: np.ndarray, labels: np.ndarray, batch: int = 1) -> tuple[float, float]:
+    """Top-1 and top-5 in percent of ``run(batch) -> logits`` over the images (batched as
+    ``batch_logits``)."""
+    if len(images) == 0:
+        raise ValueError("accuracy: no images")
+    want = np.asarray(labels)
+    best = np.argsort(-batch_logits(run, images, batch), axis=1)[:, :5]
+    top1 = int(np.sum(best[:, 0] == want))
+    top5 = int(np.sum(np.any(best == want[:, None], axis=1)))
     return 100.0 * top1 / len(images), 100.0 * top5 / len(images)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row cross-entropy of ``logits`` [B, C] at ``labels`` [B], in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return np.log(np.sum(np.exp(z), axis=1)) - z[np.arange(len(labels)), labels]
 
 
 def top1(run, images: np.ndarray, labels: np.ndarray, batch: int = 1) -> float:

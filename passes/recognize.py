@@ -41,6 +41,8 @@ class RecognizeActivations(Pass):
             if x is not None:
                 _replace(graph, op, x)
                 found += 1
+        if found:
+            graph.remove_dead_ops()  # the add, clip and mul each pattern left unused
         return {"hard-swish": found}
 
 
@@ -95,8 +97,8 @@ def _sixth(op: Op) -> float:
 
 
 def _replace(graph: Graph, last: Op, x: Value) -> None:
-    """``hard_swish(x)`` in place of the pattern ending at ``last``; the ops it leaves
-    unused are erased."""
+    """``hard_swish(x)`` in place of the pattern ending at ``last`` (the ops before it are
+    left dead, for the caller to erase)."""
     name = last.result.name
     new = build(graph, "hard_swish", [x], name=last.name,
                 result_names=[graph.fresh_name(name + ".hs")],
@@ -104,4 +106,3 @@ def _replace(graph: Graph, last: Op, x: Value) -> None:
     graph.replace_all_uses_with(last.result, new.result)
     graph.erase_op(last)
     graph.rename(new.result, name)
-    graph.remove_dead_ops()

@@ -354,9 +354,8 @@ def _decide(checker: _Checker, table, cost, strategy: str, budgets: Budgets, opt
         ) from None
     start_options = _strategy_options(None, search_options.start, budgets, table)
     start = decide(search_options.start, table, cost, budgets, **start_options)
-    held_out = checker.evaluate
     evaluation = PlanEvaluation(checker.graph, checker.calibration, table, checker.weights,
-                                held_out.images, held_out.labels)  # fmt: skip
+                                checker.evaluate)  # fmt: skip
     with Evaluator(evaluation, executor, search_options.width) as evaluator:
         return search_decision(table, cost, budgets, start.plan, evaluator, search_options,
                                float_hits=checker.float_hits,

@@ -32,6 +32,7 @@ from irc.calibration import image_set, is_labelled, load_labelled_folder, split_
 from irc.calibration.data import fit_preprocess
 from irc.calibration.images import ImageSet, is_image_source
 from irc.errors import InputError
+from irc.measure import batch_logits, cross_entropy
 
 HOLDOUT_SHARE = 0.5  # of a labelled calibration folder, when holdout is None
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -51,16 +52,16 @@ class HeldOut:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def score(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """(per image whether ``model``'s top-1 class is its label, bool [N]; per image the
+        cross-entropy at its label, [N]) of a compiled model (its first output)."""
+        batch = model.graph.inputs[0].type.shape[0]
+        logits = batch_logits(lambda x: model(x)[0], self.images, batch)
+        return np.argmax(logits, axis=1) == self.labels, cross_entropy(logits, self.labels)
+
     def correct(self, model) -> np.ndarray:
         """Per image, whether ``model``'s top-1 class is its label (bool [N])."""
-        batch = model.graph.inputs[0].type.shape[0]
-        hits = np.zeros(len(self), bool)
-        for start in range(0, len(self) - batch + 1, batch):
-            x = np.ascontiguousarray(self.images[start : start + batch])
-            (logits,) = model(x)[:1]
-            labels = self.labels[start : start + batch]
-            hits[start : start + batch] = np.argmax(logits, axis=1) == labels
-        return hits
+        return self.score(model)[0]
 
 
 def paired_drop(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:

@@ -35,6 +35,7 @@ import numpy as np
 
 from irc.calibration.progress import Progress
 from irc.decision.budgets import BudgetError
+from irc.decision.holdout import HeldOut
 from irc.decision.planning import Problem, State, finish, resolve, within_cap
 from irc.decision.rounding import plan_calibration
 from irc.stages import build_plan
@@ -56,15 +57,14 @@ class Score:
 class PlanEvaluation:
     """Everything a worker needs to compile a plan and score it: the float graph, its
     calibration (with GPTQ statistics), the sensitivity table's rounding choices, the
-    weight clipping and the held-out images and labels. Called with a plan, it returns
-    its ``Score``; each layer's rounding at each precision is done once (``memo``)."""
+    weight clipping and the held-out images. Called with a plan, it returns its ``Score``;
+    each layer's rounding at each precision is done once (``memo``)."""
 
     graph: object
     calibration: object
     table: object
     weights: str
-    images: np.ndarray
-    labels: np.ndarray
+    held_out: HeldOut
     memo: dict = field(default_factory=dict)  # each layer's rounding, done once per precision
 
     def __call__(self, plan: dict[str, str]) -> Score:
@@ -73,23 +73,9 @@ class PlanEvaluation:
         calibration = plan_calibration(self.calibration, self.table, plan)
         model = build_plan(self.graph, plan, calibration, weights=self.weights, num_threads=1,
                            warmup=False, rounding_memo=self.memo)  # fmt: skip
-        batch = model.graph.inputs[0].type.shape[0]
-        count = len(self.labels) - len(self.labels) % batch
-        losses, hits = np.zeros(count), np.zeros(count, bool)
-        for row in range(0, count, batch):
-            (logits,) = model(np.ascontiguousarray(self.images[row : row + batch]))[:1]
-            labels = self.labels[row : row + batch]
-            losses[row : row + batch] = cross_entropy(logits, labels)
-            hits[row : row + batch] = np.argmax(logits, axis=1) == labels
+        hits, losses = self.held_out.score(model)
         return Score(float(losses.mean()), 100.0 * float(hits.mean()), hits,
                      time.perf_counter() - start)  # fmt: skip
-
-
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-row cross-entropy of ``logits`` [B, C] at ``labels`` [B]."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return np.log(np.sum(np.exp(z), axis=1)) - z[np.arange(len(labels)), labels]
 
 
 # -- running evaluations ----------------------------------------------------------------

@@ -39,7 +39,7 @@ from irc.decision.layer_programs import layer_program
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
 from irc.ir import Graph, Op
-from irc.measure import energy_ratio_db
+from irc.measure import cross_entropy, energy_ratio_db
 from irc.precision import layer_name
 from irc.run_statistics import padded_batch
 from irc.specialize import specialize
@@ -295,7 +295,7 @@ def _float_run(model: CompiledModel, layers: dict[str, Op], batch: _Batch) -> No
     (output,) = model.run_observed([record], batch.x)[:1]
     batch.reference = _Reference(output, batch.rows)
     if batch.labels is not None:
-        batch.reference_loss = _cross_entropy(output[: batch.rows], batch.labels)
+        batch.reference_loss = cross_entropy(output[: batch.rows], batch.labels)
 
 
 def _every_layer_replaced(model: CompiledModel, layers: dict[str, Op], column: _Column,
@@ -327,7 +327,7 @@ def _add_output(sums: _Sums, y: np.ndarray, batch: _Batch) -> None:
     """Add model output ``y`` (one layer replaced) against the float run's to ``sums``."""
     sums.output.add(_difference(batch.reference, y))
     if batch.labels is not None:
-        change = _cross_entropy(y[: batch.rows], batch.labels) - batch.reference_loss
+        change = cross_entropy(y[: batch.rows], batch.labels) - batch.reference_loss
         sums.loss_change += float(np.sum(change * change))
 
 
@@ -373,14 +373,6 @@ def _writing(values: np.ndarray):
         rest[-1][...] = values
 
     return run
-
-
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample cross-entropy of ``logits`` [B, C] at ``labels`` [B]."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.sum(np.exp(z), axis=1))
-    return log_norm - z[np.arange(len(labels)), labels]
 
 
 SQNR_CEILING = 120.0  # dB: a noiseless value (the model's input) counts as this clean

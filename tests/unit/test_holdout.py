@@ -13,7 +13,7 @@ import irc
 from irc.calibration import image_set, split_images
 from irc.decision import Budgets
 from irc.decision.choose import Verification, _missed, _warn_about_drop, drop_over
-from irc.decision.holdout import paired_drop
+from irc.decision.holdout import HeldOut, paired_drop
 from irc.errors import InputError
 
 
@@ -98,3 +98,16 @@ def test_a_drop_accepted_within_its_interval_is_warned_about():
     texts = [str(w.message) for w in caught]
     assert any("within its 95% interval" in t for t in texts)
     assert any("too few to check a 1-point budget" in t for t in texts)
+
+
+def test_held_out_images_past_the_last_full_batch_are_scored():
+    """A model of static batch 4 on 6 held-out images: the last 2 go in a padded batch
+    and are scored like the rest (labels: the reference interpreter's top-1 classes)."""
+    images = np.random.default_rng(7).normal(size=(6, 3, 16, 16)).astype(np.float32)
+    model = irc.compile(small_convnet(), input_shapes={"x": (4, 3, 16, 16)}, num_threads=1,
+                        progress=False)  # fmt: skip
+    graph = irc.import_onnx(small_convnet(), input_shapes={"x": (1, 3, 16, 16)})
+    labels = np.array([np.argmax(irc.run(graph, [x[None]])[0]) for x in images])
+    hits, losses = HeldOut(images, labels, "six images").score(model)
+    assert hits.shape == (6,) and hits.all()
+    assert losses.shape == (6,) and np.all(losses >= 0)

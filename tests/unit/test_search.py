@@ -16,9 +16,10 @@ import irc
 from irc.decision import BudgetError, Budgets
 from irc.decision.cost import CostModel
 from irc.decision.planning import Problem, State, resolve
-from irc.decision.search import SearchOptions, cross_entropy, neighbour
+from irc.decision.search import SearchOptions, neighbour
 from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 from irc.errors import InputError
+from irc.measure import cross_entropy
 from irc.precision import layer_name
 from irc.stages import build_plan, calibrate, float_graph
 from irc.support import quantizable_layers
@@ -138,7 +139,9 @@ def test_local_processes_and_threads_search_as_this_process_does(folder):
 
 
 def test_a_dask_cluster_runs_the_evaluations(folder):
-    distributed = pytest.importorskip("distributed")
+    distributed = pytest.importorskip(
+        "distributed", reason="dask.distributed (the test and cluster extras) is not installed"
+    )
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:  # fmt: skip
         with distributed.Client(cluster) as client:
