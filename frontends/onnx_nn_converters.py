@@ -92,6 +92,16 @@ def convert_leaky_relu(ctx, node):
     return [emit(ctx, node, "leaky_relu", [operand(ctx, node, 0)], {"alpha": alpha})]
 
 
+@converter("Gelu")
+def convert_gelu(ctx, node):
+    """ONNX Gelu (opset 20): the exact form is ``gelu``; the tanh approximation is not
+    supported."""
+    approximate = attributes(node).get("approximate", "none")
+    if approximate != "none":
+        raise unsupported(ctx, node, f"approximate={approximate!r} (only 'none' is supported)")
+    return [emit(ctx, node, "gelu", [operand(ctx, node, 0)])]
+
+
 @converter("HardSigmoid")
 def convert_hard_sigmoid(ctx, node):
     a = attributes(node)

@@ -21,7 +21,7 @@ in it exactly as irc stores it:
   are selected (a reshape, max pool or nearest resize of qi8): DequantizeLinear → Add /
   GlobalAveragePool / Concat / Reshape / MaxPool / Resize → QuantizeLinear.
 - **lookup tables** (qlut): DequantizeLinear → the table's float function (Sigmoid, Tanh,
-  HardSigmoid, HardSwish, or Sigmoid and Mul for SiLU) → QuantizeLinear; where
+  HardSigmoid, HardSwish, Gelu, or Sigmoid and Mul for SiLU) → QuantizeLinear; where
   onnxruntime's float function rounds otherwise than irc's, a level may differ by one.
 - **boundaries**: irc's quantize / dequantize become QuantizeLinear / DequantizeLinear.
 - **FP16 layer**: a FLOAT16 weight initializer and a Cast to float; **FP32**: unchanged.

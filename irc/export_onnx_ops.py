@@ -179,6 +179,7 @@ CONVERTERS = {
     "gather": _renamed("Gather", {"axis": "axis"}), "shape": _shape,
     "softmax": _renamed("Softmax", {"axis": "axis"}), "reduce_mean": _reduce_mean,
     "resize": _resize, "sqrt": _simple("Sqrt"), "erf": _simple("Erf"), "pow": _simple("Pow"),
+    "gelu": _simple("Gelu"),
     "equal": _simple("Equal"), "where": _simple("Where"), "range": _simple("Range"),
     "expand": _with_ints("Expand", "shape"), "tile": _with_ints("Tile", "repeats"),
     "reduce_sum": _reduce("ReduceSum"), "reduce_max": _reduce("ReduceMax"),

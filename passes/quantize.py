@@ -10,11 +10,11 @@ keeps_levels``: reshape, max_pool, nearest resize) simply carry the quantized ty
 qconcat's output takes its inputs' scale and zero point when they share one (a byte copy);
 otherwise the union of the ranges its inputs' types represent, so that no input clips and
 an input whose range holds all the others' is copied, the rest requantized. A smooth
-activation (sigmoid, tanh, hard_sigmoid, hard_swish) of an int8 value becomes a ``qlut``,
+activation (sigmoid, tanh, hard_sigmoid, hard_swish, gelu) of an int8 value becomes a ``qlut``,
 a 256-entry table of its output levels (``irc.reference.lut``) at the calibrated range of
 its result (none recorded: it stays float), and x · sigmoid(x) (SiLU: a sigmoid whose one
-user multiplies it by its input) one table of the product; counted under ``lut``. GELU
-has no op of its own (the importer writes it as erf arithmetic) and stays float. ``quantize`` /
+user multiplies it by its input) one table of the product; counted under ``lut``. (GELU
+written out as erf arithmetic is one ``gelu`` op once ``recognize-activations`` ran.) ``quantize`` /
 ``dequantize`` appear only where a float value meets an integer op or the reverse. A layer
 planned at fp16 keeps a float16 weight constant, cast to f32 where it is used (it computes
 in float32).
@@ -66,7 +66,7 @@ from irc.reference.lut import lut_table
 from irc.support import keeps_levels, precision_problem
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
-LUT_KINDS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish")  # smooth: one table each
+LUT_KINDS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "gelu")  # smooth: a table each
 
 
 class CalibrationMissing(IrcError):

@@ -152,7 +152,8 @@ def pool_concat_resize_net(batch=1, seed: int = 0) -> onnx.ModelProto:
 
 def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
     """Conv (3→8, 3×3) → ``activation`` → Conv (8→4, 3×3): ``Sigmoid``, ``Tanh``,
-    ``HardSigmoid``, ``HardSwish``, or ``SiLU`` (a Sigmoid and a Mul by its input). Input
+    ``HardSigmoid``, ``HardSwish``, ``SiLU`` (a Sigmoid and a Mul by its input) or ``GELU``
+    (written out as exporters do: x · (erf(x / √2) + 1) · 0.5). Input
     x [batch, 3, 16, 16], output y [batch, 4, 16, 16]; seeded weights."""
     rng = np.random.default_rng(seed)
 
@@ -164,6 +165,17 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
     if activation == "SiLU":
         act = [helper.make_node("Sigmoid", ["c0"], ["gate"], name="gate"),
                helper.make_node("Mul", ["c0", "gate"], ["a0"], name="silu")]  # fmt: skip
+    elif activation == "GELU":
+        half, one, root2 = (
+            numpy_helper.from_array(np.array(v, np.float32), name)
+            for v, name in ((0.5, "half"), (1.0, "one"), (2**0.5, "root2"))
+        )
+        inits += [half, one, root2]
+        act = [helper.make_node("Div", ["c0", "root2"], ["scaled"], name="scale"),
+               helper.make_node("Erf", ["scaled"], ["erf"], name="erf"),
+               helper.make_node("Add", ["erf", "one"], ["gate"], name="gate"),
+               helper.make_node("Mul", ["c0", "gate"], ["gated"], name="gated"),
+               helper.make_node("Mul", ["gated", "half"], ["a0"], name="gelu")]  # fmt: skip
     else:
         act = [helper.make_node(activation, ["c0"], ["a0"], name="act")]
     nodes = [

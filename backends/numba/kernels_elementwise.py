@@ -1,4 +1,4 @@
-"""Float elementwise kernels: the unary activations, sqrt and erf, and the broadcasting
+"""Float elementwise kernels: the unary activations, sqrt, erf and gelu, and the broadcasting
 arithmetic ops (add, sub, mul, div, pow).
 
 Each family is one njit function that takes the op as an int code, so a whole model's
@@ -28,7 +28,8 @@ from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_build
 from irc.ir import Op
 
 _CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID = range(6)
-_SQRT, _ERF, _NEG, _LOG = range(6, 10)
+_SQRT, _ERF, _NEG, _LOG, _GELU = range(6, 11)
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
@@ -43,6 +44,7 @@ _ZERO = np.float32(0.0)
     "clip",
     "sqrt",
     "erf",
+    "gelu",
     "neg",
     "log",
 )
@@ -60,6 +62,7 @@ def build_unary(op: Op) -> KernelFn:
         "hard_sigmoid": (_HARD_SIGMOID, attrs.get("alpha"), attrs.get("beta")),
         "sqrt": (_SQRT, 0.0, 0.0),
         "erf": (_ERF, 0.0, 0.0),
+        "gelu": (_GELU, 0.0, 0.0),
         "neg": (_NEG, 0.0, 0.0),
         "log": (_LOG, 0.0, 0.0),
     }[op.kind]
@@ -116,6 +119,10 @@ def _unary_flat(xf, of, code, p, q):
     elif code == _ERF:  # in float64, as the reference
         for i in range(xf.size):
             of[i] = math.erf(np.float64(xf[i]))
+    elif code == _GELU:  # in float64, as the reference
+        for i in range(xf.size):
+            v = np.float64(xf[i])
+            of[i] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
     else:  # hard sigmoid: clamp(p·x + q, 0, 1), nan kept
         for i in range(xf.size):
             v = p * xf[i] + q

@@ -72,6 +72,7 @@ for _name, _doc in (
     ("hard_swish", "x * max(0, min(1, x/6 + 1/2))"),
     ("sqrt", "sqrt(x) (nan below 0)"),
     ("erf", "the error function erf(x)"),
+    ("gelu", "x/2 * (1 + erf(x/sqrt(2))), the exact GELU"),
     ("neg", "-x"),
     ("log", "natural logarithm (-inf at 0, nan below)"),
 ):

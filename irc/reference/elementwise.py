@@ -67,12 +67,20 @@ def log(x: np.ndarray) -> np.ndarray:
 
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 @semantics("erf")
 def erf(x: np.ndarray) -> np.ndarray:
     """The error function, computed in float64 (``math.erf``) and rounded to x's type."""
     return _as_dtype_of(_ERF(x.astype(np.float64)).astype(np.float64), x)
+
+
+@semantics("gelu")
+def gelu(x: np.ndarray) -> np.ndarray:
+    """x/2 · (1 + erf(x/√2)), computed in float64 and rounded to x's type."""
+    wide = x.astype(np.float64)
+    return _as_dtype_of(0.5 * wide * (1.0 + _ERF(wide * _SQRT_HALF).astype(np.float64)), x)
 
 
 @semantics("leaky_relu")

@@ -14,7 +14,7 @@ import numpy as np
 
 from irc import quant
 from irc.ops.quant import LUT_FUNCTIONS
-from irc.reference.elementwise import hard_sigmoid, hard_swish, sigmoid, tanh
+from irc.reference.elementwise import gelu, hard_sigmoid, hard_swish, sigmoid, tanh
 
 
 def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0.5):
@@ -29,6 +29,8 @@ def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0
         return hard_sigmoid(x, alpha=alpha, beta=beta)
     if function == "hard_swish":
         return hard_swish(x)
+    if function == "gelu":
+        return gelu(x)
     if function == "silu":
         return x * sigmoid(x)
     raise ValueError(f"no lookup table for {function!r}; one of {LUT_FUNCTIONS}")

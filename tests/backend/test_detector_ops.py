@@ -117,6 +117,17 @@ def test_unary(op_type):
     check(one_node(op_type, {"x": x}), {"x": x})
 
 
+def test_gelu():
+    x = normal(2, 3, 5, 7, seed=3) * 3
+    check(one_node("Gelu", {"x": x}, opset=20), {"x": x})
+
+
+def test_gelu_tanh_approximation_is_refused_naming_the_node():
+    x = normal(1, 4, seed=3)
+    with pytest.raises(IrcError, match=r"gelu.*approximate='tanh'"):
+        irc.import_onnx(one_node("Gelu", {"x": x}, opset=20, approximate="tanh"))
+
+
 def test_log_at_zero_and_below():
     x = np.array([-1.0, 0.0, 1.0, np.e], np.float32)
     check(one_node("Log", {"x": x}), {"x": x})
@@ -414,6 +425,7 @@ EXPORT_CASES = {
         {"x": np.abs(x)},
     ),
     "erf": lambda x: (one_node("Erf", {"x": x}), {"x": x}),
+    "gelu": lambda x: (one_node("Gelu", {"x": x}, opset=20), {"x": x}),
     "expand": lambda x: (one_node("Expand", {"x": x}, {"s": i64(2, 1, 1, 1)}), {"x": x}),
     "tile": lambda x: (one_node("Tile", {"x": x}, {"r": i64(1, 2, 1, 2)}), {"x": x}),
     "reduce-max": lambda x: (one_node("ReduceMax", {"x": x}, {"a": i64(1)}), {"x": x}),

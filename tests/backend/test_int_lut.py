@@ -30,7 +30,7 @@ INPUTS = np.random.default_rng(2).standard_normal((8, 1, 3, 16, 16)).astype(np.f
 # dequantize and a quantize, before qlut)
 CASES = {"Sigmoid": ("sigmoid", 36.88), "Tanh": ("tanh", 33.63),
          "HardSigmoid": ("hard_sigmoid", 36.76), "HardSwish": ("hard_swish", 33.83),
-         "SiLU": ("silu", 33.75)}  # fmt: skip
+         "SiLU": ("silu", 33.75), "GELU": ("gelu", 33.77)}  # fmt: skip
 
 _COMPILED = {}
 
@@ -50,7 +50,7 @@ def test_the_activation_is_one_table_between_the_layers(activation):
     kinds = Counter(op.kind for op in graph.ops)
     assert kinds["qlut"] == 1 and kinds["qconv2d"] == 2
     assert kinds["quantize"] == 1 and kinds["dequantize"] == 1  # the input and the output
-    assert not {"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "mul"} & set(kinds)
+    assert not {"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "gelu", "erf", "mul"} & set(kinds)
     (lut,) = [op for op in graph.ops if op.kind == "qlut"]
     assert lut.attrs["function"] == CASES[activation][0]
     assert lut.operands[0].producer.kind == "qconv2d"
@@ -79,14 +79,14 @@ def test_sqnr_against_the_float_model_holds(activation):
     assert sqnr_db(got, want) >= CASES[activation][1] - 0.5
 
 
-@pytest.mark.parametrize("activation", ["Sigmoid", "HardSigmoid", "SiLU"])
+@pytest.mark.parametrize("activation", ["Sigmoid", "HardSigmoid", "SiLU", "GELU"])
 def test_qdq_export_runs_in_onnxruntime(activation, tmp_path):
     model = compiled(activation)
     path = tmp_path / "lut.qdq.onnx"
     proto = model.export_onnx(str(path))
     onnx.checker.check_model(proto, full_check=True)
     ops = Counter(node.op_type for node in proto.graph.node)
-    assert ops["Sigmoid" if activation == "SiLU" else activation] == 1
+    assert ops[{"SiLU": "Sigmoid", "GELU": "Gelu"}.get(activation, activation)] == 1
     assert ops["Mul"] == (activation == "SiLU")
     assert_ort_agrees_within_a_step(model, path, INPUTS[:3])
 
