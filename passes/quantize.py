@@ -9,7 +9,11 @@ integer layers follow: ``add`` becomes ``qadd``, ``global_avg_pool`` ``qglobal_a
 keeps_levels``: reshape, max_pool, nearest resize) simply carry the quantized type. A
 qconcat's output takes its inputs' scale and zero point when they share one (a byte copy);
 otherwise the union of the ranges its inputs' types represent, so that no input clips and
-an input whose range holds all the others' is copied, the rest requantized. A smooth
+an input whose range holds all the others' is copied, the rest requantized. Except at the
+end of the graph: a concat whose result reaches only graph outputs (through views and
+other concats) and whose inputs' parameters differ stays float, of its inputs each
+dequantized at its own scale, so that one output's range does not crush another's (a
+detector's box offsets beside its scores); counted under ``float-output-concat``. A smooth
 activation (sigmoid, tanh, hard_sigmoid, hard_swish, gelu) of an int8 value becomes a ``qlut``,
 a 256-entry table of its output levels (``irc.reference.lut``) at the calibrated range of
 its result (none recorded: it stays float), and x · sigmoid(x) (SiLU: a sigmoid whose one
@@ -59,13 +63,14 @@ from irc.errors import IrcError
 from irc.gptq import InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
 from irc.matching import constant_array, sole_user
-from irc.opdef import build, has_trait
+from irc.opdef import build, has_trait, kinds_with
 from irc.pass_manager import Pass, PassContext, register_pass
 from irc.precision import PrecisionPlan, as_plan, layer_name
 from irc.reference.lut import lut_table
 from irc.support import keeps_levels, precision_problem
 
 INT_PRECISIONS = {"int8": 8, "int4": 4, "int2": 2}
+MOVING_KINDS = frozenset({"concat", "transpose", "slice", "gather", "expand", "tile"})
 LUT_KINDS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "gelu")  # smooth: a table each
 
 
@@ -92,7 +97,9 @@ class _Rewriter:
         self.quantized: dict[int, Value] = {}  # id(float value) -> its int8 twin
         self.stats = {"int8": 0, "int4": 0, "int2": 0, "fp16": 0, "kept-float": 0,
                       "bias-corrected": 0, "gptq": 0}  # fmt: skip
-        self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0, "lut": 0})
+        self.stats.update({"quantize": 0, "dequantize": 0, "glue": 0, "lut": 0,
+                           "float-output-concat": 0})  # fmt: skip
+        self.output_only = _reaching_only_outputs(graph)
 
     # -- values
     def params(self, value: Value) -> tuple[float, int]:
@@ -202,6 +209,9 @@ class _Rewriter:
         at the union of the ranges they represent."""
         twins = [self.quantized[id(v)] for v in op.operands]
         params = {(t.type.quant.scales[0], t.type.quant.zero_points[0]) for t in twins}
+        if len(params) > 1 and id(op.result) in self.output_only:
+            self.stats["float-output-concat"] += 1  # each input keeps its own scale
+            return
         if len(params) == 1:
             ((scale, zero_point),) = params
         else:
@@ -346,6 +356,23 @@ def _silu_mul(graph: Graph, op: Op) -> Op | None:
     if other is not op.operands[0] or user.result.type != op.result.type:
         return None
     return user
+
+
+def _reaching_only_outputs(graph: Graph) -> set[int]:
+    """ids of the values every use of which leads only to graph outputs, through ops that
+    only move data (``MOVING_KINDS``): nothing computes on them any more."""
+    passing = MOVING_KINDS | kinds_with("view")
+    outputs = {id(v) for v in graph.outputs}
+    found: set[int] = set()
+    for op in reversed(graph.ops):  # users come after their operands
+        for value in op.results:
+            users = [use.op for use in value.uses]
+            if (users or id(value) in outputs) and all(
+                user.kind in passing and all(id(r) in found for r in user.results)
+                for user in users
+            ):
+                found.add(id(value))
+    return found
 
 
 def _activation(op: Op) -> dict:

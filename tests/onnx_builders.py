@@ -189,3 +189,35 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 16, 16])], inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def detector_head_net(batch=1, seed: int = 0) -> onnx.ModelProto:
+    """Conv stem → a box conv (outputs in pixels, hundreds) and a score conv → Sigmoid (0..1)
+    → Concat on channels → Reshape [batch, 5, 64] → Transpose: one output ``y`` [batch, 64, 5]
+    holding four box coordinates and a score per cell, as a detector's head writes them.
+    Input x [batch, 3, 8, 8]; seeded weights."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.4):
+        data = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return numpy_helper.from_array(data, name)
+
+    inits = [init("w0", 8, 3, 3, 3), init("b0", 8), init("wb", 4, 8, 1, 1, scale=60.0),
+             init("bb", 4, scale=100.0), init("ws", 1, 8, 1, 1), init("bs", 1),
+             numpy_helper.from_array(np.array([batch, 5, 64], np.int64), "shape")]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu"),
+        helper.make_node("Conv", ["r0", "wb", "bb"], ["boxes"], name="boxes"),
+        helper.make_node("Conv", ["r0", "ws", "bs"], ["logits"], name="logits"),
+        helper.make_node("Sigmoid", ["logits"], ["scores"], name="scores"),
+        helper.make_node("Concat", ["boxes", "scores"], ["cat"], name="concat", axis=1),
+        helper.make_node("Reshape", ["cat", "shape"], ["flat"], name="flat"),
+        helper.make_node("Transpose", ["flat"], ["y"], name="rows", perm=[0, 2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "detector_head_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 64, 5])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
