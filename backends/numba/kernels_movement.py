@@ -192,6 +192,14 @@ def build_transpose(op: Op):
 
             return run_interleave
 
+        if rows > cols:  # e.g. NHWC -> NCHW: long output rows, written in tiles
+            tile = 64 if bytewise else 32
+
+            def run_tiles(x, out):
+                transpose_tiles(x.reshape(-1), out.reshape(-1), batches, rows, cols, tile)
+
+            return run_tiles
+
         def run_matrices(x, out):
             transpose_matrices(x.reshape(-1), out.reshape(-1), batches, rows, cols)
 
@@ -214,6 +222,24 @@ def transpose_matrices(xf, of, batches, rows, cols):
                 src = base + i * cols
                 for j in range(j0, j1):
                     of[base + j * rows + i] = xf[src + j]
+
+
+@njit(cache=True)
+def transpose_tiles(xf, of, batches, rows, cols, tile):
+    """``transpose_matrices`` in square tiles of ``tile``, each output row's part of a tile
+    written as one contiguous run: for many rows and few columns (NHWC -> NCHW), where the
+    column-blocked copy writes ``cols`` streams a whole output row apart, which alias in
+    the cache when that row is a multiple of 4 KB."""
+    for b in range(batches):
+        base = b * rows * cols
+        for i0 in range(0, rows, tile):
+            i1 = min(rows, i0 + tile)
+            for j0 in range(0, cols, tile):
+                j1 = min(cols, j0 + tile)
+                for j in range(j0, j1):
+                    dst = base + j * rows
+                    for i in range(i0, i1):
+                        of[dst + i] = xf[base + i * cols + j]
 
 
 def _make_interleave(rows: int):

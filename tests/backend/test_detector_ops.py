@@ -389,6 +389,16 @@ def test_conv_transpose(attrs, bias):
     check(one_node("ConvTranspose", {"x": x}, consts, **attrs), {"x": x}, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 2), (1, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose_whose_taps_tile_the_output(kernel, bias):
+    """Stride = kernel (DBNet's 2×2 stride-2 upsamplers): the one-product path."""
+    x = normal(2, 5, 7, 6, seed=27)
+    consts = {"w": normal(5, 3, *kernel, seed=28), "b": normal(3, seed=29) if bias else None}
+    model = one_node("ConvTranspose", {"x": x}, consts, strides=list(kernel))
+    check(model, {"x": x}, rtol=1e-4, atol=1e-4)
+
+
 @FEW
 @given(
     st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4),

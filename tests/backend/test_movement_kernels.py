@@ -68,13 +68,15 @@ def test_transpose_and_reshape(shape, data, dtype, seed):
 
 @pytest.mark.parametrize(
     "shape", [(1, 3, 13, 11), (2, 5, 9, 15), (3, 70, 1, 1), (1, 1, 8, 8), (2, 2, 5, 7),
-              (1, 4, 6, 6), (2, 3, 4, 4), (1, 2, 1, 40)],
+              (1, 4, 6, 6), (2, 3, 4, 4), (1, 2, 1, 40), (2, 9, 11, 70), (1, 33, 65, 5)],
 )  # fmt: skip
 @pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2)])
-def test_layout_transposes(shape, perm):
-    """NCHW <-> NHWC (the channels-last pass's transposes): several 64-column blocks, and
-    2-4 byte planes interleaved 16 columns at a time (with a tail)."""
-    x = array(7, shape, np.int8)
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+def test_layout_transposes(shape, perm, dtype):
+    """NCHW <-> NHWC (the channels-last pass's transposes): several 64-column blocks,
+    square tiles with tails both ways where rows outnumber columns, and 2-4 byte planes
+    interleaved 16 columns at a time (with a tail)."""
+    x = array(7, shape, dtype)
     np.testing.assert_array_equal(*run_both("transpose", [x], {"perm": perm}))
 
 
