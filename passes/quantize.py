@@ -368,8 +368,7 @@ def _reaching_only_outputs(graph: Graph) -> set[int]:
         for value in op.results:
             users = [use.op for use in value.uses]
             if (users or id(value) in outputs) and all(
-                user.kind in passing and all(id(r) in found for r in user.results)
-                for user in users
+                user.kind in passing and all(id(r) in found for r in user.results) for user in users
             ):
                 found.add(id(value))
     return found
