@@ -2,9 +2,13 @@
 
 ``channels-last`` stores the activations of the convolution layers channels last (NHWC):
 every qconv2d, conv2d and qglobal_avg_pool takes ``layout=nhwc``, integer or float (the
-float NHWC kernels outrun the NCHW ones); an elementwise op on equal rank-4 shapes (qadd,
-dequantize, quantize, add...) whose operand already comes out of a converted op follows
-them, so a float island between integer layers runs channels last with no transposes.
+float NHWC kernels outrun the NCHW ones). The glue between them follows wherever one of
+its operands already comes out of a converted op: an elementwise op on rank-4 values that
+may broadcast against each other or against a scalar (qadd, qlut, dequantize, quantize,
+add, a mul by a per-channel gate [1,C,1,1]...), a concat or qconcat (its axis renumbered),
+a resize (its scales and sizes permuted). A float island between integer layers, or a
+detector's neck of concats, resizes and gates, then runs channels last with no
+transposes.
 ``channels-first`` puts every op with a ``layout`` back to ``nchw`` (what ONNX export
 needs).
 
@@ -40,15 +44,44 @@ def has_layout(op: Op) -> bool:
 CHANNELS_LAST = frozenset({"qconv2d", "conv2d", "qglobal_avg_pool"})  # moved into NHWC
 
 
+AXIS_KINDS = frozenset({"concat", "qconcat"})  # an ``axis`` attribute, renumbered
+SCALED_KINDS = frozenset({"resize"})  # per-axis ``scales`` / ``sizes``, permuted
+
+
+def _scalar_like(value: Value) -> bool:
+    """A value of one element below rank 4: it broadcasts alike in any layout."""
+    shape = value.type.shape
+    return len(shape) < 4 and all(d == 1 for d in shape)
+
+
 def _layout_free(op: Op) -> bool:
-    """An elementwise op on equal rank-4 shapes, quantized per tensor if at all: it
-    computes the same in any layout."""
-    if not has_trait(op.kind, "elementwise") or not op.operands:
+    """An op on rank-4 values (quantized per tensor if at all) that computes the same in
+    any layout once its rank-4 operands are permuted alike and its per-axis attributes
+    follow: an elementwise op (operands broadcasting against each other, or scalars), a
+    concat, a resize."""
+    if not op.operands or op.results[0].type.rank != 4:
         return False
-    shape = op.results[0].type.shape
     values = [*op.operands, *op.results]
-    per_tensor = all(v.type.quant is None or v.type.quant.axis is None for v in values)
-    return len(shape) == 4 and per_tensor and all(v.type.shape == shape for v in values)
+    if not all(v.type.quant is None or v.type.quant.axis is None for v in values):
+        return False
+    if op.kind in AXIS_KINDS or op.kind in SCALED_KINDS:
+        return op.operands[0].type.rank == 4
+    if not has_trait(op.kind, "elementwise"):
+        return False
+    return all(v.type.rank == 4 or _scalar_like(v) for v in op.operands)
+
+
+def _permuted_attrs(op: Op, perm: tuple[int, ...]) -> dict:
+    """``op``'s attributes for its rank-4 values permuted by ``perm`` (new axis k is old
+    axis perm[k])."""
+    attrs = dict(op.attrs)
+    if op.kind in AXIS_KINDS:
+        attrs["axis"] = perm.index(attrs["axis"] % 4)
+    if op.kind in SCALED_KINDS:
+        for key in ("scales", "sizes"):
+            if attrs.get(key):
+                attrs[key] = tuple(attrs[key][p] for p in perm)
+    return attrs
 
 
 def _from_layer_in(value: Value, layout: str) -> bool:
@@ -76,11 +109,15 @@ def convert(graph: Graph, op: Op, layout: str) -> Op:
     result transposed back (the graph's values unchanged). Returns the new op."""
     index = graph.index_of(op)
     operands = list(op.operands)
-    activations = [0] if has_layout(op) else range(len(operands))
+    if has_layout(op):
+        activations = [0]
+        attrs = dict(op.attrs, layout=layout)
+    else:
+        activations = [i for i, v in enumerate(operands) if v.type.rank == 4]
+        attrs = _permuted_attrs(op, INTO[layout])
     for i in activations:
         operands[i] = _transpose(graph, operands[i], layout, index)
         index += 1
-    attrs = dict(op.attrs, layout=layout) if has_layout(op) else dict(op.attrs)
     old = op.result
     new = build(graph, op.kind, operands, attrs, name=op.name,
                 result_names=[graph.fresh_name(f"{old.name}.{layout}")], index=index)  # fmt: skip

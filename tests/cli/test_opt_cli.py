@@ -93,7 +93,7 @@ def test_timing_reports_each_pass_on_stderr(capsys, model_file):
     lines = err.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == DEFAULT_FLOAT_PIPELINE.split(",") + ["total"]
     assert lines[2].startswith("fold-batchnorm: 1 folded, 0 refused (")
-    assert lines[3].startswith("recognize-activations: 0 hard-swish (")
+    assert lines[3].startswith("recognize-activations: 0 hard-swish, 0 gelu (")
     assert lines[4].startswith("fuse: 0 fused-scale, 0 fused-bias, 1 fused-activation, 0 refused")
     assert all(line.endswith(" ms)") for line in lines[:-1])
 
