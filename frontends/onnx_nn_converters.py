@@ -94,12 +94,11 @@ def convert_leaky_relu(ctx, node):
 
 @converter("Gelu")
 def convert_gelu(ctx, node):
-    """ONNX Gelu (opset 20): the exact form is ``gelu``; the tanh approximation is not
-    supported."""
+    """ONNX Gelu (opset 20), exact or with ``approximate="tanh"``."""
     approximate = attributes(node).get("approximate", "none")
-    if approximate != "none":
-        raise unsupported(ctx, node, f"approximate={approximate!r} (only 'none' is supported)")
-    return [emit(ctx, node, "gelu", [operand(ctx, node, 0)])]
+    if approximate not in ("none", "tanh"):
+        raise unsupported(ctx, node, f"approximate={approximate!r} (not 'none' or 'tanh')")
+    return [emit(ctx, node, "gelu", [operand(ctx, node, 0)], {"approximate": approximate})]
 
 
 @converter("HardSigmoid")

@@ -179,7 +179,7 @@ CONVERTERS = {
     "gather": _renamed("Gather", {"axis": "axis"}), "shape": _shape,
     "softmax": _renamed("Softmax", {"axis": "axis"}), "reduce_mean": _reduce_mean,
     "resize": _resize, "sqrt": _simple("Sqrt"), "erf": _simple("Erf"), "pow": _simple("Pow"),
-    "gelu": _simple("Gelu"),
+    "gelu": _renamed("Gelu", {"approximate": "approximate"}),
     "equal": _simple("Equal"), "where": _simple("Where"), "range": _simple("Range"),
     "expand": _with_ints("Expand", "shape"), "tile": _with_ints("Tile", "repeats"),
     "reduce_sum": _reduce("ReduceSum"), "reduce_max": _reduce("ReduceMax"),
@@ -196,8 +196,18 @@ def _silu(ex, op, a, ins, out):
     ex.node("Mul", [ins[0], gate], [out], op)
 
 
-# the float functions of a qlut's table that are no irc op kind of their own
-LUT_CONVERTERS = {"silu": _silu}
+def _gelu_of_table(approximate: str):
+    """A qlut's gelu: one Gelu node of that form."""
+
+    def convert(ex, op, a, ins, out):
+        ex.node("Gelu", ins, [out], op, approximate=approximate)
+
+    return convert
+
+
+# the float functions of a qlut's table, by their name there
+LUT_CONVERTERS = {"silu": _silu, "gelu": _gelu_of_table("none"),
+                  "gelu_tanh": _gelu_of_table("tanh")}  # fmt: skip
 
 
 def convert_float(ex, op, kind: str, attrs: dict, ins: list[str], out: str) -> None:
@@ -205,7 +215,8 @@ def convert_float(ex, op, kind: str, attrs: dict, ins: list[str], out: str) -> N
     producing ONNX value ``out`` from ONNX values ``ins``."""
     activation = attrs.get("activation", "none")
     if activation == "none":
-        (CONVERTERS.get(kind) or LUT_CONVERTERS[kind])(ex, op, attrs, ins, out)
+        table = LUT_CONVERTERS.get(kind) if op.kind == "qlut" else None
+        (table or CONVERTERS.get(kind) or LUT_CONVERTERS[kind])(ex, op, attrs, ins, out)
         return
     inner = ex.fresh(f"{out}.{kind.removesuffix('2d')}")
     CONVERTERS[kind](ex, op, attrs, ins, inner)

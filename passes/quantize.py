@@ -189,6 +189,8 @@ class _Rewriter:
         x = op.operands[0]
         silu = _silu_mul(self.graph, op)
         last, function = (silu, "silu") if silu is not None else (op, op.kind)
+        if op.attrs.get("approximate") == "tanh":
+            function = "gelu_tanh"
         if last.result.name not in self.ranges:
             return
         scale, zero_point = self.params(last.result)

@@ -152,8 +152,9 @@ def pool_concat_resize_net(batch=1, seed: int = 0) -> onnx.ModelProto:
 
 def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
     """Conv (3→8, 3×3) → ``activation`` → Conv (8→4, 3×3): ``Sigmoid``, ``Tanh``,
-    ``HardSigmoid``, ``HardSwish``, ``SiLU`` (a Sigmoid and a Mul by its input) or ``GELU``
-    (written out as exporters do: x · (erf(x / √2) + 1) · 0.5). Input
+    ``HardSigmoid``, ``HardSwish``, ``SiLU`` (a Sigmoid and a Mul by its input), ``GELU``
+    (written out as exporters do: x · (erf(x / √2) + 1) · 0.5) or ``GeluTanh`` (ONNX Gelu,
+    opset 20, approximate="tanh"). Input
     x [batch, 3, 16, 16], output y [batch, 4, 16, 16]; seeded weights."""
     rng = np.random.default_rng(seed)
 
@@ -176,6 +177,8 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
                helper.make_node("Add", ["erf", "one"], ["gate"], name="gate"),
                helper.make_node("Mul", ["c0", "gate"], ["gated"], name="gated"),
                helper.make_node("Mul", ["gated", "half"], ["a0"], name="gelu")]  # fmt: skip
+    elif activation == "GeluTanh":
+        act = [helper.make_node("Gelu", ["c0"], ["a0"], name="act", approximate="tanh")]
     else:
         act = [helper.make_node(activation, ["c0"], ["a0"], name="act")]
     nodes = [
@@ -188,7 +191,8 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 16, 16])], inits,
     )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    opset = 20 if activation == "GeluTanh" else 14
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def detector_head_net(batch=1, seed: int = 0) -> onnx.ModelProto:

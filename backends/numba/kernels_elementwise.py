@@ -28,8 +28,10 @@ from irc.backends.numba.kernel_table import BackendError, KernelFn, kernel_build
 from irc.ir import Op
 
 _CLAMP, _SIGMOID, _TANH, _HARD_SWISH, _LEAKY_RELU, _HARD_SIGMOID = range(6)
-_SQRT, _ERF, _NEG, _LOG, _GELU = range(6, 11)
+_SQRT, _ERF, _NEG, _LOG, _GELU, _GELU_TANH = range(6, 12)
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_TWO_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
@@ -62,7 +64,7 @@ def build_unary(op: Op) -> KernelFn:
         "hard_sigmoid": (_HARD_SIGMOID, attrs.get("alpha"), attrs.get("beta")),
         "sqrt": (_SQRT, 0.0, 0.0),
         "erf": (_ERF, 0.0, 0.0),
-        "gelu": (_GELU, 0.0, 0.0),
+        "gelu": (_GELU_TANH if attrs.get("approximate") == "tanh" else _GELU, 0.0, 0.0),
         "neg": (_NEG, 0.0, 0.0),
         "log": (_LOG, 0.0, 0.0),
     }[op.kind]
@@ -123,6 +125,11 @@ def _unary_flat(xf, of, code, p, q):
         for i in range(xf.size):
             v = np.float64(xf[i])
             of[i] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+    elif code == _GELU_TANH:  # in float64, as the reference
+        for i in range(xf.size):
+            v = np.float64(xf[i])
+            inner = _SQRT_TWO_OVER_PI * (v + _GELU_CUBIC * v * v * v)
+            of[i] = 0.5 * v * (1.0 + math.tanh(inner))
     else:  # hard sigmoid: clamp(p·x + q, 0, 1), nan kept
         for i in range(xf.size):
             v = p * xf[i] + q

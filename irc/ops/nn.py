@@ -72,7 +72,6 @@ for _name, _doc in (
     ("hard_swish", "x * max(0, min(1, x/6 + 1/2))"),
     ("sqrt", "sqrt(x) (nan below 0)"),
     ("erf", "the error function erf(x)"),
-    ("gelu", "x/2 * (1 + erf(x/sqrt(2))), the exact GELU"),
     ("neg", "-x"),
     ("log", "natural logarithm (-inf at 0, nan below)"),
 ):
@@ -84,6 +83,15 @@ define(
     {"alpha": Attr("float", 0.01)},
     _same,
     doc="x if x >= 0 else alpha*x",
+    traits=("elementwise",),
+)
+define(
+    "gelu",
+    ["x"],
+    {"approximate": Attr("str", "none", choices=("none", "tanh"))},
+    _same,
+    doc="x/2 * (1 + erf(x/sqrt(2))); approximate='tanh': "
+    "x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))",
     traits=("elementwise",),
 )
 define(

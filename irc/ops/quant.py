@@ -229,7 +229,7 @@ define(
     traits=("constant",),
 )
 LUT_SIZE = 256  # one entry per int8 level
-LUT_FUNCTIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "silu", "gelu")
+LUT_FUNCTIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "silu", "gelu", "gelu_tanh")
 
 
 def qlut_payload_type(attr: str, result: TensorType, attrs: dict) -> TensorType:

@@ -68,6 +68,8 @@ def log(x: np.ndarray) -> np.ndarray:
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_TWO_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
 
 
 @semantics("erf")
@@ -77,9 +79,13 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 
 @semantics("gelu")
-def gelu(x: np.ndarray) -> np.ndarray:
-    """x/2 · (1 + erf(x/√2)), computed in float64 and rounded to x's type."""
+def gelu(x: np.ndarray, *, approximate: str = "none") -> np.ndarray:
+    """x/2 · (1 + erf(x/√2)), or with ``approximate="tanh"`` x/2 · (1 + tanh(√(2/π) ·
+    (x + 0.044715 x³))); computed in float64 and rounded to x's type."""
     wide = x.astype(np.float64)
+    if approximate == "tanh":
+        inner = _SQRT_TWO_OVER_PI * (wide + _GELU_CUBIC * wide * wide * wide)
+        return _as_dtype_of(0.5 * wide * (1.0 + np.tanh(inner)), x)
     return _as_dtype_of(0.5 * wide * (1.0 + _ERF(wide * _SQRT_HALF).astype(np.float64)), x)
 
 

@@ -19,7 +19,8 @@ from irc.reference.elementwise import gelu, hard_sigmoid, hard_swish, sigmoid, t
 
 def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0.5):
     """``function`` of float32 ``x`` as irc's float ops compute it (``silu``: x · sigmoid(x),
-    the mul of the two; ``alpha`` and ``beta`` are hard_sigmoid's)."""
+    the mul of the two; ``gelu_tanh``: gelu's tanh approximation; ``alpha`` and ``beta``
+    are hard_sigmoid's)."""
     x = np.asarray(x, np.float32)
     if function == "sigmoid":
         return sigmoid(x)
@@ -29,8 +30,8 @@ def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0
         return hard_sigmoid(x, alpha=alpha, beta=beta)
     if function == "hard_swish":
         return hard_swish(x)
-    if function == "gelu":
-        return gelu(x)
+    if function in ("gelu", "gelu_tanh"):
+        return gelu(x, approximate="tanh" if function == "gelu_tanh" else "none")
     if function == "silu":
         return x * sigmoid(x)
     raise ValueError(f"no lookup table for {function!r}; one of {LUT_FUNCTIONS}")

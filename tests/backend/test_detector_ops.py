@@ -117,15 +117,16 @@ def test_unary(op_type):
     check(one_node(op_type, {"x": x}), {"x": x})
 
 
-def test_gelu():
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate):
     x = normal(2, 3, 5, 7, seed=3) * 3
-    check(one_node("Gelu", {"x": x}, opset=20), {"x": x})
+    check(one_node("Gelu", {"x": x}, opset=20, approximate=approximate), {"x": x})
 
 
-def test_gelu_tanh_approximation_is_refused_naming_the_node():
+def test_gelu_of_unknown_form_is_refused_naming_the_node():
     x = normal(1, 4, seed=3)
-    with pytest.raises(IrcError, match=r"gelu.*approximate='tanh'"):
-        irc.import_onnx(one_node("Gelu", {"x": x}, opset=20, approximate="tanh"))
+    with pytest.raises(IrcError, match=r"gelu.*approximate='sigmoid'"):
+        irc.import_onnx(one_node("Gelu", {"x": x}, opset=20, approximate="sigmoid"))
 
 
 def test_log_at_zero_and_below():
@@ -436,6 +437,7 @@ EXPORT_CASES = {
     ),
     "erf": lambda x: (one_node("Erf", {"x": x}), {"x": x}),
     "gelu": lambda x: (one_node("Gelu", {"x": x}, opset=20), {"x": x}),
+    "gelu-tanh": lambda x: (one_node("Gelu", {"x": x}, opset=20, approximate="tanh"), {"x": x}),
     "expand": lambda x: (one_node("Expand", {"x": x}, {"s": i64(2, 1, 1, 1)}), {"x": x}),
     "tile": lambda x: (one_node("Tile", {"x": x}, {"r": i64(1, 2, 1, 2)}), {"x": x}),
     "reduce-max": lambda x: (one_node("ReduceMax", {"x": x}, {"a": i64(1)}), {"x": x}),

@@ -29,7 +29,7 @@ scales = st.sampled_from([0.0039, 0.02, 0.1, 1.7, 0.125, 0.5, 0.0625])
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4)
 FLOAT_KINDS = {"sigmoid": ["sigmoid"], "tanh": ["tanh"], "hard_sigmoid": ["hard_sigmoid"],
                "hard_swish": ["hard_swish"], "silu": ["sigmoid", "mul"],
-               "gelu": ["gelu"]}  # fmt: skip
+               "gelu": ["gelu"], "gelu_tanh": ["gelu"]}  # fmt: skip
 
 
 def qi8(shape, scale, zero_point) -> TensorType:
@@ -72,6 +72,7 @@ def float_activation(function: str, reals: np.ndarray, alpha: float, beta: float
     x = graph.add_input("x", TensorType(DType.F32, reals.shape))
     kinds = FLOAT_KINDS[function]
     extra = {"alpha": alpha, "beta": beta} if function == "hard_sigmoid" else {}
+    extra = {"approximate": "tanh"} if function == "gelu_tanh" else extra
     gate = build(graph, kinds[0], [x], extra)
     (y,) = evaluate_op(gate, [reals])
     if function == "silu":
