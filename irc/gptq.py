@@ -101,12 +101,14 @@ class InputMoments:
 
 def gptq_levels(
     w: np.ndarray, scales, bits: int, hessian: np.ndarray, group: int = 1,
-    damping: float = DAMPING,
+    damping=DAMPING, problems: int = 1,
 ) -> np.ndarray:  # fmt: skip
     """Integer levels of ``w`` ([O, ...], output channels first) on the per-channel grid
     ``scales``, rounded column by column with GPTQ's error feedback under ``hessian``
     ([G, K, K], K = the weight's elements per output channel and group), ``damping``
-    times its mean diagonal added to the diagonal."""
+    times its mean diagonal added to the diagonal (a number, or one per group [G, 1]).
+    ``problems`` > 1: the groups are that many independent problems of G / problems groups
+    each, rounded in one pass (``gptq_levels_many``)."""
     out = w.shape[0]
     flat = w.reshape(out, -1).astype(np.float64)
     k = flat.shape[1]
@@ -129,7 +131,7 @@ def gptq_levels(
     order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
     g_index = np.arange(group)[:, None]
     h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
-    feedback = _positive_feedback(h).astype(np.float32)  # [G, K, K], strictly lower
+    feedback = _positive_feedback(h, problems).astype(np.float32)  # [G, K, K], strictly lower
     # columns contiguous: [G, K, R] (R = O/G rows), in float32 for the matrix products
     target = np.ascontiguousarray(
         np.take_along_axis(work, order[:, None, :], axis=2).transpose(0, 2, 1), np.float32
@@ -160,10 +162,33 @@ def gptq_levels(
     return unordered.reshape(w.shape)
 
 
-def _positive_feedback(h: np.ndarray, tries: int = 8) -> np.ndarray:
+def gptq_levels_many(w: np.ndarray, scales, bits: int, hessians, dampings,
+                     group: int = 1) -> list[np.ndarray]:  # fmt: skip
+    """``gptq_levels(w, scales, bits, h, group, d)`` for each pair of ``hessians`` and
+    ``dampings``, the same levels, computed as one stacked problem (its column loop run
+    once, not once per pair)."""
+    count = len(hessians)
+    stacked_h = np.concatenate([np.asarray(h) for h in hessians])  # [count·G, K, K]
+    damping = np.repeat(np.asarray(dampings, np.float64), group)[:, None]
+    stacked_w = np.concatenate([w] * count)
+    stacked_scales = np.concatenate([np.asarray(scales).reshape(-1)] * count)
+    levels = gptq_levels(stacked_w, stacked_scales, bits, stacked_h, group * count, damping,
+                         problems=count)  # fmt: skip
+    return list(levels.reshape(count, *w.shape))
+
+
+def _positive_feedback(h: np.ndarray, problems: int = 1, tries: int = 8) -> np.ndarray:
     """``_feedback`` of ``h``; where ``h`` is not positive definite (statistics of a few
     inputs, centered in floating point, can leave it slightly indefinite), its diagonal is
-    raised by ``DAMPING`` times its mean, then ten times that, until it is."""
+    raised by ``DAMPING`` times its mean, then ten times that, until it is. With
+    ``problems`` > 1, each problem's groups (``gptq_levels``) are raised on their own."""
+    if problems > 1:
+        try:
+            return _feedback(h)
+        except np.linalg.LinAlgError:
+            size = h.shape[0] // problems
+            return np.concatenate([_positive_feedback(h[i * size : (i + 1) * size], 1, tries)
+                                   for i in range(problems)])  # fmt: skip
     index = np.arange(h.shape[1])
     mean = h[:, index, index].mean(axis=1, keepdims=True)
     extra = DAMPING
@@ -340,17 +365,14 @@ def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, gro
         w, scales, out = w[rows], np.asarray(scales)[rows], CHOICE_ROWS
     folds = ((0, 1), (1, 0)) if pooled else ((0, 1),)
 
-    def held_out_error(damping: float, mix: float) -> float:
-        total = 0.0
-        for fit, held in folds:
-            h = statistics.shrunk(mix, fit)
-            levels = gptq_levels(w, scales, bits, h, group, damping).reshape(1, out, -1)
-            total += output_errors(w, levels, scales[None], statistics.halves[held],
-                                   group).sum()  # fmt: skip
-        return total
-
     grid = [(d, m) for m in mixes for d in DAMPINGS]
-    errors = [held_out_error(d, m) for d, m in grid]
+    errors = np.zeros(len(grid))
+    for fit, held in folds:  # every (damping, mix) of one fold rounded as one problem
+        hessians = [statistics.shrunk(m, fit) for _, m in grid]
+        fitted = gptq_levels_many(w, scales, bits, hessians, [d for d, _ in grid], group)
+        for i, levels in enumerate(fitted):
+            errors[i] += output_errors(w, levels.reshape(1, out, -1), scales[None],
+                                       statistics.halves[held], group).sum()  # fmt: skip
     return grid[int(np.argmin(errors))]
 
 

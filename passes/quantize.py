@@ -44,7 +44,8 @@ chosen scale is rounded to one after its levels are chosen.
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
 to every layer), and ``ctx.analyses["rounding_memo"]`` when present: a dict that keeps each
-layer's rounded weights and scales by (layer, precision, GPTQ or not), for compiles of many
+layer's rounded weights and scales by (layer, precision, GPTQ or not), and its clipping
+scales by (layer, bits), for compiles of many
 plans of one graph, clipping and calibration (the ``search`` strategy's); its owner keeps
 those fixed. A layer that cannot run at its planned precision (``irc.support``: a
 fused hard_swish, a gemm with alpha ≠ 1 or a transposed input has no integer form) stays
@@ -230,10 +231,16 @@ class _Rewriter:
         """(levels, per-channel scales) of layer ``op``'s weight ``w`` at ``bits``: GPTQ's
         rounding given its statistics ``hessian``, each channel's scale by its output error;
         else nearest on the clipping's scales."""
-        try:
-            scales = quant.weight_scales(w, bits, self.weights)
-        except ValueError as e:
-            raise ValueError(f"layer {op.label()}: {e}") from None
+        key = ("clip-scales", layer_name(op), bits)  # the same with GPTQ or without
+        if self.memo is not None and key in self.memo:
+            scales = self.memo[key]
+        else:
+            try:
+                scales = quant.weight_scales(w, bits, self.weights)
+            except ValueError as e:
+                raise ValueError(f"layer {op.label()}: {e}") from None
+            if self.memo is not None:
+                self.memo[key] = scales
         if hessian is None:
             return quant.quantize_weights(w, scales, bits), scales
         group = op.attrs["group"] if op.kind == "conv2d" else 1

@@ -20,6 +20,7 @@ from irc.gptq import (
     choose_damping,
     choose_statistics,
     gptq_levels,
+    gptq_levels_many,
     gptq_rounding,
     output_errors,
     round_layer,
@@ -437,3 +438,25 @@ def test_a_slightly_indefinite_hessian_is_damped_until_it_factors():
     scales = np.abs(w).max(axis=1) / 7
     levels = gptq_levels(w, scales, 4, h[None], group=1)
     assert levels.shape == w.shape and levels.min() >= -8 and levels.max() <= 7
+
+
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_many_problems_round_as_each_alone(bits, group):
+    """gptq_levels_many (choose_statistics's grid in one pass) gives, per (H, damping),
+    exactly the levels of gptq_levels alone, also where one H must be damped further to
+    factor (only that problem's diagonal is raised)."""
+    rng = np.random.default_rng(bits + group)
+    w = rng.normal(size=(12, 6 // group, 3, 3)).astype(np.float32)
+    k = w[0].size
+    scales = quant.weight_scales(w, bits, "mse")
+    hessians = []
+    for _ in range(3):
+        x = rng.normal(size=(group, 40, k))
+        hessians.append(np.einsum("gnk,gnl->gkl", x, x) / 40)
+    x = rng.normal(size=(group, 2, k))  # rank 2, pushed below zero: needs more damping
+    hessians.append(np.einsum("gnk,gnl->gkl", x, x) - 0.05 * np.eye(k)[None])
+    dampings = [0.01, 0.1, 1.0, 0.01]
+    together = gptq_levels_many(w, scales, bits, hessians, dampings, group)
+    for h, d, levels in zip(hessians, dampings, together):
+        np.testing.assert_array_equal(levels, gptq_levels(w, scales, bits, h, group, d))
