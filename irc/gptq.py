@@ -64,6 +64,7 @@ module only turns weights and statistics into levels, and depends on ``irc.quant
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,16 +100,43 @@ class InputMoments:
         return centered
 
 
+class Factors:
+    """The act order and error feedback of damped statistics (``prepare``), kept for the
+    last ``size`` sets of (H, damping): one layer rounded at several bit widths (the
+    sensitivity pass, a search's plans) then factors each H once. Keyed by the arrays'
+    identity; each entry keeps its arrays alive, so an identity is never reused while it
+    is a key."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+
+    def get(self, hessians, dampings, make):
+        """``make()``'s (order, feedback) for these ``hessians`` and ``dampings``, made
+        once while kept."""
+        key = tuple((id(h), float(d)) for h, d in zip(hessians, dampings))
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[1]
+        value = make()
+        self._entries[key] = (list(hessians), value)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+
 def gptq_levels(
     w: np.ndarray, scales, bits: int, hessian: np.ndarray, group: int = 1,
-    damping=DAMPING, problems: int = 1,
+    damping=DAMPING, problems: int = 1, prepared=None,
 ) -> np.ndarray:  # fmt: skip
     """Integer levels of ``w`` ([O, ...], output channels first) on the per-channel grid
     ``scales``, rounded column by column with GPTQ's error feedback under ``hessian``
     ([G, K, K], K = the weight's elements per output channel and group), ``damping``
     times its mean diagonal added to the diagonal (a number, or one per group [G, 1]).
     ``problems`` > 1: the groups are that many independent problems of G / problems groups
-    each, rounded in one pass (``gptq_levels_many``)."""
+    each, rounded in one pass (``gptq_levels_many``). ``prepared``: ``prepare``'s result
+    for this hessian and damping, when the caller has it."""
     out = w.shape[0]
     flat = w.reshape(out, -1).astype(np.float64)
     k = flat.shape[1]
@@ -116,22 +144,7 @@ def gptq_levels(
         raise ValueError(f"hessian has shape {hessian.shape}, expected {(group, k, k)}")
     work = flat.reshape(group, out // group, k).copy()
     s = np.asarray(scales, np.float64).reshape(group, out // group)
-    h = hessian.astype(np.float64).copy()
-    index = np.arange(k)
-    diagonal = h[:, index, index].copy()
-    # an input that was zero on every statistics image may fire on others (a ReLU channel
-    # that rarely opens): H is silent on its weights, which keep their nearest level (a
-    # unit diagonal, no coupling, so no feedback reaches or leaves them); zeroing them
-    # cost EfficientNet-Lite0's block-14 projection 0.006 output NSR on 32 other images
-    dead = diagonal == 0
-    diagonal[dead] = 1.0
-    h[:, index, index] = diagonal + damping * diagonal.mean(axis=1, keepdims=True)
-    # act order: round the columns with the most input energy first (per group), so the
-    # error feedback lands on the columns that matter least
-    order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
-    g_index = np.arange(group)[:, None]
-    h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
-    feedback = _positive_feedback(h, problems).astype(np.float32)  # [G, K, K], strictly lower
+    order, feedback = prepared if prepared is not None else prepare(hessian, damping, problems)
     # columns contiguous: [G, K, R] (R = O/G rows), in float32 for the matrix products
     target = np.ascontiguousarray(
         np.take_along_axis(work, order[:, None, :], axis=2).transpose(0, 2, 1), np.float32
@@ -162,18 +175,46 @@ def gptq_levels(
     return unordered.reshape(w.shape)
 
 
-def gptq_levels_many(w: np.ndarray, scales, bits: int, hessians, dampings,
-                     group: int = 1) -> list[np.ndarray]:  # fmt: skip
+def prepare(hessian: np.ndarray, damping=DAMPING, problems: int = 1):
+    """(act order [G, K], error feedback [G, K, K] float32) of ``hessian`` [G, K, K] with
+    ``damping`` times its mean diagonal added to the diagonal: what ``gptq_levels``
+    rounds with, independent of the weights and the bit width."""
+    k = hessian.shape[1]
+    group = hessian.shape[0]
+    h = hessian.astype(np.float64).copy()
+    index = np.arange(k)
+    diagonal = h[:, index, index].copy()
+    # an input that was zero on every statistics image may fire on others (a ReLU channel
+    # that rarely opens): H is silent on its weights, which keep their nearest level (a
+    # unit diagonal, no coupling, so no feedback reaches or leaves them); zeroing them
+    # cost EfficientNet-Lite0's block-14 projection 0.006 output NSR on 32 other images
+    dead = diagonal == 0
+    diagonal[dead] = 1.0
+    h[:, index, index] = diagonal + damping * diagonal.mean(axis=1, keepdims=True)
+    # act order: round the columns with the most input energy first (per group), so the
+    # error feedback lands on the columns that matter least
+    order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
+    g_index = np.arange(group)[:, None]
+    h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
+    feedback = _positive_feedback(h, problems).astype(np.float32)  # [G, K, K], strictly lower
+    return order, feedback
+
+
+def gptq_levels_many(w: np.ndarray, scales, bits: int, hessians, dampings, group: int = 1,
+                     factors: Factors | None = None) -> list[np.ndarray]:  # fmt: skip
     """``gptq_levels(w, scales, bits, h, group, d)`` for each pair of ``hessians`` and
     ``dampings``, the same levels, computed as one stacked problem (its column loop run
-    once, not once per pair)."""
+    once, not once per pair); ``factors`` keeps the stack's preparation."""
     count = len(hessians)
     stacked_h = np.concatenate([np.asarray(h) for h in hessians])  # [count·G, K, K]
     damping = np.repeat(np.asarray(dampings, np.float64), group)[:, None]
     stacked_w = np.concatenate([w] * count)
     stacked_scales = np.concatenate([np.asarray(scales).reshape(-1)] * count)
+    prepared = None
+    if factors is not None:
+        prepared = factors.get(hessians, dampings, lambda: prepare(stacked_h, damping, count))
     levels = gptq_levels(stacked_w, stacked_scales, bits, stacked_h, group * count, damping,
-                         problems=count)  # fmt: skip
+                         problems=count, prepared=prepared)  # fmt: skip
     return list(levels.reshape(count, *w.shape))
 
 
@@ -227,6 +268,7 @@ SCALE_MULTIPLES = {
 def gptq_rounding(
     w: np.ndarray, bits: int, hessian: np.ndarray, group: int = 1, clipping: str = "mse",
     damping: float = DAMPING, clip_scales: np.ndarray | None = None,
+    factors: Factors | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(int8 levels, float32 per-channel scales) of ``w`` that keep its output error
     under ``hessian`` small: GPTQ at each of ``SCALE_MULTIPLES[bits]`` times the
@@ -245,7 +287,11 @@ def gptq_rounding(
                            (len(multiples), group, per_group, w[0].size))  # fmt: skip
     stacked = rows.transpose(1, 0, 2, 3).reshape(group * len(multiples) * per_group, -1)
     stacked_scales = candidates.reshape(len(multiples), group, per_group).transpose(1, 0, 2)
-    levels = gptq_levels(stacked, stacked_scales.reshape(-1), bits, hessian, group, damping)
+    prepared = None
+    if factors is not None:
+        prepared = factors.get([hessian], [damping], lambda: prepare(hessian, damping))
+    levels = gptq_levels(stacked, stacked_scales.reshape(-1), bits, hessian, group, damping,
+                         prepared=prepared)  # fmt: skip
     levels = levels.reshape(group, len(multiples), per_group, -1).transpose(1, 0, 2, 3)
     levels = levels.reshape(len(multiples), out, -1)
     nearest = quant.quantize_weights(w, base, bits).reshape(1, out, -1)
@@ -348,7 +394,8 @@ def choose_damping(w: np.ndarray, bits: int, statistics: InputStatistics, group:
 
 
 def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, group: int = 1,
-                      clipping: str = "mse", clip_scales=None) -> tuple[float, float]:  # fmt: skip
+                      clipping: str = "mse", clip_scales=None,
+                      factors: Factors | None = None) -> tuple[float, float]:  # fmt: skip
     """(damping, spatial mix) under which GPTQ fitted on one half of the inputs leaves the
     least output error on the other half: the dampings of ``DAMPINGS``, and for a pooled
     layer the ``SPATIAL_MIXES`` of ``InputStatistics.shrunk`` too, judged against the
@@ -369,7 +416,8 @@ def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, gro
     errors = np.zeros(len(grid))
     for fit, held in folds:  # every (damping, mix) of one fold rounded as one problem
         hessians = [statistics.shrunk(m, fit) for _, m in grid]
-        fitted = gptq_levels_many(w, scales, bits, hessians, [d for d, _ in grid], group)
+        fitted = gptq_levels_many(w, scales, bits, hessians, [d for d, _ in grid], group,
+                                  factors if not pooled else None)  # fmt: skip
         for i, levels in enumerate(fitted):
             errors[i] += output_errors(w, levels.reshape(1, out, -1), scales[None],
                                        statistics.halves[held], group).sum()  # fmt: skip
@@ -377,18 +425,21 @@ def choose_statistics(w: np.ndarray, bits: int, statistics: InputStatistics, gro
 
 
 def round_layer(w: np.ndarray, bits: int, statistics, group: int = 1, clipping: str = "mse",
-                clip_scales=None):  # fmt: skip
+                clip_scales=None, factors: Factors | None = None):  # fmt: skip
     """(levels, scales, damping) of ``gptq_rounding`` with the damping (and, for a pooled
     layer, the mix of per-position statistics) ``choose_statistics`` picks; ``statistics``
     is an ``InputStatistics`` or a bare [G, K, K] mean Σ x xᵀ; ``clip_scales``: the
-    ``clipping`` scales when the caller has them already."""
+    ``clipping`` scales when the caller has them already; ``factors``: a ``Factors`` kept
+    across the roundings of one layer at several bit widths."""
     if not isinstance(statistics, InputStatistics):
         statistics = InputStatistics(np.asarray(statistics))
     if clip_scales is None:
         clip_scales = quant.weight_scales(w, bits, clipping)
-    damping, mix = choose_statistics(w, bits, statistics, group, clipping, clip_scales)
-    levels, scales = gptq_rounding(w, bits, statistics.shrunk(mix), group, clipping, damping,
-                                   clip_scales)  # fmt: skip
+    damping, mix = choose_statistics(w, bits, statistics, group, clipping, clip_scales,
+                                     factors)  # fmt: skip
+    shrunk = statistics.shrunk(mix)
+    levels, scales = gptq_rounding(w, bits, shrunk, group, clipping, damping, clip_scales,
+                                   factors if shrunk is statistics.hessian else None)  # fmt: skip
     return levels, scales, damping
 
 

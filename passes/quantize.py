@@ -44,8 +44,9 @@ chosen scale is rounded to one after its levels are chosen.
 The pass reads ``ctx.analyses["calibration"]`` (value name → (lo, hi), or an object with
 ``ranges``) and ``ctx.analyses["precision_plan"]`` (else the ``precision`` option applies
 to every layer), and ``ctx.analyses["rounding_memo"]`` when present: a dict that keeps each
-layer's rounded weights and scales by (layer, precision, GPTQ or not), and its clipping
-scales by (layer, bits), for compiles of many
+layer's rounded weights and scales by (layer, precision, GPTQ or not), its clipping
+scales by ("clip-scales", layer, bits), and what GPTQ at several bit widths shares (a
+layer's centered statistics, the factors of ``irc.gptq.Factors``), for compiles of many
 plans of one graph, clipping and calibration (the ``search`` strategy's); its owner keeps
 those fixed. A layer that cannot run at its planned precision (``irc.support``: a
 fused hard_swish, a gemm with alpha ≠ 1 or a transposed input has no integer form) stays
@@ -61,7 +62,7 @@ import numpy as np
 
 from irc import quant
 from irc.errors import IrcError
-from irc.gptq import InputStatistics, round_layer
+from irc.gptq import Factors, InputStatistics, round_layer
 from irc.ir import Graph, Op, Value
 from irc.matching import constant_array, sole_user
 from irc.opdef import build, has_trait, kinds_with
@@ -246,9 +247,20 @@ class _Rewriter:
         group = op.attrs["group"] if op.kind == "conv2d" else 1
         corrected = self.input_means(op, w) is not None
         if corrected and linear_output(op) and isinstance(hessian, InputStatistics):
-            hessian = hessian.centered()  # the bias takes the mean error away
-        levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales)
+            hessian = self.kept(("centered", layer_name(op)), hessian.centered)
+        factors = None if self.memo is None else self.kept(("gptq-factors",), Factors)
+        levels, scales, _ = round_layer(w, bits, hessian, group, self.weights, scales, factors)
         return levels, quant.storable_scales(scales)  # the levels stay; a file holds this
+
+    def kept(self, key, make):
+        """``make()``, kept in the rounding memo under ``key`` when there is one: centered
+        statistics and GPTQ factors that one layer's roundings at several bit widths share
+        (by identity, so they must be the same objects each time)."""
+        if self.memo is None:
+            return make()
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
     def layer(self, op: Op) -> None:
         precision = self.plan.precision_of(op)

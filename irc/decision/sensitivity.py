@@ -253,19 +253,21 @@ def _check_sample(graph: Graph, data: np.ndarray, labels) -> None:
 def _columns(graph, ops, variants, batch, num_threads, weights, nhwc, bar) -> list[_Column]:
     """Every variant's precisions, each with its layer programs (compiled at ``batch``;
     channels last for the layers named in ``nhwc``). The variants share one rounding memo:
-    their calibrations differ only in GPTQ statistics, which the memo's keys tell apart."""
-    columns = []
+    their calibrations differ only in GPTQ statistics, which the memo's keys tell apart.
+    Layer by layer, so that what one layer's roundings share (its GPTQ factors) is still
+    kept when the next precision needs it."""
+    columns = [_Column(v, p, {}) for v, (_, precisions) in enumerate(variants)
+               for p in precisions]  # fmt: skip
     memo: dict = {}
-    for v, (calibration, precisions) in enumerate(variants):
-        for p in precisions:
-            programs = {}
-            for op in ops:
-                name = layer_name(op)
-                programs[name] = layer_program(graph, op, p, calibration, batch, num_threads,
-                                               weights, channels_last=name in nhwc,
-                                               rounding_memo=memo)  # fmt: skip
-                bar.update(1)
-            columns.append(_Column(v, p, programs))
+    for op in ops:
+        name = layer_name(op)
+        for column in columns:
+            calibration = variants[column.variant][0]
+            column.programs[name] = layer_program(graph, op, column.precision, calibration,
+                                                  batch, num_threads, weights,
+                                                  channels_last=name in nhwc,
+                                                  rounding_memo=memo)  # fmt: skip
+            bar.update(1)
     return columns
 
 

@@ -13,6 +13,7 @@ from irc import gptq, quant
 from irc.gptq import (
     DAMPING,
     DAMPINGS,
+    Factors,
     SCALE_MULTIPLES,
     SPATIAL_MIXES,
     InputMoments,
@@ -460,3 +461,24 @@ def test_many_problems_round_as_each_alone(bits, group):
     together = gptq_levels_many(w, scales, bits, hessians, dampings, group)
     for h, d, levels in zip(hessians, dampings, together):
         np.testing.assert_array_equal(levels, gptq_levels(w, scales, bits, h, group, d))
+
+
+def test_factors_kept_across_bit_widths_round_the_same():
+    """A Factors kept over one layer's roundings at INT8, INT4 and INT2 (what the
+    sensitivity pass does) gives the levels, scales and dampings of rounding each alone,
+    and prepares each (H, damping) once: the INT4 and INT2 roundings add no entry unless
+    they choose another damping."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(96, 40)).astype(np.float32)
+    halves = (_gemm_gram(x[:48]) / 48, _gemm_gram(x[48:]) / 48)
+    statistics = InputStatistics(_gemm_gram(x) / 96, halves)
+    w = rng.normal(size=(16, 40)).astype(np.float32)
+    factors = Factors()
+    dampings = set()
+    for bits in (8, 4, 2):
+        alone = round_layer(w, bits, statistics)
+        kept = round_layer(w, bits, statistics, factors=factors)
+        for a, b in zip(alone, kept):
+            np.testing.assert_array_equal(a, b)
+        dampings.add(kept[2])
+    assert len(factors._entries) == 1 + len(dampings)  # the grid's stack, then each full H
