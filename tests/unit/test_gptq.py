@@ -13,9 +13,9 @@ from irc import gptq, quant
 from irc.gptq import (
     DAMPING,
     DAMPINGS,
-    Factors,
     SCALE_MULTIPLES,
     SPATIAL_MIXES,
+    Factors,
     InputMoments,
     InputStatistics,
     choose_damping,
