@@ -157,9 +157,10 @@ def _measure_and_choose(graph, calibrated, table, options: CompileOptions, input
         raise BudgetError(
             "a top-1 drop budget needs labelled data (labels) or an evaluation function"
         )
+    memo: dict = {}  # each layer's roundings, measured once, compiled again from here
     if table is None:
         with times.timing("sensitivity"):
-            table = measure_table(graph, calibrated, sample, labels, options)
+            table = measure_table(graph, calibrated, sample, labels, options, memo)
         if cache is not None:
             cache.save_table(table)
         write_table_file(table, options)
@@ -169,7 +170,8 @@ def _measure_and_choose(graph, calibrated, table, options: CompileOptions, input
                         input_shapes=input_shapes, num_threads=options.num_threads,
                         progress=options.progress, strategy_options=options.strategy_options,
                         weights=options.weight_clipping, rounding=options.weight_rounding,
-                        table=table, executor=options.executor)  # fmt: skip
+                        table=table, executor=options.executor,
+                        rounding_memo=memo)  # fmt: skip
     except BudgetError as e:
         if e.partial is not None:
             e.partial.calibration = calibrated
@@ -185,11 +187,14 @@ def write_table_file(table: SensitivityTable, options: CompileOptions) -> None:
         table.save(options.sensitivity_table)
 
 
-def measure_table(graph, calibrated, sample, labels, options: CompileOptions) -> SensitivityTable:
-    """The sensitivity table of ``graph`` on ``sample`` (both roundings with ``best``)."""
+def measure_table(graph, calibrated, sample, labels, options: CompileOptions,
+                  rounding_memo: dict | None = None) -> SensitivityTable:  # fmt: skip
+    """The sensitivity table of ``graph`` on ``sample`` (both roundings with ``best``);
+    ``rounding_memo`` keeps the layers' roundings for the plans compiled after."""
     analyzer = analyze_best if options.weight_rounding == "best" else analyze
     return analyzer(graph, calibrated, sample, labels=labels, num_threads=options.num_threads,
-                    weights=options.weight_clipping, progress=options.progress)  # fmt: skip
+                    weights=options.weight_clipping, progress=options.progress,
+                    rounding_memo=rounding_memo)  # fmt: skip
 
 
 def _rebuild(choice: Choice, graph, calibrated, options: CompileOptions, input_shapes,

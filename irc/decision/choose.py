@@ -222,6 +222,7 @@ def choose(
     weights: str = "mse",
     rounding: str = "nearest",
     executor=None,
+    rounding_memo: dict | None = None,
 ) -> Choice:
     """Measure, decide under ``budgets`` and verify; see the module docstring.
 
@@ -237,6 +238,8 @@ def choose(
     must hold the GPTQ statistics); otherwise the calibration's statistics decide. A table
     that holds rounding choices (given or measured) compiles each plan by them.
     ``executor`` runs ``search``'s evaluations (``irc.decision.search``).
+    ``rounding_memo``: the layers' roundings measured with (``analyze``'s), which the
+    plans compiled here reuse; a new one when not given.
     ``progress``: each stage shown on stderr (``irc.calibration.progress``). The Choice's
     ``seconds`` hold each stage's time: ``sensitivity`` and ``cost model`` (when measured
     here), ``decision and verification``, and ``build`` (compiling the plans).
@@ -247,12 +250,13 @@ def choose(
             "a top-1 drop budget needs labelled data (labels) or an evaluation function"
         )
     times = StageTimes()
+    memo = {} if rounding_memo is None else rounding_memo
     if table is None:
         measure_table = analyze_best if rounding == "best" else analyze
         with times.timing("sensitivity"):
             table = measure_table(graph, calibration, sample, labels=labels,
                                   num_threads=num_threads, weights=weights,
-                                  progress=progress)  # fmt: skip
+                                  progress=progress, rounding_memo=memo)  # fmt: skip
     if cost is None:
         with times.timing("cost model"):
             cost = build_cost_model(graph, calibration, num_threads=num_threads or 1,
@@ -261,7 +265,7 @@ def choose(
     with times.timing("decision and verification"):
         checker = _Checker(graph, calibration, sample, labels, evaluate, input_shapes,
                            num_threads, weights, table, times=times,
-                           progress=progress)  # fmt: skip
+                           progress=progress, rounding_memo=memo)  # fmt: skip
     if measure and (budgets.max_latency is not None or budgets.max_latency_ratio is not None):
         with times.timing("cost model"):
             cost = in_context(cost, checker)
@@ -541,8 +545,10 @@ class _Checker:
     """Compiles plans of one model and measures them against its FP32 build."""
 
     def __init__(self, graph, calibration, sample, labels, evaluate, input_shapes, threads,
-                 weights="mse", table=None, *, times=None, progress=False):  # fmt: skip
+                 weights="mse", table=None, *, times=None, progress=False,
+                 rounding_memo=None):  # fmt: skip
         self.graph, self.calibration, self.table = graph, calibration, table
+        self.rounding_memo = rounding_memo
         self.sample, self.labels, self.evaluate = sample, labels, evaluate
         self.input_shapes, self.threads, self.weights = input_shapes, threads, weights
         self.times = StageTimes() if times is None else times  # builds go to "build"
@@ -564,8 +570,8 @@ class _Checker:
             calibration = plan_calibration(calibration, self.table, plan)
         with self.times.timing("build"):
             return build_plan(self.graph, plan, calibration, weights=self.weights,
-                              input_shapes=self.input_shapes,
-                              num_threads=self.threads)  # fmt: skip
+                              input_shapes=self.input_shapes, num_threads=self.threads,
+                              rounding_memo=self.rounding_memo)  # fmt: skip
 
     def keep_int8(self, model) -> None:
         """Use ``model`` as the uniform INT8 build latency ratios are measured against."""

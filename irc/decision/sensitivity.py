@@ -183,16 +183,20 @@ def analyze(
     num_threads: int | None = None,
     weights: str = "mse",
     progress: bool = True,
+    rounding_memo: dict | None = None,
 ) -> SensitivityTable:
     """The sensitivity table of ``graph`` (float, after the float pipeline; only read).
 
     ``calibration``: value name → (lo, hi) for the activations. ``data``: the sample
     inputs [N, ...] of the graph's one input; ``labels`` [N] class indices make Ω the
     change of the cross-entropy loss. ``precisions``: the candidates measured.
+    ``rounding_memo``: a dict that keeps each layer's rounding at each precision
+    (``irc.stages.quantize``), for the plans compiled after on the same calibration.
     """
     (table,) = analyze_variants(graph, [(calibration, precisions)], data, labels=labels,
                                 batch_size=batch_size, num_threads=num_threads,
-                                weights=weights, progress=progress)  # fmt: skip
+                                weights=weights, progress=progress,
+                                rounding_memo=rounding_memo)  # fmt: skip
     return table
 
 
@@ -206,6 +210,7 @@ def analyze_variants(
     num_threads: int | None = None,
     weights: str = "mse",
     progress: bool = True,
+    rounding_memo: dict | None = None,
 ) -> list[SensitivityTable]:
     """One sensitivity table per variant of ``variants`` ((calibration, precisions) pairs),
     all measured in one pass over ``data``; arguments as for ``analyze``. Each table's
@@ -223,7 +228,8 @@ def analyze_variants(
     model = float_model(graph, batch, data.shape[1:], num_threads)
     layers = {n: model.op_named(n) for n in (layer_name(op) for op in ops)}
     nhwc = {n for n, op in layers.items() if op.attrs.get("layout") == "nhwc"}
-    columns = _columns(graph, ops, variants, batch, num_threads, weights, nhwc, bar)
+    memo = {} if rounding_memo is None else rounding_memo
+    columns = _columns(graph, ops, variants, batch, num_threads, weights, nhwc, memo, bar)
     sums = {(n, c): _Sums() for n in layers for c in range(len(columns))}
     for start_row in range(0, len(data), batch):
         x, rows = padded_batch(data, start_row, batch)
@@ -250,7 +256,8 @@ def _check_sample(graph: Graph, data: np.ndarray, labels) -> None:
         raise InputError("the model has no layer that can be quantized (conv2d / gemm)")
 
 
-def _columns(graph, ops, variants, batch, num_threads, weights, nhwc, bar) -> list[_Column]:
+def _columns(graph, ops, variants, batch, num_threads, weights, nhwc, memo,
+             bar) -> list[_Column]:  # fmt: skip
     """Every variant's precisions, each with its layer programs (compiled at ``batch``;
     channels last for the layers named in ``nhwc``). The variants share one rounding memo:
     their calibrations differ only in GPTQ statistics, which the memo's keys tell apart.
@@ -258,7 +265,6 @@ def _columns(graph, ops, variants, batch, num_threads, weights, nhwc, bar) -> li
     kept when the next precision needs it."""
     columns = [_Column(v, p, {}) for v, (_, precisions) in enumerate(variants)
                for p in precisions]  # fmt: skip
-    memo: dict = {}
     for op in ops:
         name = layer_name(op)
         for column in columns:
