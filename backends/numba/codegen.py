@@ -243,10 +243,13 @@ def _allocate_arena(plan: MemoryPlan) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The arena as it was just before kernel call ``call`` of a run (``Driver.snapshot``)."""
+    """The arena as it was just before kernel call ``call`` of a run (``Driver.snapshot``):
+    the bytes of the buffers live there (``ranges``: (start, end) in the arena), one after
+    the other in ``arena``; what the calls from ``call`` on read and nothing else."""
 
     call: int
     arena: np.ndarray
+    ranges: tuple[tuple[int, int], ...] = ()
 
 
 class Driver:
@@ -289,6 +292,7 @@ class Driver:
         self._namespace = namespace  # the drivers' globals: kernels, constants, views
         self.run = self._function("run")
         self._call_of = {id(op): i for i, op in enumerate(program.calls)}
+        self._position = {id(op): i for i, op in enumerate(program.graph.ops)}
 
     def _function(self, name: str):
         """The driver function ``name``, compiled on first use: the instrumented variants
@@ -362,16 +366,39 @@ class Driver:
         if start is not None:
             if start.call > at:
                 raise ValueError(f"snapshot at call {start.call} is past op {op.label()}")
-            self._arena[...] = start.arena
+            self._restore(start)
             first = start.call
         self._run_range(first, at, *inputs)
-        return Snapshot(at, self._arena.copy())
+        ranges = self._live_ranges(op)
+        kept = [self._arena[a:b] for a, b in ranges]
+        return Snapshot(at, np.concatenate(kept) if kept else self._arena[:0].copy(), ranges)
 
     def run_from(self, snapshot: Snapshot, *inputs) -> tuple[np.ndarray, ...]:
         """The outputs of a run resumed at ``snapshot`` (the calls before it are skipped:
         their results are the snapshot's)."""
-        self._arena[...] = snapshot.arena
+        self._restore(snapshot)
         return self._run_range(snapshot.call, len(self.program.calls), *inputs)
+
+    def _live_ranges(self, op: Op) -> tuple[tuple[int, int], ...]:
+        """The arena's byte ranges of the buffers live when ``op`` is about to run (made
+        before it, read by it or after it), merged where they touch."""
+        position = self._position[id(op)]
+        spans = sorted((b.offset, b.end) for b in self.program.plan.buffers
+                       if b.first < position <= b.last)  # fmt: skip
+        merged: list[list[int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        return tuple((a, b) for a, b in merged)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Put ``snapshot``'s live bytes back where they were in the arena."""
+        at = 0
+        for a, b in snapshot.ranges:
+            self._arena[a:b] = snapshot.arena[at : at + b - a]
+            at += b - a
 
     def failing_op(self, arrays) -> tuple[Op | None, BaseException | None]:
         """Re-run step by step to find the op that raises on ``arrays`` (for error messages)."""
