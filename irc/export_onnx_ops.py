@@ -205,9 +205,18 @@ def _gelu_of_table(approximate: str):
     return convert
 
 
+def _affine(ex, op, a, ins, out):
+    """x · alpha + beta: a Mul and an Add by scalar constants (the float ops it came from)."""
+    alpha = ex.const(f"{out}.alpha", np.array(a["alpha"], np.float32))
+    beta = ex.const(f"{out}.beta", np.array(a["beta"], np.float32))
+    product = ex.fresh(f"{out}.product")
+    ex.node("Mul", [ins[0], alpha], [product], op)
+    ex.node("Add", [product, beta], [out], op)
+
+
 # the float functions of a qlut's table, by their name there
 LUT_CONVERTERS = {"silu": _silu, "gelu": _gelu_of_table("none"),
-                  "gelu_tanh": _gelu_of_table("tanh")}  # fmt: skip
+                  "gelu_tanh": _gelu_of_table("tanh"), "affine": _affine}  # fmt: skip
 
 
 def convert_float(ex, op, kind: str, attrs: dict, ins: list[str], out: str) -> None:

@@ -17,7 +17,10 @@ detector's box offsets beside its scores); counted under ``float-output-concat``
 activation (sigmoid, tanh, hard_sigmoid, hard_swish, gelu) of an int8 value becomes a ``qlut``,
 a 256-entry table of its output levels (``irc.reference.lut``) at the calibrated range of
 its result (none recorded: it stays float), and x · sigmoid(x) (SiLU: a sigmoid whose one
-user multiplies it by its input) one table of the product; counted under ``lut``. (GELU
+user multiplies it by its input) one table of the product; so is x · a + b with scalar
+constants a and b (a mul, an add or sub, or a mul then an add: PP-LCNet's learnable
+affine blocks), as the table "affine", where only integer layers and smooth activations
+read the result (elsewhere the float path keeps it float); counted under ``lut``. (GELU
 written out as erf arithmetic is one ``gelu`` op once ``recognize-activations`` ran.) ``quantize`` /
 ``dequantize`` appear only where a float value meets an integer op or the reverse. A layer
 planned at fp16 keeps a float16 weight constant, cast to f32 where it is used (it computes
@@ -163,6 +166,9 @@ class _Rewriter:
                 self.concat(op)
             elif op.kind in LUT_KINDS and self.has_twin(op.operands[0]):
                 self.lut(op)
+            elif (affine := _affine(self.graph, op)) is not None and self.has_twin(affine[0]):
+                if self.read_as_int8(affine[3].result):
+                    self.affine_lut(op, *affine)
             elif keeps_levels(op) and self.has_twin(op.operands[0]):
                 twin = self.quantized[id(op.operands[0])]
                 new = build(self.graph, op.kind, [twin, *op.operands[1:]], op.attrs,
@@ -202,6 +208,40 @@ class _Rewriter:
         table = lut_table(function, in_scale, in_zero, scale, zero_point, **extra)
         attrs = {"table": table, "function": function, "out_scale": scale,
                  "out_zero_point": zero_point, **extra}  # fmt: skip
+        new = build(self.graph, "qlut", [twin], attrs, name=last.name,
+                    result_names=[self.int_name(last)],
+                    index=self.graph.index_of(last))  # fmt: skip
+        self.replace(last, new)
+        self.stats["lut"] += 1
+
+    def read_as_int8(self, value: Value) -> bool:
+        """Whether every user of float ``value`` will read it as int8: a layer planned at an
+        integer precision it can run at, or a smooth activation. Only then is quantizing
+        ``value`` no loss against the float path, which quantizes it before them anyway."""
+        users = [use.op for use in value.uses]
+        if not users or value in self.graph.outputs:
+            return False
+        for user in users:
+            if user.kind in LUT_KINDS:
+                continue
+            if not has_trait(user.kind, "layer") or user.operands[0] is not value:
+                return False
+            precision = self.plan.precision_of(user)
+            if precision not in INT_PRECISIONS or precision_problem(user, precision):
+                return False
+        return True
+
+    def affine_lut(self, op: Op, x: Value, alpha: float, beta: float, last: Op) -> None:
+        """x · alpha + beta (a mul and/or an add or sub of scalar constants, ``op`` to
+        ``last``) of an int8-twinned x as one ``qlut`` ("affine")."""
+        if last.result.name not in self.ranges:
+            return
+        scale, zero_point = self.params(last.result)
+        twin = self.quantized[id(x)]
+        in_scale, in_zero = twin.type.quant.scales[0], twin.type.quant.zero_points[0]
+        table = lut_table("affine", in_scale, in_zero, scale, zero_point, alpha, beta)
+        attrs = {"table": table, "function": "affine", "alpha": alpha, "beta": beta,
+                 "out_scale": scale, "out_zero_point": zero_point}  # fmt: skip
         new = build(self.graph, "qlut", [twin], attrs, name=last.name,
                     result_names=[self.int_name(last)],
                     index=self.graph.index_of(last))  # fmt: skip
@@ -377,6 +417,41 @@ def _silu_mul(graph: Graph, op: Op) -> Op | None:
     if other is not op.operands[0] or user.result.type != op.result.type:
         return None
     return user
+
+
+def _scalar_operand(op: Op) -> tuple[Value, float] | None:
+    """(the other operand, the scalar) when binary ``op`` has a float constant of one
+    element (of at most the other's rank) and a value of its result's type, else None."""
+    if len(op.operands) != 2 or op.attrs.get("activation", "none") != "none":
+        return None
+    for i in (0, 1):
+        c, x = constant_array(op.operands[i]), op.operands[1 - i]
+        if (c is not None and c.size == 1 and c.dtype == np.float32
+                and x.type == op.result.type and constant_array(x) is None):  # fmt: skip
+            return x, float(c.reshape(-1)[0])
+    return None
+
+
+def _affine(graph: Graph, op: Op) -> tuple[Value, float, float, Op] | None:
+    """(x, alpha, beta, last op) when ``op`` starts x · alpha + beta written as a mul by a
+    scalar constant, an add or a sub of one (x − c, not c − x), or a mul followed by its
+    sole user adding or subtracting one; else None. Each form rounds as x·alpha + beta
+    does in float32 (a missing mul is alpha = 1, exact; a sub is the add of −c, exact)."""
+    found = _scalar_operand(op) if op.kind in ("mul", "add", "sub") else None
+    if found is None or (op.kind == "sub" and op.operands[0] is not found[0]):
+        return None
+    x, c = found
+    if op.kind == "add":
+        return x, 1.0, c, op
+    if op.kind == "sub":
+        return x, 1.0, -c, op
+    user = sole_user(graph, op.result)
+    shift = _scalar_operand(user) if user is not None and user.kind in ("add", "sub") else None
+    if shift is None or shift[0] is not op.result:
+        return x, c, 0.0, op
+    if user.kind == "sub" and user.operands[0] is not op.result:
+        return x, c, 0.0, op
+    return x, c, (shift[1] if user.kind == "add" else -shift[1]), user
 
 
 def _reaching_only_outputs(graph: Graph) -> set[int]:

@@ -154,7 +154,11 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
     """Conv (3→8, 3×3) → ``activation`` → Conv (8→4, 3×3): ``Sigmoid``, ``Tanh``,
     ``HardSigmoid``, ``HardSwish``, ``SiLU`` (a Sigmoid and a Mul by its input), ``GELU``
     (written out as exporters do: x · (erf(x / √2) + 1) · 0.5) or ``GeluTanh`` (ONNX Gelu,
-    opset 20, approximate="tanh"). Input
+    opset 20, approximate="tanh"), ``Affine`` (HardSwish, then 0.7 · x + 0.3 as a Mul and an
+    Add by scalar constants: PP-LCNet's learnable affine block) or ``Shift`` (HardSwish, then
+    x − 0.25 as a Sub); and three near misses of that affine form, after HardSwish:
+    ``Halve`` (x / 2, a Div), ``SubFrom`` (0.25 − x) and ``ChannelScale`` (a Mul by a
+    per-channel [1, 8, 1, 1] constant). Input
     x [batch, 3, 16, 16], output y [batch, 4, 16, 16]; seeded weights."""
     rng = np.random.default_rng(seed)
 
@@ -177,6 +181,26 @@ def activation_net(activation: str, batch=1, seed: int = 0) -> onnx.ModelProto:
                helper.make_node("Add", ["erf", "one"], ["gate"], name="gate"),
                helper.make_node("Mul", ["c0", "gate"], ["gated"], name="gated"),
                helper.make_node("Mul", ["gated", "half"], ["a0"], name="gelu")]  # fmt: skip
+    elif activation in ("Affine", "Shift"):
+        constants = {"Affine": ((0.7, "scale"), (0.3, "bias")), "Shift": ((0.25, "shift"),)}
+        inits += [numpy_helper.from_array(np.array([v], np.float32), name)
+                  for v, name in constants[activation]]  # fmt: skip
+        act = [helper.make_node("HardSwish", ["c0"], ["hs"], name="hs")]
+        act += ([helper.make_node("Mul", ["scale", "hs"], ["scaled"], name="scale"),
+                 helper.make_node("Add", ["scaled", "bias"], ["a0"], name="affine")]
+                if activation == "Affine"
+                else [helper.make_node("Sub", ["hs", "shift"], ["a0"], name="shift")])  # fmt: skip
+    elif activation in ("Halve", "SubFrom", "ChannelScale"):
+        value = {
+            "Halve": np.float32([2.0]),
+            "SubFrom": np.float32([0.25]),
+            "ChannelScale": np.linspace(0.5, 1.5, 8, dtype=np.float32).reshape(1, 8, 1, 1),
+        }
+        inits.append(numpy_helper.from_array(value[activation], "c"))
+        kind, ins = {"Halve": ("Div", ["hs", "c"]), "SubFrom": ("Sub", ["c", "hs"]),
+                     "ChannelScale": ("Mul", ["hs", "c"])}[activation]  # fmt: skip
+        act = [helper.make_node("HardSwish", ["c0"], ["hs"], name="hs"),
+               helper.make_node(kind, ins, ["a0"], name="near")]  # fmt: skip
     elif activation == "GeluTanh":
         act = [helper.make_node("Gelu", ["c0"], ["a0"], name="act", approximate="tanh")]
     else:

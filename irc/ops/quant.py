@@ -229,7 +229,16 @@ define(
     traits=("constant",),
 )
 LUT_SIZE = 256  # one entry per int8 level
-LUT_FUNCTIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_swish", "silu", "gelu", "gelu_tanh")
+LUT_FUNCTIONS = (
+    "sigmoid",
+    "tanh",
+    "hard_sigmoid",
+    "hard_swish",
+    "silu",
+    "gelu",
+    "gelu_tanh",
+    "affine",
+)
 
 
 def qlut_payload_type(attr: str, result: TensorType, attrs: dict) -> TensorType:
@@ -371,7 +380,7 @@ define(
     },
     _infer_qlut,
     doc="integer lookup: y = table[x + 128], the table holding the output level of each "
-    "input level of the smooth activation `function` (silu: x*sigmoid(x); alpha, beta: "
-    "hard_sigmoid's), made by irc.reference.lut",
+    "input level of the smooth activation `function` (silu: x*sigmoid(x); affine: "
+    "x*alpha + beta; alpha, beta: also hard_sigmoid's), made by irc.reference.lut",
     traits=("elementwise",),
 )

@@ -19,8 +19,8 @@ from irc.reference.elementwise import gelu, hard_sigmoid, hard_swish, sigmoid, t
 
 def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0.5):
     """``function`` of float32 ``x`` as irc's float ops compute it (``silu``: x · sigmoid(x),
-    the mul of the two; ``gelu_tanh``: gelu's tanh approximation; ``alpha`` and ``beta``
-    are hard_sigmoid's)."""
+    the mul of the two; ``gelu_tanh``: gelu's tanh approximation; ``affine``: x · alpha +
+    beta, a mul and an add by scalars; ``alpha`` and ``beta`` are also hard_sigmoid's)."""
     x = np.asarray(x, np.float32)
     if function == "sigmoid":
         return sigmoid(x)
@@ -32,6 +32,8 @@ def activation(function: str, x: np.ndarray, alpha: float = 0.2, beta: float = 0
         return hard_swish(x)
     if function in ("gelu", "gelu_tanh"):
         return gelu(x, approximate="tanh" if function == "gelu_tanh" else "none")
+    if function == "affine":  # the float ops' own rounding: the product, then the sum
+        return x * np.float32(alpha) + np.float32(beta)
     if function == "silu":
         return x * sigmoid(x)
     raise ValueError(f"no lookup table for {function!r}; one of {LUT_FUNCTIONS}")

@@ -117,3 +117,56 @@ def test_a_float_compile_still_fuses_hard_swish():
     """Only a quantized compile keeps hard_swish apart: at FP32 the conv runs it fused."""
     kinds = Counter(op.kind for op in irc.compile(activation_net("HardSwish")).graph.ops)
     assert "hard_swish" not in kinds
+
+
+# a scalar affine after HardSwish -> (its table's alpha, beta; SQNR in dB with the mul and
+# add, or the sub, in float between a dequantize and a quantize, before the "affine" table)
+AFFINE_CASES = {"Affine": ((0.7, 0.3), 34.14), "Shift": ((1.0, -0.25), 32.62)}
+
+
+@pytest.mark.parametrize("activation", AFFINE_CASES)
+def test_a_scalar_affine_is_one_table_after_the_activations(activation, tmp_path):
+    """PP-LCNet's learnable affine block (x · a + b by scalar constants) after HardSwish:
+    a second table, no float op left; bit-exact with the interpreter, as accurate as the
+    float path, and exported as DequantizeLinear → Mul → Add → QuantizeLinear."""
+    model = compiled(activation)
+    kinds = Counter(op.kind for op in model.graph.ops)
+    assert kinds["qlut"] == 2 and not {"mul", "add", "sub"} & set(kinds)
+    assert kinds["quantize"] == 1 and kinds["dequantize"] == 1
+    (affine,) = [op for op in model.graph.ops if op.attrs.get("function") == "affine"]
+    assert (affine.attrs["alpha"], affine.attrs["beta"]) == pytest.approx(
+        AFFINE_CASES[activation][0]
+    )
+    for x in INPUTS[:3]:
+        np.testing.assert_array_equal(model(x)[0], irc.run(model.graph, [x])[0])
+    session = ort.InferenceSession(activation_net(activation).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    want = np.concatenate([session.run(None, {"x": x})[0] for x in INPUTS])
+    got = np.concatenate([model(x)[0] for x in INPUTS])
+    assert sqnr_db(got, want) >= AFFINE_CASES[activation][1] - 0.5
+    path = tmp_path / "affine.qdq.onnx"
+    proto = model.export_onnx(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert_ort_agrees_within_a_step(model, path, INPUTS[:3])
+
+
+@pytest.mark.parametrize("activation", ["Halve", "SubFrom", "ChannelScale"])
+def test_what_is_not_a_scalar_affine_stays_float(activation):
+    """x / c (rounds otherwise than x · (1/c)), c − x and a per-channel scale are no
+    "affine" table: the op stays float between a dequantize and a quantize."""
+    kinds = Counter(op.kind for op in compiled(activation).graph.ops)
+    functions = [op.attrs["function"] for op in compiled(activation).graph.ops
+                 if op.kind == "qlut"]  # fmt: skip
+    assert functions == ["hard_swish"]
+    assert kinds[{"Halve": "div", "SubFrom": "sub", "ChannelScale": "mul"}[activation]] == 1
+
+
+def test_a_scalar_affine_read_by_a_float_layer_stays_float():
+    """Quantizing x · a + b costs nothing only where int8 layers read it: before a layer
+    kept at FP32 the mul and the add stay float (on ppocrv4-rec, such tables read by float
+    ops cost 5 dB of output SQNR)."""
+    model = irc.compile(activation_net("Affine"), precision={"default": "int8", "head": "fp32"},
+                        calibration=DATA, num_threads=1, progress=False)  # fmt: skip
+    kinds = Counter(op.kind for op in model.graph.ops)
+    functions = [op.attrs["function"] for op in model.graph.ops if op.kind == "qlut"]
+    assert functions == ["hard_swish"] and kinds["mul"] == kinds["add"] == 1

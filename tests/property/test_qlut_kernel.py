@@ -67,9 +67,15 @@ def test_qlut_kernel_is_the_reference(shape, scale, zero_point, values, seed):
 
 
 def float_activation(function: str, reals: np.ndarray, alpha: float, beta: float):
-    """``function`` on ``reals`` by irc's float ops (SiLU: sigmoid, then mul by x)."""
+    """``function`` on ``reals`` by irc's float ops (SiLU: sigmoid, then mul by x; affine:
+    mul by alpha, then add beta)."""
     graph = Graph()
     x = graph.add_input("x", TensorType(DType.F32, reals.shape))
+    if function == "affine":
+        a, b = (graph.add_input(n, TensorType(DType.F32, (1,))) for n in ("a", "b"))
+        (y,) = evaluate_op(build(graph, "mul", [x, a]), [reals, np.float32([alpha])])
+        (y,) = evaluate_op(build(graph, "add", [x, b]), [y, np.float32([beta])])
+        return y
     kinds = FLOAT_KINDS[function]
     extra = {"alpha": alpha, "beta": beta} if function == "hard_sigmoid" else {}
     extra = {"approximate": "tanh"} if function == "gelu_tanh" else extra
