@@ -167,8 +167,9 @@ class _Rewriter:
             elif op.kind in LUT_KINDS and self.has_twin(op.operands[0]):
                 self.lut(op)
             elif (affine := _affine(self.graph, op)) is not None and self.has_twin(affine[0]):
-                if self.read_as_int8(affine[3].result):
-                    self.affine_lut(op, *affine)
+                x, alpha, beta, last = affine  # x · alpha + beta, from op to last
+                if self.read_as_int8(last.result):
+                    self.table(x, last, "affine", {"alpha": alpha, "beta": beta})
             elif keeps_levels(op) and self.has_twin(op.operands[0]):
                 twin = self.quantized[id(op.operands[0])]
                 new = build(self.graph, op.kind, [twin, *op.operands[1:]], op.attrs,
@@ -199,12 +200,17 @@ class _Rewriter:
         last, function = (silu, "silu") if silu is not None else (op, op.kind)
         if op.attrs.get("approximate") == "tanh":
             function = "gelu_tanh"
+        extra = {k: op.attrs[k] for k in ("alpha", "beta") if k in op.attrs}
+        self.table(x, last, function, extra)
+
+    def table(self, x: Value, last: Op, function: str, extra: dict) -> None:
+        """``last``'s result, ``function`` (with ``extra``: alpha, beta) of int8-twinned
+        ``x``, as one ``qlut`` at the result's calibrated range (none: it stays float)."""
         if last.result.name not in self.ranges:
             return
         scale, zero_point = self.params(last.result)
         twin = self.quantized[id(x)]
         in_scale, in_zero = twin.type.quant.scales[0], twin.type.quant.zero_points[0]
-        extra = {k: op.attrs[k] for k in ("alpha", "beta") if k in op.attrs}
         table = lut_table(function, in_scale, in_zero, scale, zero_point, **extra)
         attrs = {"table": table, "function": function, "out_scale": scale,
                  "out_zero_point": zero_point, **extra}  # fmt: skip
@@ -230,23 +236,6 @@ class _Rewriter:
             if precision not in INT_PRECISIONS or precision_problem(user, precision):
                 return False
         return True
-
-    def affine_lut(self, op: Op, x: Value, alpha: float, beta: float, last: Op) -> None:
-        """x · alpha + beta (a mul and/or an add or sub of scalar constants, ``op`` to
-        ``last``) of an int8-twinned x as one ``qlut`` ("affine")."""
-        if last.result.name not in self.ranges:
-            return
-        scale, zero_point = self.params(last.result)
-        twin = self.quantized[id(x)]
-        in_scale, in_zero = twin.type.quant.scales[0], twin.type.quant.zero_points[0]
-        table = lut_table("affine", in_scale, in_zero, scale, zero_point, alpha, beta)
-        attrs = {"table": table, "function": "affine", "alpha": alpha, "beta": beta,
-                 "out_scale": scale, "out_zero_point": zero_point}  # fmt: skip
-        new = build(self.graph, "qlut", [twin], attrs, name=last.name,
-                    result_names=[self.int_name(last)],
-                    index=self.graph.index_of(last))  # fmt: skip
-        self.replace(last, new)
-        self.stats["lut"] += 1
 
     def concat(self, op: Op) -> None:
         """``op`` as a qconcat at its inputs' common quantization, or, where they differ,
