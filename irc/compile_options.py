@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from irc.calibration import COMPILE_METHOD
 from irc.errors import InputError
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 
@@ -30,7 +31,7 @@ class CompileOptions:
     warmup: bool = True
     precision: Any = "fp32"
     calibration: Any = None
-    calibration_method: str = "minmax"
+    calibration_method: str = COMPILE_METHOD
     calibration_engine: str = "compiled"
     weight_clipping: str = "mse"
     preprocess: Any = None

@@ -25,6 +25,7 @@ from irc.ir import Graph
 from irc.pass_manager import PassContext, PassManager
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE, quantize_pipeline
 from irc.precision import as_plan
+from irc.range_choice import AUTO, HISTOGRAM_METHOD, choose_ranges
 from irc.run_statistics import GPTQ_SAMPLES, layer_hessians, rounding_statistics
 from irc.run_statistics import calibrate as compiled_calibrate
 from irc.specialize import specialize
@@ -59,13 +60,21 @@ def float_graph(model, pipeline: str = DEFAULT_FLOAT_PIPELINE, *, input_shapes=N
 def calibrate(graph: Graph, data, method: str = "minmax", *, engine: str = "compiled",
               num_threads: int | None = None, **options) -> Calibration:  # fmt: skip
     """Activation ranges of float ``graph`` over ``data`` (``options`` as for
-    ``irc.calibration.calibrate``: ``preprocess``, ``limit``, ``progress``, ...). ``engine``:
+    ``irc.calibration.calibrate``: ``preprocess``, ``limit``, ``progress``, ...); ``method``
+    ``auto`` (irc.compile's default) chooses between the ``minmax`` and ``mse`` ranges by
+    the uniform INT8 model's output error (``irc.range_choice``). ``engine``:
     ``compiled`` runs the graph's compiled float program, ``reference`` the numpy
     reference interpreter (every op, slowly)."""
     if engine not in CALIBRATION_ENGINES:
         raise InputError(
             f"calibration engine must be one of {', '.join(CALIBRATION_ENGINES)}; got {engine!r}"
         )
+    if method == AUTO:
+        histograms = calibrate(graph, data, HISTOGRAM_METHOD, engine=engine,
+                               num_threads=num_threads, **options)  # fmt: skip
+        return choose_ranges(graph, histograms, data, preprocess=options.get("preprocess"),
+                             num_threads=num_threads,
+                             progress=bool(options.get("progress", True)))  # fmt: skip
     if engine == "reference":
         return reference_calibrate(graph, data, method, **options)
     return compiled_calibrate(graph, data, method, num_threads=num_threads, **options)

@@ -25,6 +25,7 @@ import numpy as np
 
 import irc
 from irc.build import load_model
+from irc.calibration import COMPILE_METHOD, METHODS
 from irc.calibration.images import preprocess_spec
 from irc.calibration.progress import duration
 from irc.cli_io import (
@@ -480,8 +481,10 @@ def _add_compile_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument("--calib-limit", type=positive_count, metavar="N", help="use at most N samples")
     p.add_argument(
-        "--calib-method", default="minmax", choices=("minmax", "percentile", "entropy", "mse"),
-        help="how activation ranges are chosen from the statistics (default: minmax)",
+        "--calib-method", default=COMPILE_METHOD, choices=(COMPILE_METHOD, *METHODS),
+        help="how activation ranges are chosen from the statistics: minmax keeps every value "
+        "seen, mse the range of least int8 error, auto (default) the one of those two whose "
+        "INT8 model is nearer the float one; graph outputs always keep every value seen",
     )  # fmt: skip
     p.add_argument(
         "--preprocess", choices=("torchvision", "imagenet", "efficientnet-lite"),

@@ -24,7 +24,7 @@ import numpy as np
 
 from irc.benchmark.peers import ort_int8_model, ort_session
 from irc.build import build
-from irc.calibration import load_labelled_folder
+from irc.calibration import COMPILE_METHOD, load_labelled_folder
 from irc.decision import BudgetError, Budgets
 from irc.decision.choose import choose
 from irc.decision.costs_measure import build_cost_model
@@ -188,7 +188,7 @@ def _float_graph(model_path, data, rounding, sample, shared, log):
     """The float graph after the float pipeline and its calibration (timed into shared)."""
     graph = float_graph(model_path)
     start = time.perf_counter()
-    calibration = calibrate(graph, data.calib, "minmax", progress=False)
+    calibration = calibrate(graph, data.calib, COMPILE_METHOD, progress=False)
     if rounding != "nearest":  # statistics from other images than the sensitivity sample
         rest = data.calib[sample:] if len(data.calib) > sample else data.calib
         calibration = calibration.with_statistics(layer_hessians(graph, rest[:GPTQ_SAMPLES]))

@@ -12,6 +12,9 @@ calls the interpreter's observers (the compile stage passes the compiled float p
 Statistics stream (``observers.py``): memory stays flat however many images are seen.
 The graph is only read. The ranges come out in a ``Calibration``, which keeps the
 statistics, so ``recompute`` tries another method without running the model again.
+Whatever the method, the graph's outputs keep their observed min–max range: they are what
+the user reads, and clipping their extremes changes the answer (a classifier's largest
+logits tie, a detector's farthest box moves).
 
 Degenerate data calibrate badly without failing (all-zero or constant images quantize
 every later layer to few levels and change the model's top-1), so ``calibrate`` warns,
@@ -44,6 +47,7 @@ from irc.calibration.images import (
     split_images,
 )
 from irc.calibration.observers import (
+    COMPILE_METHOD,
     DEFAULT_BINS,
     HISTOGRAM_METHODS,
     METHODS,
@@ -58,6 +62,7 @@ from irc.ir import Graph, Value
 from irc.quant import activation_params
 
 __all__ = [
+    "COMPILE_METHOD",
     "DEFAULT_BINS",
     "METHODS",
     "MIN_SAMPLES",
@@ -102,8 +107,12 @@ class Calibration(Mapping):
         percentile: float = 99.99,
         entropy_bins: int = 256,
         hessians: dict | None = None,
+        exact: Iterable[str] = (),
+        scores: dict[str, float] | None = None,
     ):
         self.ranges = MappingProxyType(dict(ranges))
+        self.exact = frozenset(exact)  # values kept at min–max whatever the method
+        self.scores = dict(scores) if scores else None  # method → dB, when "auto" chose
         self.hessians = hessians  # layer name -> irc.gptq.InputStatistics, for GPTQ rounding
         self.method = method
         self.count = count
@@ -130,7 +139,17 @@ class Calibration(Mapping):
         unchanged."""
         return Calibration(
             self.ranges, self.method, self.count, self.observers, percentile=self.percentile,
-            entropy_bins=self.entropy_bins, hessians=hessians,
+            entropy_bins=self.entropy_bins, hessians=hessians, exact=self.exact,
+            scores=self.scores,
+        )  # fmt: skip
+
+    def with_scores(self, scores: dict[str, float]) -> Calibration:
+        """The same calibration, recording what choosing its method measured (method →
+        the uniform INT8 model's output SQNR in dB, ``irc.range_choice``)."""
+        return Calibration(
+            self.ranges, self.method, self.count, self.observers, percentile=self.percentile,
+            entropy_bins=self.entropy_bins, hessians=self.hessians, exact=self.exact,
+            scores=scores,
         )  # fmt: skip
 
     def __getitem__(self, name: str) -> tuple[float, float]:
@@ -167,10 +186,10 @@ class Calibration(Mapping):
                 f"method {method!r} needs histograms; this calibration ran {self.method!r}, "
                 "which keeps only min/max (calibrate with a histogram method)"
             )
-        ranges = _ranges(self.observers, method, percentile, entropy_bins)
+        ranges = _ranges(self.observers, method, percentile, entropy_bins, self.exact)
         return Calibration(
             ranges, method, self.count, self.observers, percentile=percentile,
-            entropy_bins=entropy_bins,
+            entropy_bins=entropy_bins, exact=self.exact,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -247,7 +266,8 @@ def calibrate(
             f"ranges: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}",
             stacklevel=2,
         )
-    ranges = _ranges(observers, method, percentile, entropy_bins)
+    exact = {v.name for v in graph.outputs if v.name in observers}
+    ranges = _ranges(observers, method, percentile, entropy_bins, exact)
     problems = _degenerate(ranges, observers, repeated.names(), count)
     if problems:
         warnings.warn(
@@ -257,8 +277,9 @@ def calibrate(
             stacklevel=_caller_level(),
         )
     return Calibration(
-        ranges, method, count, observers, percentile=percentile, entropy_bins=entropy_bins
-    )
+        ranges, method, count, observers, percentile=percentile, entropy_bins=entropy_bins,
+        exact=exact,
+    )  # fmt: skip
 
 
 class _RepeatedInputs:
@@ -336,9 +357,16 @@ def watched_values(graph: Graph, names: Iterable[str] | None = None) -> dict[str
     return {v.name: v for v in graph.values() if v.type.dtype.is_float and id(v) not in constant}
 
 
-def _ranges(observers, method, percentile, entropy_bins) -> dict[str, tuple[float, float]]:
+def _ranges(observers, method, percentile, entropy_bins,
+            exact=frozenset()) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Each observed value's range by ``method``; the names in ``exact`` by min–max."""
     return {
-        name: compute_range(obs, method, percentile=percentile, entropy_bins=entropy_bins)
+        name: compute_range(
+            obs,
+            "minmax" if name in exact else method,
+            percentile=percentile,
+            entropy_bins=entropy_bins,
+        )  # fmt: skip
         for name, obs in observers.items()
     }
 

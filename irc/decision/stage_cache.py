@@ -59,7 +59,7 @@ from irc.gptq import statistics_arrays, statistics_from_arrays
 from irc.pipelines import float_pipeline_to_quantize
 from irc.version import __version__
 
-FORMAT = 1  # the layout of the cache files; a change makes every older file a miss
+FORMAT = 2  # the layout of the cache files; a change makes every older file a miss
 COST_ARRAYS = ("latency", "bytes", "allowed", "measured", "transition")
 
 
@@ -324,6 +324,7 @@ def calibration_state(calibration: Calibration) -> tuple[dict, dict]:
     names = list(calibration.ranges)
     facts = {"method": calibration.method, "count": calibration.count, "names": names,
              "percentile": calibration.percentile, "entropy_bins": calibration.entropy_bins,
+             "exact": sorted(calibration.exact), "scores": calibration.scores,
              "observers": []}  # fmt: skip
     arrays = {"ranges": np.array([calibration.ranges[n] for n in names], np.float64)}
     observed = [n for n in names if n in calibration.observers]
@@ -347,7 +348,8 @@ def calibration_from_state(facts: dict, arrays: dict) -> Calibration:
     return Calibration({n: (float(lo), float(hi)) for n, (lo, hi) in zip(names, ranges)},
                        facts["method"], int(facts["count"]), observers,
                        percentile=float(facts["percentile"]),
-                       entropy_bins=int(facts["entropy_bins"]))  # fmt: skip
+                       entropy_bins=int(facts["entropy_bins"]),
+                       exact=facts["exact"], scores=facts["scores"])  # fmt: skip
 
 
 def statistics_state(statistics: dict) -> tuple[dict, dict]:

@@ -98,6 +98,19 @@ def test_histogram_methods_stay_inside_minmax(cnn, method):
     assert dict(cal.recompute(method, percentile=99.0).ranges) == dict(cal.ranges)
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_graph_outputs_keep_their_minmax_range(relu, method):
+    x = np.random.default_rng(5).standard_normal((400, 6)).astype(np.float32)
+    x[7, 2], x[9, 4] = 40.0, -40.0  # one outlier each way: the clipping methods cut them
+    cal = calibrate(relu, x, method, percentile=99.0, progress=False)
+    assert cal.exact == {"y"}
+    assert cal["y"] == (0.0, 40.0)  # the output: every value it took
+    clipped = cal.recompute("percentile", percentile=99.0)
+    assert clipped["x"][0] > -40.0 and clipped["x"][1] < 40.0  # not an output: clipped
+    again = cal.recompute("percentile", percentile=90.0)
+    assert again["y"] == (0.0, 40.0) and again.exact == {"y"}
+
+
 def test_recompute_needs_histograms(relu, data):
     cal = calibrate(relu, data, progress=False)
     with pytest.raises(InputError, match="needs histograms"):

@@ -176,7 +176,8 @@ def test_compile_times_and_progress_of_the_plain_path(capsys):
     assert out == ""
     lines = err.splitlines()
     assert lines[0] == "calibrate: 6 img ..." and lines[1].startswith("calibrate: 6/6 img in ")
-    assert lines[2:4] == ["build ...", lines[3]] and lines[3].startswith("build: done in ")
+    assert lines[2].startswith("calibrate: ") and "ranges (uniform INT8 output SQNR: " in lines[2]
+    assert lines[3:5] == ["build ...", lines[4]] and lines[4].startswith("build: done in ")
     irc.compile(tiny_cnn(), precision="int8", calibration=x, num_threads=1, progress=False)
     assert capsys.readouterr() == ("", "")
 

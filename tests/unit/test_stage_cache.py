@@ -161,7 +161,7 @@ def test_cache_files_hold_no_pickle(cache):
                 assert data[name].dtype != object
     for path in files:
         if path.suffix == ".json":
-            assert json.loads(path.read_text())["format"] == 1
+            assert json.loads(path.read_text())["format"] == 2
     assert all(p.suffix in (".json", ".npz") for p in files)
 
 
