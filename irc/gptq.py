@@ -70,6 +70,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irc import quant
+from irc.gptq_columns import round_batch
 
 DAMPING = 0.01  # of the mean diagonal, added to H (as GPTQ does) so it inverts
 BLOCK = 64  # columns per lazy batch of error feedback
@@ -155,18 +156,15 @@ def gptq_levels(
     errors = np.empty(target.shape, np.float32)  # w − q·s per column rounded so far
     # lazy batches: a block's targets take the errors of every column before it in one
     # matrix product; within the block, column by column
+    grid = quant.weight_levels(bits)
+    safe_rows, scale_rows = np.ascontiguousarray(safe[:, 0]), np.ascontiguousarray(row_scale[:, 0])
     for start in range(0, k, BLOCK):
         end = min(start + BLOCK, k)
         block = target[:, start:end].copy()
         if start:
             block += np.matmul(feedback[:, start:end, :start], errors[:, :start])
-        for j in range(start, end):
-            i = j - start
-            q = quant.round_levels(block[:, i] / safe[:, 0], bits).astype(np.float32)
-            levels[:, j] = q
-            errors[:, j] = target[:, j] - q * row_scale[:, 0]
-            if j + 1 < end:
-                block[:, i + 1 :] += feedback[:, j + 1 : end, j, None] * errors[:, j, None, :]
+        round_batch(block, target, feedback, safe_rows, scale_rows, levels, errors, start,
+                    bits, float(grid[0]), float(grid[-1]))  # fmt: skip
     nearest_zero = quant.round_levels(np.zeros(1), bits)[0]  # 0, or 1 on the odd INT2 grid
     levels[np.broadcast_to(row_scale == 0, levels.shape)] = nearest_zero
     ordered = levels.transpose(0, 2, 1)  # [G, R, K] in act order
@@ -196,7 +194,7 @@ def prepare(hessian: np.ndarray, damping=DAMPING, problems: int = 1):
     order = np.argsort(-h[:, index, index], axis=1, kind="stable")  # [G, K]
     g_index = np.arange(group)[:, None]
     h = h[g_index[:, :, None], order[:, :, None], order[:, None, :]]
-    feedback = _positive_feedback(h, problems).astype(np.float32)  # [G, K, K], strictly lower
+    feedback = _positive_feedback(h, problems)  # [G, K, K] float32, strictly lower
     return order, feedback
 
 
@@ -244,15 +242,19 @@ def _positive_feedback(h: np.ndarray, problems: int = 1, tries: int = 8) -> np.n
 
 
 def _feedback(h: np.ndarray) -> np.ndarray:
-    """F [G, K, K], strictly lower triangular, for H = Bᵀ B with B lower triangular:
-    F[l, j] = B[l, j] / B[l, l]. Rounding the columns in order, column l's target is its
-    weight plus Σ_{j<l} F[l, j]·(w_j − q_j): the value that minimizes the output error
-    given the columns already rounded (Babai's nearest plane, which is GPTQ's error
-    feedback without H⁻¹). B comes from one Cholesky factor of H with its order reversed."""
+    """F [G, K, K] float32, strictly lower triangular, for H = Bᵀ B with B lower
+    triangular: F[l, j] = B[l, j] / B[l, l]. Rounding the columns in order, column l's
+    target is its weight plus Σ_{j<l} F[l, j]·(w_j − q_j): the value that minimizes the
+    output error given the columns already rounded (Babai's nearest plane, which is GPTQ's
+    error feedback without H⁻¹). B comes from one Cholesky factor of H with its order
+    reversed. One float32 copy of B, scaled and masked in place."""
     reversed_lower = np.linalg.cholesky(h[:, ::-1, ::-1])  # J H J = L Lᵀ
     lower = np.swapaxes(reversed_lower, 1, 2)[:, ::-1, ::-1]  # B = J Lᵀ J, H = Bᵀ B
-    diagonal = np.diagonal(lower, axis1=1, axis2=2)
-    return np.tril(lower / diagonal[:, :, None], -1)
+    inverse_diagonal = 1.0 / np.diagonal(lower, axis1=1, axis2=2)
+    feedback = np.ascontiguousarray(lower, dtype=np.float32)
+    feedback *= inverse_diagonal[:, :, None].astype(np.float32)
+    feedback *= np.tri(h.shape[1], k=-1, dtype=np.float32)  # the strictly lower part
+    return feedback
 
 
 # multiples of the weight-error clipping scale tried per channel, by bit width: INT2's
@@ -306,14 +308,18 @@ def gptq_rounding(
 
 def output_errors(w, levels, scales, hessian, group: int) -> np.ndarray:
     """(W_q − W) H (W_q − W)ᵀ per candidate and output channel: ``levels`` [A, O, K] at
-    ``scales`` [A, O] against ``w`` [O, ...] under ``hessian`` [G, K, K] → [A, O]."""
+    ``scales`` [A, O] against ``w`` [O, ...] under ``hessian`` [G, K, K] → [A, O]. The
+    errors are formed in float64 and multiplied in float32 (a relative error near 1e-6,
+    enough to rank candidates), the sums per channel in float64."""
     a, out, k = levels.shape
     per_group = out // group
     error = levels.astype(np.float64) * scales[:, :, None].astype(np.float64)
     error -= w.reshape(1, out, k).astype(np.float64)
     error = error.reshape(a, group, per_group, k).transpose(1, 0, 2, 3).reshape(group, -1, k)
-    weighted = np.matmul(error, hessian.astype(np.float64))  # [G, A·O/G, K]
-    energy = np.einsum("grk,grk->gr", weighted, error)
+    error = error.astype(np.float32)
+    weighted = np.matmul(error, hessian.astype(np.float32, copy=False))  # [G, A·O/G, K]
+    weighted *= error
+    energy = weighted.sum(axis=2, dtype=np.float64)
     return energy.reshape(group, a, per_group).transpose(1, 0, 2).reshape(a, out)
 
 

@@ -181,14 +181,15 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
     if method == "minmax":
         best = storable_scales(peak / qmax)
     elif method == "mse":
-        best = storable_scales(peak / qmax)
-        best_err = _weight_error(rows, best, bits)
-        for ratio in np.linspace(0.2, 1.0, 80)[:-1]:
-            scales = storable_scales(peak * ratio / qmax)
-            err = _weight_error(rows, scales, bits)
-            better = err < best_err
-            best = np.where(better, scales, best)
-            best_err = np.where(better, err, best_err)
+        # ratio 1 first, so that on a tie the unclipped scale stays
+        ratios = np.concatenate([[1.0], np.linspace(0.2, 1.0, 80)[:-1]])
+        candidates = storable_scales(peak[None, :] * ratios[:, None] / qmax)  # [R, O]
+        errors = np.empty(candidates.shape)
+        step = max(1, _ERROR_CHUNK // max(rows.size, 1))  # ratios judged at a time
+        for start in range(0, len(ratios), step):
+            errors[start : start + step] = _weight_errors(rows, candidates[start : start + step],
+                                                          bits)  # fmt: skip
+        best = candidates[np.argmin(errors, axis=0), np.arange(rows.shape[0])]
     else:
         raise ValueError(f"unknown weight clipping method {method!r}; use 'mse' or 'minmax'")
     best = best.astype(np.float32)
@@ -199,10 +200,15 @@ def weight_scales(w: np.ndarray, bits: int, method: str = "mse") -> np.ndarray:
     return storable_scales(np.where(best > 0, best, empty))
 
 
-def _weight_error(rows: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
-    safe = np.where(scales > 0, scales, 1.0)[:, None]
-    q = round_levels(rows / safe, bits)
-    return np.sum((q * safe - rows) ** 2, axis=1)
+_ERROR_CHUNK = 1 << 16  # weights × candidate scales rounded at a time by weight_scales
+
+
+def _weight_errors(rows: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
+    """The squared rounding error of each row of ``rows`` [O, K] at each candidate of
+    ``scales`` [C, O] → [C, O]."""
+    safe = np.where(scales > 0, scales, 1.0)[:, :, None]
+    q = round_levels(rows[None] / safe, bits)
+    return np.sum((q * safe - rows[None]) ** 2, axis=2)
 
 
 def quantize_weights(w: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:

@@ -39,7 +39,7 @@ LAYERS = [
     ("backends", ["irc.backends"]),
     ("passes", ["irc.passes", "irc.pass_manager", "irc.pipelines", "irc.support",
                 "irc.precision", "irc.report", "irc.stats", "irc.derived_constants"]),
-    ("numerics", ["irc.calibration", "irc.gptq"]),
+    ("numerics", ["irc.calibration", "irc.gptq", "irc.gptq_columns"]),
     ("frontends", ["irc.frontends", "irc.loader", "irc.zoo", "irc.cli_io"]),
     ("interpreter", ["irc.interpreter", "irc.constant_folding"]),
     ("reference", ["irc.reference"]),
