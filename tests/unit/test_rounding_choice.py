@@ -13,6 +13,7 @@ from onnx_builders import small_convnet
 import irc
 from irc.calibration import Calibration
 from irc.decision import Budgets
+from irc.decision import rounding as rounding_module
 from irc.decision.rounding import merge, plan_calibration, without_statistics
 from irc.decision.synthetic import random_problem
 from irc.decision.table import SensitivityTable
@@ -50,6 +51,40 @@ def test_merge_keeps_every_metric_of_the_lower_output_nsr_per_cell():
     again = SensitivityTable.from_dict(merged.to_dict())  # the choice survives a file
     assert np.array_equal(again.rounding, merged.rounding)
     assert merged.rows()[0]["rounding"] == "nearest"
+
+
+def test_merge_takes_a_precision_only_one_rounding_measured_from_that_one():
+    whole, _ = random_problem(8, seed=6)
+    nearest = _gptq_twin(whole, ("fp16", "int8"), seed=7)  # as analyze_best measures them
+    gptq = _gptq_twin(whole, ("int8", "int4", "int2"), seed=8)
+    merged = merge(nearest, gptq)
+    assert merged.precisions == ("fp16", "int8", "int4", "int2")
+    for name in whole.names:
+        assert merged.rounding_of(name, "fp16") == "nearest"
+        for p in ("int4", "int2"):
+            assert merged.rounding_of(name, p) == "gptq"
+            for m in whole.metrics:
+                assert merged.get(m, name, p) == gptq.get(m, name, p)
+        kept = "gptq" if gptq.get("output_nsr", name, "int8") < nearest.get(
+            "output_nsr", name, "int8") else "nearest"  # fmt: skip
+        assert merged.rounding_of(name, "int8") == kept
+        assert merged.get("mse", name, "fp16") == nearest.get("mse", name, "fp16")
+
+
+def test_analyze_best_measures_nearest_at_fp16_and_int8_only(monkeypatch):
+    seen = []
+
+    def fake_variants(graph, variants, data, **options):
+        seen.extend(precisions for _, precisions in variants)
+        table, _ = random_problem(4, seed=2)
+        return [_gptq_twin(table, precisions, seed=i) for i, (_, precisions) in
+                enumerate(variants)]  # fmt: skip
+
+    monkeypatch.setattr(rounding_module, "analyze_variants", fake_variants)
+    calibration = Calibration({}, "minmax", 0, {}, hessians={})
+    merged = rounding_module.analyze_best(None, calibration, DATA)
+    assert seen == [("fp16", "int8"), ("int8", "int4", "int2")]
+    assert merged.precisions == ("fp16", "int8", "int4", "int2")
 
 
 def test_plan_calibration_keeps_statistics_only_where_gptq_was_kept():
