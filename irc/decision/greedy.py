@@ -178,16 +178,21 @@ def _repair(prob: Problem, state: State, targets: Limits) -> State:
     else:
         start = [int(j) for j in np.where(prob.allowed, prob.bytes, np.iinfo(np.int64).max)
                  .argmin(axis=1)]  # fmt: skip
-    repaired = State(prob, start)
-    if repaired.missed(targets):
+    if State(prob, start).missed(targets):
         return state  # nothing meets the budgets: finish names the closest
-    return _take_back(prob, repaired, targets)
+    # by noise alone, one costly change can spend a slack that many cheap ones would have
+    # shared; by noise per slack spent, cheap changes can crowd out one that removes more
+    # than all of them: both, and the quieter plan kept (as greedy knapsack does)
+    plans = [_take_back(prob, State(prob, start), targets, per_spend=s) for s in (False, True)]
+    return min(plans, key=lambda s: s.nsr)
 
 
-def _take_back(prob: Problem, state: State, targets: Limits) -> State:
+def _take_back(prob: Problem, state: State, targets: Limits, per_spend: bool = False) -> State:
     """Spend what the budgets leave over: repeatedly make the one-layer change that
     removes the most output noise while every budget stays met (the last hull move can
-    overshoot a size budget by a whole layer's saving). Modifies and returns ``state``;
+    overshoot a size budget by a whole layer's saving); ``per_spend``: the most noise per
+    share of the slack left that the change spends (``_spend``). Either way it ends when
+    no single change that removes noise fits. Modifies and returns ``state``;
     O(layers × precisions) per change."""
     while True:
         best = None
@@ -197,11 +202,24 @@ def _take_back(prob: Problem, state: State, targets: Limits) -> State:
                     continue
                 db, dt, dn = delta = state.delta(i, j)
                 if dn < 0 and not state.missed(targets, state.bytes + db, state.latency + dt):
-                    if best is None or dn < best[0]:
-                        best = (dn, i, j, delta)
+                    key = dn / _spend(state, db, dt, targets) if per_spend else dn
+                    if best is None or key < best[0]:
+                        best = (key, i, j, delta)
         if best is None:
             return state
         state.move(best[1], best[2], best[3])
+
+
+def _spend(state: State, db: float, dt: float, targets: Limits) -> float:
+    """The share of each budget's slack left that a change adding ``db`` bytes and ``dt``
+    seconds spends, summed (a saving spends nothing), plus a floor so that changes that
+    spend nothing rank by the noise they remove."""
+    spent = 1e-9
+    if targets.max_bytes is not None and db > 0:
+        spent += db / max(targets.max_bytes - state.bytes, 1.0)
+    if targets.max_latency is not None and dt > 0:
+        spent += dt / max(targets.max_latency - state.latency, 1e-12)
+    return spent
 
 
 def auto(
@@ -265,7 +283,7 @@ def auto(
         if details.get("repaired"):
             reasons[name] = (f"{p0} → {p}: the hull moves missed the budgets, so the plan "
                              "was rebuilt from the fastest (smallest) one, taking back the "
-                             "changes that cut noise most")  # fmt: skip
+                             "changes that cut most noise (per slack spent or in all)")  # fmt: skip
             continue
         if i not in rank:
             reasons[name] = f"kept at {p} (least output noise): {status[i]}"

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from irc.decision import greedy
 from irc.decision.budgets import BudgetError, Budgets
-from irc.decision.planning import Problem, nsr_db
+from irc.decision.planning import Limits, Problem, State, nsr_db
 from irc.decision.strategies import STRATEGIES, decide, format_decision, predicted_sqnr
 from irc.decision.synthetic import random_problem
 
@@ -180,6 +181,33 @@ def test_auto_repairs_a_latency_budget_its_hull_moves_miss():
     decision = decide("auto", table, cost, budgets)
     check_decision(decision, table, cost, budgets)
     assert "rebuilt from the fastest" in next(iter(decision.reasons.values()))
+
+
+def _repaired_and_by_noise(seed: int, n: int, level: float):
+    """A latency budget ``level`` of the way from the fastest plan to FP32's: the plan
+    ``_repair`` rebuilds from the fastest one (starting over FP32's, which misses it), and
+    the fastest plan with changes taken back by the noise they remove alone."""
+    table, cost = random_problem(n, seed)
+    p = Problem(table, cost)
+    fast, fp32 = p.fastest_plan(), p.uniform("fp32")
+    lo, hi = p.latency_of(fast), p.latency_of(fp32)
+    targets = Limits(max_latency=lo + level * (hi - lo))
+    repaired = greedy._repair(p, State(p, list(fp32)), targets)
+    return repaired, greedy._take_back(p, State(p, list(fast)), targets), targets
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 30), level=st.floats(0.05, 0.6))
+def test_a_repaired_plan_is_never_noisier_than_taking_back_by_noise_alone(seed, n, level):
+    repaired, by_noise, targets = _repaired_and_by_noise(seed, n, level)
+    assert not repaired.missed(targets)
+    assert repaired.nsr <= by_noise.nsr * (1 + 1e-12)
+
+
+def test_a_repair_shares_a_latency_slack_among_cheap_changes():
+    # seed 173, 8 layers: taking back by noise alone spends the slack on one costly change
+    repaired, by_noise, _ = _repaired_and_by_noise(173, 8, 0.2)
+    assert nsr_db(repaired.nsr) > nsr_db(by_noise.nsr) + 6.0
 
 
 @FAST
