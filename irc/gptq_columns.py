@@ -22,7 +22,8 @@ def round_batch(block, target, feedback, safe, row_scale, levels, errors, start,
     feedback added (updated in place as columns are rounded); ``target`` [G, K, R] the
     weights in act order; ``feedback`` [G, K, K]; ``safe`` / ``row_scale`` [G, R] each
     row's scale (1 where it is 0) and scale; ``levels`` / ``errors`` [G, K, R] written for
-    these columns. ``bits`` 2: the odd grid {-3, -1, 1, 3}; else integers in [qmin, qmax]."""
+    these columns. Levels round as ``irc.quant.round_levels`` does: ``bits`` 2, the odd
+    grid {-3, -1, 1, 3} (ties up); else integers in [qmin, qmax], half to even."""
     groups, width, rows = block.shape
     for i in range(width):
         j = start + i

@@ -137,20 +137,20 @@ class Calibration(Mapping):
         """The same ranges with GPTQ rounding statistics ``hessians`` (layer name →
         ``irc.gptq.InputStatistics``; None: every layer rounds to nearest); ``self`` is
         unchanged."""
-        return Calibration(
-            self.ranges, self.method, self.count, self.observers, percentile=self.percentile,
-            entropy_bins=self.entropy_bins, hessians=hessians, exact=self.exact,
-            scores=self.scores,
-        )  # fmt: skip
+        return self._copy(hessians=hessians)
 
     def with_scores(self, scores: dict[str, float]) -> Calibration:
         """The same calibration, recording what choosing its method measured (method →
-        the uniform INT8 model's output SQNR in dB, ``irc.range_choice``)."""
-        return Calibration(
-            self.ranges, self.method, self.count, self.observers, percentile=self.percentile,
-            entropy_bins=self.entropy_bins, hessians=self.hessians, exact=self.exact,
-            scores=scores,
-        )  # fmt: skip
+        the uniform INT8 model's output SQNR in dB, ``irc.stages.choose_ranges``)."""
+        return self._copy(scores=scores)
+
+    def _copy(self, **changes) -> Calibration:
+        """A new Calibration of ``self``'s fields with ``changes``."""
+        fields = dict(ranges=self.ranges, method=self.method, count=self.count,
+                      observers=self.observers, percentile=self.percentile,
+                      entropy_bins=self.entropy_bins, hessians=self.hessians,
+                      exact=self.exact, scores=self.scores)  # fmt: skip
+        return Calibration(**{**fields, **changes})
 
     def __getitem__(self, name: str) -> tuple[float, float]:
         try:
@@ -187,10 +187,8 @@ class Calibration(Mapping):
                 "which keeps only min/max (calibrate with a histogram method)"
             )
         ranges = _ranges(self.observers, method, percentile, entropy_bins, self.exact)
-        return Calibration(
-            ranges, method, self.count, self.observers, percentile=percentile,
-            entropy_bins=entropy_bins, exact=self.exact,
-        )  # fmt: skip
+        return self._copy(ranges=ranges, method=method, percentile=percentile,
+                          entropy_bins=entropy_bins, hessians=None, scores=None)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Calibration {self.method}: {len(self)} values over {self.count} samples>"

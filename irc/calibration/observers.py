@@ -31,7 +31,7 @@ from irc.quant import ACT_QMAX, ACT_QMIN, activation_params
 DEFAULT_BINS = 2048
 METHODS = ("minmax", "percentile", "entropy", "mse")
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")
-# irc.compile's default, not a method of its own: irc.range_choice picks one of METHODS
+# irc.compile's default, not a method of its own: irc.stages.choose_ranges picks one
 COMPILE_METHOD = "auto"
 _CHUNK = 1 << 18  # values binned at a time
 

@@ -32,7 +32,7 @@ LAYERS = [
     ("api", ["irc", "irc.compile", "irc.onnx_backend"]),
     ("decision", ["irc.decision"]),
     ("stages", ["irc.stages", "irc.compile_options"]),
-    ("run statistics", ["irc.run_statistics", "irc.range_choice"]),
+    ("run statistics", ["irc.run_statistics"]),
     ("build", ["irc.build"]),
     ("compiled model", ["irc.compiled", "irc.thread_choice"]),
     ("model files", ["irc.serialize", "irc.export_onnx", "irc.export_onnx_ops"]),

@@ -1,4 +1,4 @@
-"""The ``auto`` calibration method (irc.range_choice): the ranges kept are those whose
+"""The ``auto`` calibration method (irc.stages.choose_ranges): the ranges kept are those whose
 uniform INT8 model is measured nearer the float model, by an independent measurement."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from onnx_builders import small_convnet
 
 import irc
 from irc.measure import sqnr_db
-from irc.range_choice import RANGE_SAMPLES
-from irc.stages import calibrate, float_graph
+from irc.stages import RANGE_SAMPLES, calibrate, float_graph
 
 
 @pytest.fixture(scope="module")
