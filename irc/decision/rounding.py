@@ -41,7 +41,8 @@ def without_statistics(calibration):
 def merge(nearest: SensitivityTable, gptq: SensitivityTable) -> SensitivityTable:
     """One table of the precisions either measured (in ``CANDIDATES`` order): per (layer,
     precision), every metric of whichever rounding measured the lower ``output_nsr``
-    (nearest on ties), or of the one table that measured the precision."""
+    (nearest on ties), or of the one table that measured the precision; the activations'
+    noise (the same in both: no weight is rounded) of ``nearest``, else of ``gptq``."""
     if nearest.names != gptq.names:
         raise ValueError("the two sensitivity tables measure different layers")
     both = set(nearest.precisions) | set(gptq.precisions)
@@ -65,9 +66,10 @@ def merge(nearest: SensitivityTable, gptq: SensitivityTable) -> SensitivityTable
             if g is not None:
                 values[better, j] = gptq.metrics[m][better, g]
         rounding[better, j] = "gptq"
+    activations = nearest.activations if nearest.activations is not None else gptq.activations
     return SensitivityTable(list(nearest.layers), precisions, metrics, nearest.images,
                             nearest.loss, nearest.seconds + gptq.seconds,
-                            rounding=rounding)  # fmt: skip
+                            rounding=rounding, activations=activations)  # fmt: skip
 
 
 def analyze_best(graph, calibration, data, **options) -> SensitivityTable:

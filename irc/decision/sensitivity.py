@@ -18,7 +18,10 @@ precision of one variant. Per batch of the sample data (8 inputs by default):
    input, which gives the local metrics (``sqnr``, ``mse``, ``norm_error``), and the run
    resumes from the snapshot with the layer's output replaced by the program's, which
    gives ``omega`` and ``output_nsr`` (the cost: layers × columns runs of the model from
-   the layer on).
+   the layer on);
+4. per layer, two more runs from its snapshot, the layer float but its input (then its
+   output) rounded to int8 at the calibrated range: the table's ``activations``, what a
+   float layer whose neighbours are integer still pays (layers × 2 runs).
 
     >>> table = analyze(graph, calibration, images, labels=labels, progress=True)
     >>> table.save("sensitivity.csv")
@@ -42,6 +45,7 @@ from irc.errors import InputError
 from irc.ir import Graph, Op
 from irc.measure import cross_entropy, energy_ratio_db
 from irc.precision import layer_name
+from irc.quant import activation_params, dequantize, quantize
 from irc.run_statistics import padded_batch
 from irc.specialize import specialize
 from irc.support import quantizable_layers
@@ -223,24 +227,50 @@ def analyze_variants(
     batch = fixed if isinstance(fixed, int) else min(batch_size, len(data))
     count = len(ops) * sum(len(precisions) for _, precisions in variants)
     batches = (len(data) + batch - 1) // batch
-    bar = Progress(count * (1 + 2 * batches), label="sensitivity", unit="run",
-                   enabled=progress)  # fmt: skip
+    bar = Progress(count * (1 + 2 * batches) + 2 * len(ops) * batches, label="sensitivity",
+                   unit="run", enabled=progress)  # fmt: skip
     model = float_model(graph, batch, data.shape[1:], num_threads)
     layers = {n: model.op_named(n) for n in (layer_name(op) for op in ops)}
     nhwc = {n for n, op in layers.items() if op.attrs.get("layout") == "nhwc"}
     memo = {} if rounding_memo is None else rounding_memo
     columns = _columns(graph, ops, variants, batch, num_threads, weights, nhwc, memo, bar)
     sums = {(n, c): _Sums() for n in layers for c in range(len(columns))}
+    sides = {layer_name(op): _Sides(op, variants[0][0]) for op in ops}
     for start_row in range(0, len(data), batch):
         x, rows = padded_batch(data, start_row, batch)
         y = None if labels is None else np.asarray(labels[start_row : start_row + rows])
-        _measure_batch(model, layers, columns, sums, _Batch(x, rows, y), bar)
+        _measure_batch(model, layers, columns, sums, _Batch(x, rows, y), bar, sides)
     bar.close()
     seconds = time.perf_counter() - start
+    activations = np.array([[sides[n].input.nsr(), sides[n].output.nsr()] for n in layers])
     return [
-        _table(ops, columns, sums, v, len(data), labels is not None, seconds)
+        _table(ops, columns, sums, v, len(data), labels is not None, seconds, activations)
         for v in range(len(variants))
     ]
+
+
+class _Sides:
+    """A layer's int8 input and output ranges (None where uncalibrated) and the output
+    noise of rounding each alone."""
+
+    def __init__(self, op: Op, calibration):
+        self.ranges = [_range(calibration, v.name) for v in (op.operands[0], op.result)]
+        self.input, self.output = _Pair(), _Pair()
+
+
+def _range(calibration, name: str) -> tuple[float, int] | None:
+    """The int8 (scale, zero point) of value ``name``'s calibrated range, or None."""
+    try:
+        lo, hi = calibration[name]
+    except KeyError:
+        return None
+    return activation_params(lo, hi)
+
+
+def _rounded(x: np.ndarray, params: tuple[float, int]) -> np.ndarray:
+    """``x`` rounded to the int8 levels of ``params`` and back (float32)."""
+    scale, zero_point = params
+    return dequantize(quantize(x, scale, zero_point), scale, zero_point).astype(np.float32)
 
 
 def _check_sample(graph: Graph, data: np.ndarray, labels) -> None:
@@ -278,10 +308,11 @@ def _columns(graph, ops, variants, batch, num_threads, weights, nhwc, memo,
 
 
 def _measure_batch(model: CompiledModel, layers: dict[str, Op], columns: list[_Column],
-                   sums: dict, batch: _Batch, bar: Progress) -> None:  # fmt: skip
-    """Add one batch to ``sums``: the float run, then per column every layer replaced,
-    then per layer and column that layer alone replaced (steps 1–3 of the module
-    docstring)."""
+                   sums: dict, batch: _Batch, bar: Progress,
+                   sides: dict[str, _Sides]) -> None:  # fmt: skip
+    """Add one batch to ``sums`` and ``sides``: the float run, then per column every layer
+    replaced, then per layer and column that layer alone replaced, then per layer its
+    input and its output rounded alone (steps 1–4 of the module docstring)."""
     _float_run(model, layers, batch)
     for c, column in enumerate(columns):
         _every_layer_replaced(model, layers, column, {n: sums[n, c] for n in layers}, batch)
@@ -290,6 +321,8 @@ def _measure_batch(model: CompiledModel, layers: dict[str, Op], columns: list[_C
     for n, op in layers.items():
         snapshot = model.snapshot(op, batch.x, start=snapshot)
         layer_in, layer_out = batch.saved[op.operands[0].name], batch.saved[op.result.name]
+        _rounded_sides(model, op, snapshot, sides[n], batch, layer_out)
+        bar.update(2)
         for c, column in enumerate(columns):
             y = column.programs[n](layer_in.array)[0]
             sums[n, c].local.add(_difference(layer_out, y))
@@ -297,6 +330,25 @@ def _measure_batch(model: CompiledModel, layers: dict[str, Op], columns: list[_C
             _add_output(sums[n, c], model.run_from(snapshot, batch.x)[0], batch)
             bar.update(1)
         model.restore_kernel(op)
+
+
+def _rounded_sides(model: CompiledModel, op: Op, snapshot, sides: _Sides, batch: _Batch,
+                   layer_out: _Reference) -> None:  # fmt: skip
+    """The model output, resumed at ``snapshot``, with ``op``'s float kernel reading its
+    input rounded to int8, then with its float output rounded, added to ``sides``."""
+    float_kernel = model.kernel(op)
+    in_params, out_params = sides.ranges
+    if in_params is not None:
+
+        def rounded_input(x, *rest):
+            float_kernel(_rounded(x, in_params), *rest)
+
+        model.replace_kernel(op, rounded_input)
+        sides.input.add(_difference(batch.reference, model.run_from(snapshot, batch.x)[0]))
+    if out_params is not None:
+        model.replace_kernel(op, _writing(_rounded(layer_out.array, out_params)))
+        sides.output.add(_difference(batch.reference, model.run_from(snapshot, batch.x)[0]))
+    model.restore_kernel(op)
 
 
 def _float_run(model: CompiledModel, layers: dict[str, Op], batch: _Batch) -> None:
@@ -350,8 +402,10 @@ def _add_output(sums: _Sums, y: np.ndarray, batch: _Batch) -> None:
 
 
 def _table(ops: list[Op], columns: list[_Column], sums: dict, variant: int, images: int,
-           labelled: bool, seconds: float) -> SensitivityTable:  # fmt: skip
-    """The table of ``variant``'s columns; ``seconds`` (the whole pass) shared by columns."""
+           labelled: bool, seconds: float,
+           activations: np.ndarray) -> SensitivityTable:  # fmt: skip
+    """The table of ``variant``'s columns (with every variant's ``activations``);
+    ``seconds`` (the whole pass) shared by columns."""
     names = [layer_name(op) for op in ops]
     own = [(c, column) for c, column in enumerate(columns) if column.variant == variant]
     metrics = {m: np.zeros((len(names), len(own))) for m in METRICS}
@@ -362,7 +416,7 @@ def _table(ops: list[Op], columns: list[_Column], sums: dict, variant: int, imag
     return SensitivityTable(
         [layer_info(op) for op in ops], tuple(column.precision for _, column in own), metrics,
         images, "cross-entropy" if labelled else "output",
-        seconds * len(own) / max(len(columns), 1),
+        seconds * len(own) / max(len(columns), 1), activations=activations,
     )  # fmt: skip
 
 

@@ -59,7 +59,7 @@ from irc.gptq import statistics_arrays, statistics_from_arrays
 from irc.pipelines import float_pipeline_to_quantize
 from irc.version import __version__
 
-FORMAT = 2  # the layout of the cache files; a change makes every older file a miss
+FORMAT = 3  # the layout of the cache files; a change makes every older file a miss
 COST_ARRAYS = ("latency", "bytes", "allowed", "measured", "transition")
 
 

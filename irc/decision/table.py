@@ -16,6 +16,12 @@ Metrics (one array [layers, precisions] each; fp32 is the reference and is not a
 
 A table measured under ``rounding="best"`` (``irc.decision.rounding``) also holds, per
 layer and precision, the weight rounding whose metrics it keeps (``nearest`` / ``gptq``).
+
+``activations`` ([layers, 2], or None for a table measured without it) is, per layer, the
+model output's noise-to-signal ratio with only the layer's input (column 0) or only its
+output (column 1) rounded to int8 at its calibrated range, the layer itself exact: what
+a float layer among integer ones still pays, since its neighbours read and write int8
+(``irc.decision.planning``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from irc.errors import InputError
 
 METRICS = ("sqnr", "mse", "sqnr_delta", "norm_error", "omega", "output_nsr")
 CANDIDATES = ("fp16", "int8", "int4", "int2")  # the precisions measured (fp32 is the reference)
+ACTIVATION_COLUMNS = ("act_in_nsr", "act_out_nsr")  # ``activations`` in a CSV file
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class SensitivityTable:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     rounding: np.ndarray | None = None  # [layers, precisions] of "nearest" / "gptq", or None
+    activations: np.ndarray | None = None  # [layers, 2]: input, output rounded alone
 
     def __post_init__(self):
         shape = (len(self.layers), len(self.precisions))
@@ -76,6 +84,8 @@ class SensitivityTable:
                 raise ValueError(f"metric {name} has shape {values.shape}")
         if self.rounding is not None and self.rounding.shape != shape:
             raise ValueError(f"rounding has shape {self.rounding.shape}")
+        if self.activations is not None and self.activations.shape != (len(self.layers), 2):
+            raise ValueError(f"activations has shape {self.activations.shape}")
 
     @property
     def names(self) -> list[str]:
@@ -119,6 +129,8 @@ class SensitivityTable:
                 row.update({m: float(v[i, j]) for m, v in self.metrics.items()})
                 if self.rounding is not None:
                     row["rounding"] = str(self.rounding[i, j])
+                if self.activations is not None:
+                    row.update(zip(ACTIVATION_COLUMNS, map(float, self.activations[i])))
                 out.append(row)
         return out
 
@@ -156,6 +168,9 @@ class SensitivityTable:
         }
         if self.rounding is not None:
             out["rounding"] = self.rounding.tolist()
+        if self.activations is not None:
+            out["activations"] = [[_json_float(v) for v in row]
+                                  for row in self.activations.tolist()]  # fmt: skip
         return out
 
     @classmethod
@@ -177,9 +192,12 @@ class SensitivityTable:
         rounding = data.get("rounding")
         if rounding is not None:
             rounding = np.array(rounding, dtype=object)
+        activations = data.get("activations")
+        if activations is not None:
+            activations = np.array(activations, dtype=np.float64).reshape(len(layers), 2)
         return cls(layers, tuple(data["precisions"]), metrics, int(data.get("images", 0)),
                    data.get("loss", "output"), float(data.get("seconds", 0.0)),
-                   rounding=rounding)  # fmt: skip
+                   rounding=rounding, activations=activations)  # fmt: skip
 
     def save(self, path) -> None:
         """Write ``.csv`` or ``.json`` (by the file's suffix)."""
@@ -259,8 +277,14 @@ def _from_rows(rows: list[dict], layers: list[LayerInfo], path) -> SensitivityTa
     if rows and rows[0].get("rounding"):
         rounding = np.array([[cell[n, p]["rounding"] for p in precisions] for n in names],
                             dtype=object)  # fmt: skip
+    activations = None
+    if rows and all(c in rows[0] for c in ACTIVATION_COLUMNS):
+        first = {n: cell[n, precisions[0]] for n in names}
+        activations = np.array([[float(first[n][c]) for c in ACTIVATION_COLUMNS]
+                                for n in names])  # fmt: skip
     chosen = [by_name[n] for n in names]
-    return SensitivityTable(chosen, precisions, values, rounding=rounding)
+    return SensitivityTable(chosen, precisions, values, rounding=rounding,
+                            activations=activations)  # fmt: skip
 
 
 _AT_REFERENCE = {"sqnr": math.inf, "mse": 0.0, "sqnr_delta": 0.0, "norm_error": 0.0,

@@ -14,11 +14,12 @@ from onnx_builders import tiny_cnn
 
 import irc
 from irc.decision.sensitivity import analyze, analyze_variants
-from irc.decision.table import SensitivityTable
+from irc.decision.table import SensitivityTable, read_table
 from irc.errors import InputError
 from irc.pass_manager import PassManager
 from irc.pipelines import DEFAULT_FLOAT_PIPELINE
 from irc.precision import layer_name
+from irc.quant import activation_params, dequantize, quantize
 from irc.stages import calibrate
 from irc.support import quantizable_layers
 
@@ -98,10 +99,14 @@ def test_files_round_trip(setup, tmp_path):
     assert again.names == table.names and again.loss == table.loss
     for m in table.metrics:
         assert np.array_equal(again.metrics[m], table.metrics[m]), m
+    assert np.array_equal(again.activations, table.activations)
     table.save(tmp_path / "s.csv")
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("layer,kind,params,macs,precision,sqnr,")
+    assert lines[0].endswith(",act_in_nsr,act_out_nsr")
     assert len(lines) == 1 + 2 * 4
+    from_csv = read_table(tmp_path / "s.csv", table.layers)
+    assert np.array_equal(from_csv.activations, table.activations)
 
 
 def test_variants_measured_in_one_pass_give_the_tables_measured_alone(setup):
@@ -125,3 +130,43 @@ def test_empty_data_and_wrong_labels_are_named(setup):
         analyze(graph, calibration, DATA[:0], progress=False)
     with pytest.raises(InputError, match="labels"):
         analyze(graph, calibration, DATA, labels=LABELS[:3], progress=False)
+
+
+def _rounded(x, value_range):
+    scale, zero = activation_params(*value_range)
+    return dequantize(quantize(x, scale, zero), scale, zero).astype(np.float64)
+
+
+def _nsr(y, reference):
+    return np.sum((y - reference) ** 2) / np.sum(reference**2)
+
+
+def test_activations_are_the_output_noise_of_each_side_rounded_alone(setup):
+    graph, table = setup
+    calibration = calibrate(graph, DATA, progress=False)
+    seen = {}
+
+    def keep(op, args, results):
+        if layer_name(op) in table.names:
+            seen[layer_name(op)] = (op, args[0].astype(np.float64), results[0].astype(np.float64))
+
+    (y,) = irc.run(graph, [DATA], [keep])
+    y = y.astype(np.float64)
+    conv, conv_in, conv_out = seen["conv"]
+    fc, fc_in, fc_out = seen["fc"]
+    w, b = (v.producer.attrs["value"].astype(np.float64) for v in fc.operands[1:3])
+
+    def fc_of(x):  # the float gemm (transB) on the pooled conv output
+        return x @ w.T + b
+
+    rounded_image = irc.run(graph, [_rounded(DATA, calibration[conv.operands[0].name])
+                                    .astype(np.float32)])[0]  # fmt: skip
+    pooled = _rounded(conv_out, calibration[conv.result.name]).mean(axis=(2, 3))
+    expected = [
+        [_nsr(rounded_image.astype(np.float64), y), _nsr(fc_of(pooled), y)],
+        [_nsr(fc_of(_rounded(fc_in, calibration[fc.operands[0].name])), y),
+         _nsr(_rounded(fc_out, calibration[fc.result.name]), y)],
+    ]  # fmt: skip
+    assert np.allclose(fc_of(conv_out.mean(axis=(2, 3))), y, rtol=1e-4, atol=1e-5)
+    assert table.activations == pytest.approx(np.array(expected), rel=1e-3)
+    assert (table.activations > 0).all()

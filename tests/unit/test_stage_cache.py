@@ -17,6 +17,7 @@ import irc.decision.choose as choose_module
 from irc.calibration import calibrate
 from irc.decision import BudgetError, Budgets
 from irc.decision.stage_cache import (
+    FORMAT,
     calibration_from_state,
     calibration_state,
     data_digest,
@@ -161,7 +162,7 @@ def test_cache_files_hold_no_pickle(cache):
                 assert data[name].dtype != object
     for path in files:
         if path.suffix == ".json":
-            assert json.loads(path.read_text())["format"] == 2
+            assert json.loads(path.read_text())["format"] == FORMAT
     assert all(p.suffix in (".json", ".npz") for p in files)
 
 
