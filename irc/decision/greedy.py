@@ -31,10 +31,19 @@ change that removes the most noise while every budget stays met, repeated until 
 fits (``details["taken_back"]``). Each change scans every layer and precision
 (O(L·P)); the leftover is under one move's saving, so in practice a handful fit.
 
+A float layer between integer ones still reads and writes int8 activations, which its
+neighbours quantize anyway (``planning.island_nsr``, when the table measured them): kept
+float by its own small noise, it can cost bytes and time for nothing. So a run of float
+layers with an integer layer on each side is tried at its least noisy integer precision,
+what that frees spent back as above, and the change kept when the plan is quieter
+(``details["sunk"]``); once per run, again until no run gains.
+
 Since with a size budget alone every hull move is applied in order, the plan's NSR is at
 most the LP optimum under the budget plus the last move's damage — so no plan made of the
 table's precisions under the same size budget (SALS's, say) predicts less noise than
-``auto``'s minus ``details["last_move_damage"]``.
+``auto``'s minus ``details["last_move_damage"]``. The bound holds for a table of per-layer
+noise alone; with measured activations a plan's noise also depends on neighbours, which
+the hull moves do not see, and only the spending back and the runs above account for it.
 """
 
 from __future__ import annotations
@@ -210,6 +219,55 @@ def _take_back(prob: Problem, state: State, targets: Limits, per_spend: bool = F
         state.move(best[1], best[2], best[3])
 
 
+def _sink_islands(prob: Problem, state: State, targets: Limits) -> State:
+    """Float layers between integer ones still pay their neighbours' int8 activations
+    (``planning.island_nsr``), so a run of them can cost bytes and time for little noise
+    removed: try each such run at its least noisy integer precision, spend what that
+    frees (``_take_back``), and keep the change when the plan is quieter; again until no
+    run gains. A table without activation measurements has nothing to gain here."""
+    if not prob.has_sides:
+        return state
+    tried = set()
+    while True:
+        for run in _float_runs(prob, state):
+            if tuple(run) in tried:
+                continue
+            tried.add(tuple(run))
+            trial = State(prob, state.idx)
+            for k in run:
+                trial.move(k, _least_noisy_integer(prob, k))
+            if trial.missed(targets):
+                continue
+            trial = _take_back(prob, trial, targets)
+            if trial.nsr < state.nsr * (1 - 1e-9):
+                state = trial
+                break
+        else:
+            return state
+
+
+def _float_runs(prob: Problem, state: State) -> list[list[int]]:
+    """The maximal runs of float layers with an integer layer on each side (in graph
+    order) whose every layer has an integer precision allowed."""
+    integer = [prob.int_l[j] for j in state.idx]
+    runs, current = [], []
+    for k, is_int in enumerate(integer):
+        if not is_int:
+            current.append(k)
+            continue
+        if current and current[0] > 0:
+            runs.append(current)
+        current = []
+    can = prob.allowed[:, prob.integer].any(axis=1)
+    return [run for run in runs if all(can[k] for k in run)]
+
+
+def _least_noisy_integer(prob: Problem, k: int) -> int:
+    """Layer ``k``'s allowed integer column of least own noise (the fewest bytes on ties)."""
+    columns = [j for j in range(len(prob.precisions)) if prob.int_l[j] and prob.allowed[k, j]]
+    return min(columns, key=lambda j: (prob.nsr_l[k][j], prob.bytes_l[k][j]))
+
+
 def _spend(state: State, db: float, dt: float, targets: Limits) -> float:
     """The share of each budget's slack left that a change adding ``db`` bytes and ``dt``
     seconds spends, summed (a saving spends nothing), plus a floor so that changes that
@@ -273,8 +331,13 @@ def auto(
     elif mode == "budgets":
         before = list(state.idx)
         state = _take_back(prob, state, targets)
+        sunk = list(state.idx)
+        state = _sink_islands(prob, state, targets)
+        details["sunk"] = [prob.names[i] for i, (a, b) in enumerate(zip(sunk, state.idx))
+                           if a != b and not prob.int_l[a]]  # fmt: skip
         taken_back = {i for i, (a, b) in enumerate(zip(before, state.idx)) if a != b}
-        details["taken_back"] = [prob.names[i] for i in sorted(taken_back)]
+        details["taken_back"] = [prob.names[i] for i in sorted(taken_back)
+                                 if prob.names[i] not in details["sunk"]]  # fmt: skip
     details["moves_applied"] = applied
     details["last_move_damage"] = last
     reasons = {}
@@ -284,6 +347,11 @@ def auto(
             reasons[name] = (f"{p0} → {p}: the hull moves missed the budgets, so the plan "
                              "was rebuilt from the fastest (smallest) one, taking back the "
                              "changes that cut most noise (per slack spent or in all)")  # fmt: skip
+            continue
+        if name in details.get("sunk", ()):
+            reasons[name] = (f"{p0} → {p}: a float layer between integer ones would still "
+                             "read and write int8 activations; its bytes went to layers "
+                             "that gain more")  # fmt: skip
             continue
         if i not in rank:
             reasons[name] = f"kept at {p} (least output noise): {status[i]}"

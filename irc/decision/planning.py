@@ -12,7 +12,13 @@ budget it misses, so no strategy can return a plan outside the budgets it was gi
 
 The accuracy budget inside a decision is a cap on the sum of the layers' ``output_nsr``
 (noise powers of independent layers add): the option ``max_nsr`` and ``min_sqnr`` (as
-10^(−min_sqnr/10)), whichever is tighter. ``max_drop`` cannot be predicted here; the
+10^(−min_sqnr/10)), whichever is tighter. A float layer's own noise is its fp16 weights',
+but next to an integer layer it still reads (or writes) int8 activations, which that
+layer quantizes anyway: when the table measured them (``SensitivityTable.activations``),
+a float layer adds the noise of its input rounded alone where the layer before it is
+integer, and of its output where the layer after it is (``island_nsr``; neighbours in
+graph order, as for the latency's int/float transitions). A lone fp16 layer among int8
+ones then predicts what it measures: no gain. ``max_drop`` cannot be predicted here; the
 caller verifies it by compiling and evaluating, and tightens ``max_nsr`` on back-off.
 """
 
@@ -68,13 +74,33 @@ def nsr_db(nsr: float) -> float:
 
 def predicted_sqnr(table: SensitivityTable, plan: dict[str, str]) -> float:
     """−10·log10 of the sum of the layers' ``output_nsr`` at their planned precision
-    (layers missing from ``plan`` are fp32: no noise)."""
+    (layers missing from ``plan`` are fp32: no noise) and of the float layers' int8
+    neighbours (``island_nsr``)."""
     total = 0.0
-    for i, layer in enumerate(table.layers):
-        p = plan.get(layer.name, "fp32")
+    chosen = [plan.get(layer.name, "fp32") for layer in table.layers]
+    for i, p in enumerate(chosen):
         if p != "fp32":
             total += float(table.metrics["output_nsr"][i, table.precisions.index(p)])
+    if table.activations is not None:
+        integer = [p in INTEGER for p in chosen]
+        sides = np.nan_to_num(table.activations).tolist()
+        total += sum(island_nsr(integer, sides, k) for k in range(len(chosen)))
     return nsr_db(total)
+
+
+def island_nsr(integer, sides: list[list[float]], k: int) -> float:
+    """The int8 activations float layer ``k`` reads or writes: its input's noise rounded
+    alone (``sides[k][0]``) when the layer before it is ``integer``, its output's
+    (``sides[k][1]``) when the layer after it is; 0 for an integer layer, whose own noise
+    counts both. ``integer``: per layer, whether it is planned at an integer precision."""
+    if integer[k]:
+        return 0.0
+    total = 0.0
+    if k > 0 and integer[k - 1]:
+        total += sides[k][0]
+    if k + 1 < len(integer) and integer[k + 1]:
+        total += sides[k][1]
+    return total
 
 
 class Problem:
@@ -101,6 +127,12 @@ class Problem:
         self.bytes_l, self.lat_l = self.bytes.tolist(), self.lat.tolist()
         self.trans_l, self.nsr_l = self.trans.tolist(), self.nsr.tolist()
         self.int_l = self.integer.tolist()
+        acts = table.activations
+        # each layer's (input, output) int8 noise, what it pays as a float layer between
+        # integer ones; none measured: 0, and every layer's noise is its own alone
+        self.sides_l = (np.zeros((len(names), 2)) if acts is None
+                        else np.nan_to_num(np.asarray(acts, np.float64))).tolist()  # fmt: skip
+        self.has_sides = acts is not None
         self._ladders = None
 
     def __len__(self) -> int:
@@ -241,6 +273,19 @@ def resolve(problem: Problem, budgets: Budgets, max_nsr: float | None = None) ->
     return limits
 
 
+class _IntegerFlags:
+    """Whether each layer of a ``State``'s plan is integer, read in place."""
+
+    def __init__(self, state: State):
+        self.idx, self.int_l = state.idx, state.p.int_l
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, k: int) -> bool:
+        return self.int_l[self.idx[k]]
+
+
 class State:
     """A plan being built: precision columns ``idx`` and their running totals."""
 
@@ -252,6 +297,9 @@ class State:
         self.bytes += problem.cost.other_bytes
         self.latency = problem.latency_of(self.idx)
         self.nsr = float(sum(problem.nsr_l[i][j] for i, j in zip(rows, self.idx)))
+        if problem.has_sides:
+            integer = _IntegerFlags(self)
+            self.nsr += sum(island_nsr(integer, problem.sides_l, k) for k in rows)
 
     def _edges(self, i: int) -> float:
         """Transition seconds paid by layers i−1, i, i+1 under the current plan."""
@@ -265,17 +313,25 @@ class State:
                     total += t[k][1]
         return total
 
+    def _islands(self, i: int) -> float:
+        """Neighbour activation noise paid by float layers i−1, i, i+1 (``island_nsr``)."""
+        if not self.p.has_sides:
+            return 0.0
+        integer = _IntegerFlags(self)
+        return sum(island_nsr(integer, self.p.sides_l, k)
+                   for k in range(max(0, i - 1), min(len(self.idx), i + 2)))  # fmt: skip
+
     def delta(self, i: int, j: int) -> tuple[int, float, float]:
         """(bytes, seconds, output NSR) added by moving layer ``i`` to column ``j``."""
         p, old = self.p, self.idx[i]
-        before = self._edges(i)
+        before, noise_before = self._edges(i), self._islands(i)
         self.idx[i] = j
-        after = self._edges(i)
+        after, noise_after = self._edges(i), self._islands(i)
         self.idx[i] = old
         return (
             p.bytes_l[i][j] - p.bytes_l[i][old],
             p.lat_l[i][j] - p.lat_l[i][old] + after - before,
-            p.nsr_l[i][j] - p.nsr_l[i][old],
+            p.nsr_l[i][j] - p.nsr_l[i][old] + noise_after - noise_before,
         )
 
     def move(self, i: int, j: int, delta=None) -> None:

@@ -10,7 +10,10 @@ to the output; ``omega`` is ``output_nsr`` times log-normal noise (correlated, n
 Bytes follow ``irc.report``'s shape (payload plus per-channel scales); latency is MACs
 times a per-precision factor (fp16 slower than fp32 on CPUs, int8 ~2× faster, sub-byte
 integers slightly slower than int8 for unpacking), with small transitions. A fraction
-``disallow`` of the non-fp32 entries is not supported by the "backend".
+``disallow`` of the non-fp32 entries is not supported by the "backend". With
+``activations``, the table also holds the noise of each layer's input and output rounded
+alone, each 10–45% of its int8 ``output_nsr`` (most of an int8 layer's noise is its
+activations').
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from irc.decision.table import CANDIDATES, LayerInfo, SensitivityTable
 _SPEED = {"fp32": 1.0, "fp16": 1.25, "int8": 0.45, "int4": 0.5, "int2": 0.55}
 
 
-def random_problem(layers: int, seed: int = 0, disallow: float = 0.1):
+def random_problem(layers: int, seed: int = 0, disallow: float = 0.1,
+                   activations: bool = False):  # fmt: skip
     """(SensitivityTable, CostModel) of a random chain of ``layers`` conv layers."""
     rng = np.random.default_rng(seed)
     n = layers
@@ -58,7 +62,10 @@ def random_problem(layers: int, seed: int = 0, disallow: float = 0.1):
         "omega": output_nsr * np.exp(rng.normal(0.0, 0.7, noise.shape)),
         "output_nsr": output_nsr,
     }
-    table = SensitivityTable(infos, CANDIDATES, metrics, images=16)
+    sides = None
+    if activations:  # its own stream: the same seed gives the same problem either way
+        sides = output_nsr[:, 1:2] * np.random.default_rng([seed, 1]).uniform(0.1, 0.45, (n, 2))
+    table = SensitivityTable(infos, CANDIDATES, metrics, images=16, activations=sides)
 
     payload = {
         "fp32": 4 * params,

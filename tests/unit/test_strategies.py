@@ -25,6 +25,7 @@ from irc.decision.budgets import BudgetError, Budgets
 from irc.decision.planning import Limits, Problem, State, nsr_db
 from irc.decision.strategies import STRATEGIES, decide, format_decision, predicted_sqnr
 from irc.decision.synthetic import random_problem
+from irc.decision.table import SensitivityTable
 
 ALL = sorted(STRATEGIES)
 FAST = settings(max_examples=40, deadline=None)
@@ -492,3 +493,81 @@ def test_predicted_sqnr_sums_the_layers_output_noise():
     )
     assert predicted_sqnr(table, plan) == pytest.approx(-10 * math.log10(nsr))
     assert predicted_sqnr(table, {}) == math.inf
+
+
+def _with_sides(table, sides):
+    return SensitivityTable(table.layers, table.precisions, table.metrics, table.images,
+                            activations=np.asarray(sides, np.float64))  # fmt: skip
+
+
+def test_a_float_layer_pays_the_int8_activations_of_its_integer_neighbours():
+    table, _ = random_problem(3, seed=5)
+    sides = [[1e-3, 2e-3], [3e-3, 4e-3], [5e-3, 6e-3]]
+    own = {p: table.column("output_nsr", p) for p in ("fp16", "int8")}
+    island = _with_sides(table, sides)
+
+    def nsr(t, plan):
+        return 10 ** (-predicted_sqnr(t, dict(zip(t.names, plan))) / 10)
+
+    between = ("int8", "fp16", "int8")
+    assert nsr(table, between) == pytest.approx(own["int8"][0] + own["fp16"][1] + own["int8"][2])
+    assert nsr(island, between) == pytest.approx(nsr(table, between) + 3e-3 + 4e-3)
+    # after a float layer, or first: only the integer side counts; an integer layer's own
+    # noise already holds both of its sides
+    assert nsr(island, ("fp16", "fp16", "int8")) == pytest.approx(
+        own["fp16"][0] + own["fp16"][1] + own["int8"][2] + 4e-3
+    )
+    assert nsr(island, ("int8", "fp32", "fp32")) == pytest.approx(own["int8"][0] + 3e-3)
+    assert nsr(island, ("int8",) * 3) == pytest.approx(nsr(table, ("int8",) * 3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), moves=st.integers(1, 40))
+def test_state_keeps_the_island_noise_up_to_date_move_by_move(seed, n, moves):
+    table, cost = random_problem(n, seed, activations=True)
+    prob = Problem(table, cost)
+    state = State(prob, prob.uniform("int8"))
+    rng = np.random.default_rng(seed)
+    for _ in range(moves):
+        i = int(rng.integers(n))
+        j = int(rng.choice(np.flatnonzero(prob.allowed[i])))
+        state.move(i, j)
+        fresh = State(prob, state.idx)
+        assert state.nsr == pytest.approx(fresh.nsr, rel=1e-9, abs=1e-15)
+        assert nsr_db(fresh.nsr) == pytest.approx(predicted_sqnr(table, prob.plan(state.idx)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 30), level=st.floats(0.0, 1.0))
+def test_sinking_float_islands_keeps_the_budgets_and_never_adds_noise(seed, n, level):
+    table, cost = random_problem(n, seed, disallow=0.1, activations=True)
+    prob = Problem(table, cost)
+    _, lo, hi, _, _ = span(table, cost)
+    targets = Limits(max_bytes=int(lo + level * (hi - lo)))
+    rng = np.random.default_rng(seed)
+    idx = [int(rng.choice(np.flatnonzero(row))) for row in prob.allowed]
+    start = State(prob, idx)
+    if start.missed(targets):
+        return
+    sunk = greedy._sink_islands(prob, State(prob, idx), targets)
+    assert not sunk.missed(targets)
+    assert sunk.nsr <= start.nsr * (1 + 1e-9)
+
+
+def test_auto_spends_a_lone_float_layers_bytes_where_they_remove_noise():
+    # by its own measured noise layer 1 is best kept at fp16, but between two integer
+    # layers it still reads and writes int8 activations (all of its int8 noise): its
+    # bytes then buy layer 2's int8 instead
+    table, cost = random_problem(3, seed=11, disallow=0.0)
+    table.metrics["output_nsr"][:] = [[1e-9, 1e-4, 1e-2, 1e-1], [1e-9, 4e-3, 2e-2, 1e-1],
+                                      [1e-9, 1e-4, 3e-3, 3e-2]]  # fmt: skip
+    cost.bytes[:] = [[4000, 2000, 1000, 500, 250], [2000, 1000, 500, 250, 125],
+                     [4000, 2000, 1000, 500, 250]]  # fmt: skip
+    cost.other_bytes = 0
+    budgets = Budgets(max_bytes=1000 + 1000 + 500)
+    alone = decide("auto", table, cost, budgets)
+    assert [alone.plan[n] for n in table.names] == ["int8", "fp16", "int4"]
+    island = _with_sides(table, [[5e-5, 5e-5], [2e-3, 2e-3], [5e-5, 5e-5]])
+    chosen = decide("auto", island, cost, budgets)
+    assert [chosen.plan[n] for n in table.names] == ["int8", "int8", "int8"]
+    assert chosen.predicted_sqnr > predicted_sqnr(island, alone.plan)
