@@ -334,7 +334,7 @@ def auto(
         sunk = list(state.idx)
         state = _sink_islands(prob, state, targets)
         details["sunk"] = [prob.names[i] for i, (a, b) in enumerate(zip(sunk, state.idx))
-                           if a != b and not prob.int_l[a]]  # fmt: skip
+                           if not prob.int_l[a] and prob.int_l[b]]  # fmt: skip
         taken_back = {i for i, (a, b) in enumerate(zip(before, state.idx)) if a != b}
         details["taken_back"] = [prob.names[i] for i in sorted(taken_back)
                                  if prob.names[i] not in details["sunk"]]  # fmt: skip
