@@ -542,16 +542,20 @@ def test_state_keeps_the_island_noise_up_to_date_move_by_move(seed, n, moves):
 def test_sinking_float_islands_keeps_the_budgets_and_never_adds_noise(seed, n, level):
     table, cost = random_problem(n, seed, disallow=0.1, activations=True)
     prob = Problem(table, cost)
-    _, lo, hi, _, _ = span(table, cost)
-    targets = Limits(max_bytes=int(lo + level * (hi - lo)))
+    _, lo, hi, fast, slow = span(table, cost)
     rng = np.random.default_rng(seed)
     idx = [int(rng.choice(np.flatnonzero(row))) for row in prob.allowed]
     start = State(prob, idx)
+    timed = seed % 2 == 1  # with a latency budget too, which sinking must not spend
+    targets = Limits(max_bytes=int(lo + level * (hi - lo)),
+                     max_latency=slow if timed else None)  # fmt: skip
     if start.missed(targets):
         return
     sunk = greedy._sink_islands(prob, State(prob, idx), targets)
     assert not sunk.missed(targets)
     assert sunk.nsr <= start.nsr * (1 + 1e-9)
+    if timed:
+        assert sunk.latency <= start.latency * (1 + 1e-9)
 
 
 def test_auto_spends_a_lone_float_layers_bytes_where_they_remove_noise():
