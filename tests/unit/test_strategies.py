@@ -575,3 +575,17 @@ def test_auto_spends_a_lone_float_layers_bytes_where_they_remove_noise():
     chosen = decide("auto", island, cost, budgets)
     assert [chosen.plan[n] for n in table.names] == ["int8", "int8", "int8"]
     assert chosen.predicted_sqnr > predicted_sqnr(island, alone.plan)
+
+
+def test_auto_names_and_explains_the_float_layers_it_sank():
+    sank = 0
+    for seed in range(12):
+        table, cost = random_problem(30, seed, activations=True)
+        _, lo, hi, _, _ = span(table, cost)
+        d = decide("auto", table, cost, Budgets(max_bytes=int(lo + 0.3 * (hi - lo))))
+        for name in d.details["sunk"]:
+            assert d.plan[name] in ("int8", "int4", "int2")
+            assert "int8 activations" in d.reasons[name]
+            assert name not in d.details["taken_back"]
+        sank += len(d.details["sunk"])
+    assert sank > 0
