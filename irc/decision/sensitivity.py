@@ -21,7 +21,8 @@ precision of one variant. Per batch of the sample data (8 inputs by default):
    the layer on);
 4. per layer, two more runs from its snapshot, the layer float but its input (then its
    output) rounded to int8 at the calibrated range: the table's ``activations``, what a
-   float layer whose neighbours are integer still pays (layers × 2 runs).
+   float layer whose neighbours are integer still pays (at most layers × 2 runs: a value
+   one layer writes and only the next reads is rounded once for both).
 
     >>> table = analyze(graph, calibration, images, labels=labels, progress=True)
     >>> table.save("sensitivity.csv")
@@ -318,10 +319,11 @@ def _measure_batch(model: CompiledModel, layers: dict[str, Op], columns: list[_C
         _every_layer_replaced(model, layers, column, {n: sums[n, c] for n in layers}, batch)
         bar.update(len(layers))
     snapshot = None
+    written = None
     for n, op in layers.items():
         snapshot = model.snapshot(op, batch.x, start=snapshot)
         layer_in, layer_out = batch.saved[op.operands[0].name], batch.saved[op.result.name]
-        _rounded_sides(model, op, snapshot, sides[n], batch, layer_out)
+        written = _rounded_sides(model, op, snapshot, sides[n], batch, layer_out, written)
         bar.update(2)
         for c, column in enumerate(columns):
             y = column.programs[n](layer_in.array)[0]
@@ -333,22 +335,34 @@ def _measure_batch(model: CompiledModel, layers: dict[str, Op], columns: list[_C
 
 
 def _rounded_sides(model: CompiledModel, op: Op, snapshot, sides: _Sides, batch: _Batch,
-                   layer_out: _Reference) -> None:  # fmt: skip
+                   layer_out: _Reference, written):  # fmt: skip
     """The model output, resumed at ``snapshot``, with ``op``'s float kernel reading its
-    input rounded to int8, then with its float output rounded, added to ``sides``."""
+    input rounded to int8, then with its float output rounded, added to ``sides``.
+    ``written``: the layer before's (output value, its range, output difference); when
+    that value is this layer's input and nothing else reads it, rounding either is the
+    same run, made once. Returns this layer's ``written``."""
     float_kernel = model.kernel(op)
     in_params, out_params = sides.ranges
     if in_params is not None:
+        if written is not None and written[:2] == (op.operands[0], in_params):
+            difference = written[2]
+        else:
 
-        def rounded_input(x, *rest):
-            float_kernel(_rounded(x, in_params), *rest)
+            def rounded_input(x, *rest):
+                float_kernel(_rounded(x, in_params), *rest)
 
-        model.replace_kernel(op, rounded_input)
-        sides.input.add(_difference(batch.reference, model.run_from(snapshot, batch.x)[0]))
+            model.replace_kernel(op, rounded_input)
+            difference = _difference(batch.reference, model.run_from(snapshot, batch.x)[0])
+        sides.input.add(difference)
+    written = None
     if out_params is not None:
         model.replace_kernel(op, _writing(_rounded(layer_out.array, out_params)))
-        sides.output.add(_difference(batch.reference, model.run_from(snapshot, batch.x)[0]))
+        difference = _difference(batch.reference, model.run_from(snapshot, batch.x)[0])
+        sides.output.add(difference)
+        if len(op.result.users()) == 1 and op.result not in model.graph.outputs:
+            written = (op.result, out_params, difference)
     model.restore_kernel(op)
+    return written
 
 
 def _float_run(model: CompiledModel, layers: dict[str, Op], batch: _Batch) -> None:
