@@ -81,11 +81,19 @@ def predicted_sqnr(table: SensitivityTable, plan: dict[str, str]) -> float:
     for i, p in enumerate(chosen):
         if p != "fp32":
             total += float(table.metrics["output_nsr"][i, table.precisions.index(p)])
-    if table.activations is not None:
+    sides = activation_sides(table)
+    if sides is not None:
         integer = [p in INTEGER for p in chosen]
-        sides = np.nan_to_num(table.activations).tolist()
         total += sum(island_nsr(integer, sides, k) for k in range(len(chosen)))
     return nsr_db(total)
+
+
+def activation_sides(table: SensitivityTable) -> list[list[float]] | None:
+    """Each layer's (input, output) int8 noise from ``table.activations`` (NaN as 0), or
+    None when the table did not measure them."""
+    if table.activations is None:
+        return None
+    return np.nan_to_num(np.asarray(table.activations, np.float64)).tolist()
 
 
 def island_nsr(integer, sides: list[list[float]], k: int) -> float:
@@ -127,12 +135,11 @@ class Problem:
         self.bytes_l, self.lat_l = self.bytes.tolist(), self.lat.tolist()
         self.trans_l, self.nsr_l = self.trans.tolist(), self.nsr.tolist()
         self.int_l = self.integer.tolist()
-        acts = table.activations
         # each layer's (input, output) int8 noise, what it pays as a float layer between
-        # integer ones; none measured: 0, and every layer's noise is its own alone
-        self.sides_l = (np.zeros((len(names), 2)) if acts is None
-                        else np.nan_to_num(np.asarray(acts, np.float64))).tolist()  # fmt: skip
-        self.has_sides = acts is not None
+        # integer ones; none measured: every layer's noise is its own alone
+        sides = activation_sides(table)
+        self.has_sides = sides is not None
+        self.sides_l = sides if sides is not None else [[0.0, 0.0]] * len(names)
         self._ladders = None
 
     def __len__(self) -> int:
